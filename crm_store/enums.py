@@ -1,0 +1,107 @@
+"""Shared vocabulary of the CRM: the one place that names statuses, priorities, tiers and categories."""
+
+from __future__ import annotations
+
+import enum
+
+
+class StrEnum(str, enum.Enum):
+    """A string enum whose value is what is stored and sent over the wire."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LoyaltyTier(StrEnum):
+    STANDARD = "standard"
+    SILVER = "silver"
+    GOLD = "gold"
+    PLATINUM = "platinum"
+
+
+class ApplianceCategory(StrEnum):
+    FRIDGE = "fridge"
+    WASHING_MACHINE = "washing_machine"
+    DISHWASHER = "dishwasher"
+    BOILER = "boiler"
+    AIR_CONDITIONER = "air_conditioner"
+
+    @property
+    def label(self) -> str:
+        """Human wording used in replies ("washing machine")."""
+        return self.value.replace("_", " ")
+
+
+class TicketStatus(StrEnum):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    WAITING_CUSTOMER = "waiting_customer"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+    @property
+    def is_open(self) -> bool:
+        return self in OPEN_TICKET_STATUSES
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+OPEN_TICKET_STATUSES = frozenset(
+    {TicketStatus.OPEN, TicketStatus.IN_PROGRESS, TicketStatus.WAITING_CUSTOMER}
+)
+
+
+class TicketPriority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class TicketSource(StrEnum):
+    CHAT = "chat"
+    DEVICE = "device"
+    AGENT = "agent"
+    API = "api"
+
+
+class TicketEventKind(StrEnum):
+    CREATED = "created"
+    STATUS_CHANGED = "status_changed"
+    PRIORITY_CHANGED = "priority_changed"
+    NOTE = "note"
+    CUSTOMER_CONTACT = "customer_contact"
+    DEVICE_EVENT = "device_event"
+
+
+class FaultSeverity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Channel(StrEnum):
+    """Chat channels, named as Rasa names its input channels."""
+
+    SOCKETIO = "socketio"
+    REST = "rest"
+    FACEBOOK = "facebook"
+
+
+class JourneyStage(StrEnum):
+    """Customer-journey stages recorded as interactions."""
+
+    DISCOVER = "discover"
+    REGISTER = "register"
+    START = "start"
+    MOTIVATION = "motivation"
+    COMPLETE = "complete"
+    FEEDBACK = "feedback"
+
+
+class UserRole(StrEnum):
+    AGENT = "agent"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"

@@ -1,0 +1,303 @@
+"""Typed SQLAlchemy 2 models of the CRM: customers, their devices, purchases, tickets and journey."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Time,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from crm_store.enums import (
+    ApplianceCategory,
+    FaultSeverity,
+    JourneyStage,
+    LoyaltyTier,
+    TicketEventKind,
+    TicketPriority,
+    TicketSource,
+    TicketStatus,
+    UserRole,
+)
+
+# Stable constraint names so that Alembic migrations are identical on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware, in UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores aware datetimes as UTC and always returns them aware.
+
+    SQLite drops the offset, so values read back would otherwise be naive and
+    compare wrongly against aware ones.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+def _enum(cls: type) -> Enum:
+    # Store the enum *values* as plain strings: readable in SQL and portable across dialects.
+    return Enum(
+        cls,
+        native_enum=False,
+        length=32,
+        validate_strings=True,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(40))
+    preferred_language: Mapped[str] = mapped_column(String(8), default="en")
+    loyalty_tier: Mapped[LoyaltyTier] = mapped_column(_enum(LoyaltyTier), default=LoyaltyTier.STANDARD)
+    customer_since: Mapped[dt.date] = mapped_column(Date)
+    city: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    consent_proactive: Mapped[bool] = mapped_column(Boolean, default=True)
+    consent_marketing: Mapped[bool] = mapped_column(Boolean, default=False)
+    consent_telemetry: Mapped[bool] = mapped_column(Boolean, default=True)
+    quiet_hours_start: Mapped[dt.time | None] = mapped_column(Time)
+    quiet_hours_end: Mapped[dt.time | None] = mapped_column(Time)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    devices: Mapped[list[Device]] = relationship(back_populates="owner", order_by="Device.id")
+    purchases: Mapped[list[Purchase]] = relationship(back_populates="customer", order_by="Purchase.purchased_at")
+    identities: Mapped[list[ChannelIdentity]] = relationship(back_populates="customer")
+
+    @property
+    def first_name(self) -> str:
+        return self.full_name.split()[0] if self.full_name.strip() else self.full_name
+
+
+class ChannelIdentity(Base):
+    """Which chat sender on which channel is which customer."""
+
+    __tablename__ = "channel_identities"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_channel_identities_sender"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(255))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    verified_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    customer: Mapped[Customer] = relationship(back_populates="identities")
+
+
+class ProductModel(Base):
+    __tablename__ = "product_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    category: Mapped[ApplianceCategory] = mapped_column(_enum(ApplianceCategory))
+    launched_on: Mapped[dt.date | None] = mapped_column(Date)
+
+    faults: Mapped[list[FaultDefinition]] = relationship(back_populates="model", order_by="FaultDefinition.code")
+
+
+class FaultDefinition(Base):
+    """One entry of a model's fault catalogue: what a code means and what the customer can do."""
+
+    __tablename__ = "fault_definitions"
+    __table_args__ = (UniqueConstraint("model_id", "code", name="uq_fault_definitions_model_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("product_models.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[FaultSeverity] = mapped_column(_enum(FaultSeverity))
+    safety_critical: Mapped[bool] = mapped_column(Boolean, default=False)
+    needs_technician: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Newline-separated steps and comma-separated symptom keywords: short lists, read whole.
+    self_help: Mapped[str] = mapped_column(Text, default="")
+    keywords: Mapped[str] = mapped_column(Text, default="")
+
+    model: Mapped[ProductModel] = relationship(back_populates="faults")
+
+    @property
+    def self_help_steps(self) -> list[str]:
+        return [s.strip() for s in self.self_help.splitlines() if s.strip()]
+
+    @property
+    def keyword_list(self) -> list[str]:
+        return [k.strip().lower() for k in self.keywords.split(",") if k.strip()]
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    serial: Mapped[str] = mapped_column(String(64), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("product_models.id"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"), index=True)
+    location: Mapped[str | None] = mapped_column(String(64))
+    installed_on: Mapped[dt.date | None] = mapped_column(Date)
+    firmware_version: Mapped[str | None] = mapped_column(String(32))
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    model: Mapped[ProductModel] = relationship()
+    owner: Mapped[Customer | None] = relationship(back_populates="devices")
+
+    @property
+    def label(self) -> str:
+        """How the bot names the device to its owner: "washing machine WashPro 8 (kitchen)"."""
+        where = f" ({self.location})" if self.location else ""
+        return f"{self.model.category.label} {self.model.name}{where}"
+
+
+class Purchase(Base):
+    __tablename__ = "purchases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_number: Mapped[str] = mapped_column(String(32), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("product_models.id"))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    purchased_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    price_cents: Mapped[int] = mapped_column(Integer)
+    sales_channel: Mapped[str] = mapped_column(String(32), default="online")
+
+    customer: Mapped[Customer] = relationship(back_populates="purchases")
+    model: Mapped[ProductModel] = relationship()
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        # open_dedup_key is set while the ticket is open and cleared when it closes, so this
+        # constraint lets the database itself refuse a second open ticket for the same problem.
+        UniqueConstraint("device_id", "open_dedup_key", name="uq_tickets_open_problem"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str | None] = mapped_column(String(16), unique=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"), index=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    source: Mapped[TicketSource] = mapped_column(_enum(TicketSource))
+    category: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    fault_code: Mapped[str | None] = mapped_column(String(16))
+    priority: Mapped[TicketPriority] = mapped_column(_enum(TicketPriority), default=TicketPriority.NORMAL)
+    status: Mapped[TicketStatus] = mapped_column(_enum(TicketStatus), default=TicketStatus.OPEN)
+    dedup_key: Mapped[str] = mapped_column(String(128))
+    open_dedup_key: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    customer: Mapped[Customer | None] = relationship()
+    device: Mapped[Device | None] = relationship()
+    events: Mapped[list[TicketEvent]] = relationship(
+        back_populates="ticket", order_by="TicketEvent.id", cascade="all, delete-orphan"
+    )
+
+
+class TicketEvent(Base):
+    """What happened to a ticket: creation, status changes, notes, repeated reports."""
+
+    __tablename__ = "ticket_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[TicketEventKind] = mapped_column(_enum(TicketEventKind))
+    author: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text, default="")
+    is_private: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="events")
+
+
+class Interaction(Base):
+    """A customer-journey event (a chat started, a device registered, feedback given, ...)."""
+
+    __tablename__ = "interactions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[JourneyStage] = mapped_column(_enum(JourneyStage))
+    event: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(32))
+    conversation_id: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CsatRating(Base):
+    __tablename__ = "csat_ratings"
+    __table_args__ = (CheckConstraint("score BETWEEN 1 AND 5", name="score_range"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
+    conversation_id: Mapped[str | None] = mapped_column(String(255))
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    """A person who signs in to the console or the API (agent, supervisor, admin)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[UserRole] = mapped_column(_enum(UserRole))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,63 @@
+"""Customer-journey interactions and CSAT ratings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crm_store.enums import JourneyStage
+from crm_store.models import CsatRating, Interaction
+
+
+def record_interaction(
+    session: Session,
+    *,
+    customer_id: int | None,
+    stage: JourneyStage,
+    event: str,
+    channel: str | None = None,
+    conversation_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Interaction:
+    interaction = Interaction(
+        customer_id=customer_id,
+        stage=stage,
+        event=event,
+        channel=channel,
+        conversation_id=conversation_id,
+        data=data or {},
+    )
+    session.add(interaction)
+    session.flush()
+    return interaction
+
+
+def list_interactions(session: Session, *, customer_id: int, limit: int = 50) -> list[Interaction]:
+    stmt = (
+        select(Interaction)
+        .where(Interaction.customer_id == customer_id)
+        .order_by(Interaction.occurred_at.desc(), Interaction.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def record_csat(
+    session: Session,
+    *,
+    score: int,
+    customer_id: int | None,
+    ticket_id: int | None = None,
+    conversation_id: str | None = None,
+    comment: str | None = None,
+) -> CsatRating:
+    if not 1 <= score <= 5:
+        raise ValueError("a CSAT score is between 1 and 5")
+    rating = CsatRating(
+        score=score, customer_id=customer_id, ticket_id=ticket_id, conversation_id=conversation_id, comment=comment
+    )
+    session.add(rating)
+    session.flush()
+    return rating

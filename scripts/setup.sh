@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Creates or refreshes the two Python environments. Idempotent: an environment is rebuilt only when
+# its requirements file changed. Usage: scripts/setup.sh [--browser]  (--browser: Debian's chromium too)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python310() {
+  local candidate
+  for candidate in "${PYTHON310:-}" python3.10 "$(command -v pyenv >/dev/null && echo "$(pyenv root)/versions/"3.10*/bin/python3.10)" /usr/bin/python3.10 /usr/local/bin/python3.10; do
+    [ -n "$candidate" ] || continue
+    for c in $candidate; do
+      if "$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then
+        echo "$c"; return 0
+      fi
+    done
+  done
+  return 1
+}
+
+PY310=$(find_python310) || {
+  echo "error: Python 3.10 is required (Rasa 3.6.21 supports Python 3.8-3.10) but was not found." >&2
+  echo "       Install it (e.g. 'pyenv install 3.10') or set PYTHON310=/path/to/python3.10." >&2
+  exit 1
+}
+
+make_env() {  # make_env <dir> <requirements file>
+  local dir=$1 req=$2 want have=""
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  [ -f "$dir/.requirements.sha256" ] && have=$(cat "$dir/.requirements.sha256")
+  if [ "$want" = "$have" ] && [ -x "$dir/bin/python" ]; then
+    return 0
+  fi
+  echo "==> creating $dir from $req (Python: $PY310)"
+  rm -rf "$dir"
+  "$PY310" -m venv "$dir"
+  "$dir/bin/python" -m pip install --quiet --upgrade pip
+  "$dir/bin/python" -m pip install --quiet -r "$req"
+  echo "$want" > "$dir/.requirements.sha256"
+}
+
+make_env .venv-rasa requirements/rasa.txt &
+rasa_pid=$!
+make_env .venv-app requirements/app.txt
+wait "$rasa_pid"
+
+if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing Debian's chromium for the browser tests"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+echo "==> environments ready (.venv-rasa, .venv-app)"
