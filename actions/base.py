@@ -1,0 +1,127 @@
+"""Shared behaviour of actions: a CRM unit of work per action, customer resolution, safe failure.
+
+Slots this module needs in domain.yml: ``customer_id`` (float) and ``customer_name`` (text), both custom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy.orm import Session
+
+from actions.settings import get_settings
+from crm_store.db import session_scope
+from crm_store.repositories.customers import CustomerProfile, find_customer_by_identity, get_profile
+
+logger = logging.getLogger(__name__)
+
+CRM_UNAVAILABLE = (
+    "Sorry, I can't reach our customer records right now. Please try again in a few minutes; "
+    "nothing you told me is lost."
+)
+
+
+@contextmanager
+def crm_session() -> Iterator[Session]:
+    """A CRM unit of work owned by the calling action: committed when the block succeeds."""
+    with session_scope(get_settings().database_url) as session:
+        yield session
+
+
+def sender_channel(tracker: Tracker) -> str | None:
+    """The input channel of the conversation (``socketio``, ``rest``, ``facebook``), if known."""
+    return tracker.get_latest_input_channel()
+
+
+def resolve_customer(session: Session, tracker: Tracker) -> tuple[CustomerProfile | None, list[EventType]]:
+    """Who the customer is: from the ``customer_id`` slot, else from the chat's linked identity.
+
+    Returns the profile (or None) and the slot events that record a newly found identity.
+    """
+    customer_id = tracker.get_slot("customer_id")
+    if customer_id is not None:
+        profile = get_profile(session, customer_id=int(customer_id))
+        if profile is not None:
+            return profile, []
+        # The customer was erased since the slot was set: forget them in this conversation too.
+        return None, [SlotSet("customer_id", None), SlotSet("customer_name", None)]
+    channel = sender_channel(tracker)
+    if not channel:
+        return None, []
+    customer = find_customer_by_identity(session, channel=channel, external_id=tracker.sender_id)
+    if customer is None:
+        return None, []
+    profile = get_profile(session, customer_id=customer.id)
+    assert profile is not None
+    return profile, customer_slots(profile)
+
+
+def customer_slots(profile: CustomerProfile) -> list[EventType]:
+    return [SlotSet("customer_id", float(profile.id)), SlotSet("customer_name", profile.first_name)]
+
+
+@dataclass
+class Turn:
+    """Everything an action needs for one run."""
+
+    dispatcher: CollectingDispatcher
+    tracker: Tracker
+    domain: dict[str, Any]
+    session: Session
+    customer: CustomerProfile | None
+
+
+class CrmAction(Action, ABC):
+    """An action that works on the CRM. Subclasses implement ``name`` and ``act``.
+
+    Runs ``act`` in a worker thread (database calls must not block the action server's event
+    loop) inside one unit of work, and turns any failure into a helpful reply, never silence.
+    """
+
+    @abstractmethod
+    def act(self, turn: Turn) -> list[EventType]:
+        """The action's work; its returned events follow the identity events."""
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        try:
+            return await asyncio.to_thread(self._run_sync, dispatcher, tracker, domain)
+        except Exception:
+            logger.exception("action %s failed (conversation %s)", self.name(), tracker.sender_id)
+            dispatcher.utter_message(text=CRM_UNAVAILABLE)
+            return []
+
+    def _run_sync(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
+        with crm_session() as session:
+            customer, events = resolve_customer(session, tracker)
+            return events + self.act(Turn(dispatcher, tracker, domain, session, customer))
+
+
+class CrmFormValidationAction(FormValidationAction, ABC):
+    """A form validation action that first links the chat to its customer when it can."""
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        try:
+            identity_events = await asyncio.to_thread(self._identity_events, tracker)
+        except Exception:
+            logger.exception("customer lookup failed (conversation %s)", tracker.sender_id)
+            identity_events = []
+        tracker.add_slots(identity_events)
+        return identity_events + await super().run(dispatcher, tracker, domain)
+
+    @staticmethod
+    def _identity_events(tracker: Tracker) -> list[EventType]:
+        with crm_session() as session:
+            return resolve_customer(session, tracker)[1]

@@ -1,0 +1,106 @@
+"""Knowing the customer: greeting by name, verifying an anonymous chat, answering after verification."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.base import CrmAction, CrmFormValidationAction, Turn, sender_channel
+from actions.devices import describe_devices
+from actions.tickets import describe_ticket_status
+from actions.verification import VerificationMixin
+from crm_store.enums import JourneyStage, LoyaltyTier
+from crm_store.repositories.customers import CustomerProfile
+from crm_store.repositories.interactions import record_interaction
+
+logger = logging.getLogger(__name__)
+
+CAPABILITY_BUTTONS = [
+    {"title": "My devices", "payload": "/list_devices"},
+    {"title": "Report a problem", "payload": "/report_problem"},
+    {"title": "Ticket status", "payload": "/ask_ticket_status"},
+]
+
+
+def greeting_for(profile: CustomerProfile) -> str:
+    """A greeting by name that thanks loyal and repeat customers."""
+    text = f"Hi {profile.first_name}, welcome back!"
+    if profile.loyalty_tier in (LoyaltyTier.GOLD, LoyaltyTier.PLATINUM):
+        text += (
+            f" Thank you for being a {profile.loyalty_tier.value.capitalize()} member since "
+            f"{profile.customer_since.year}."
+        )
+    elif profile.purchase_count >= 2:
+        text += f" Thanks for choosing us again: {profile.purchase_count} purchases so far."
+    return text + " How can I help you today?"
+
+
+class ActionGreet(CrmAction):
+    def name(self) -> str:
+        return "action_greet"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        if turn.customer is None:
+            turn.dispatcher.utter_message(
+                text=(
+                    "Hi! I'm the service assistant. I can show the appliances registered to you, open a "
+                    "repair ticket or tell you a ticket's status. Already a customer? Say \"link my account\"."
+                ),
+                buttons=CAPABILITY_BUTTONS,
+            )
+            return []
+        turn.dispatcher.utter_message(text=greeting_for(turn.customer), buttons=CAPABILITY_BUTTONS)
+        record_interaction(
+            turn.session,
+            customer_id=turn.customer.id,
+            stage=JourneyStage.START,
+            event="chat_greeted",
+            channel=sender_channel(turn.tracker),
+            conversation_id=turn.tracker.sender_id,
+        )
+        return []
+
+
+class ValidateVerifyForm(VerificationMixin, CrmFormValidationAction):
+    def name(self) -> str:
+        return "validate_verify_form"
+
+    async def required_slots(
+        self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[str]:
+        return self.VERIFY_SLOTS if self.needs_verification(tracker) else []
+
+
+class ActionResumeRequest(CrmAction):
+    """Answers what the customer asked for before verification (devices, ticket status)."""
+
+    def name(self) -> str:
+        return "action_resume_request"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        request = turn.tracker.get_slot("pending_request")
+        done = [SlotSet("pending_request", None), SlotSet("verify_email", None), SlotSet("verify_reference", None)]
+        if turn.customer is None:
+            turn.dispatcher.utter_message(
+                text=(
+                    "I can only do that for a verified customer. You can still ask me general questions, "
+                    "or contact our service team directly."
+                )
+            )
+            return done
+        if request == "list_devices":
+            turn.dispatcher.utter_message(text=describe_devices(turn.session, turn.customer))
+        elif request == "ticket_status":
+            turn.dispatcher.utter_message(
+                text=describe_ticket_status(turn.session, turn.customer, turn.tracker.get_slot("ticket_number"))
+            )
+            done.append(SlotSet("ticket_number", None))
+        else:
+            turn.dispatcher.utter_message(
+                text=f"You're all set, {turn.customer.first_name}. What can I do for you?", buttons=CAPABILITY_BUTTONS
+            )
+        return done

@@ -1,0 +1,25 @@
+"""Settings of the action server. Precedence: environment > .env file > defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ActionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = "sqlite:///var/crm.db"
+    action_server_host: str = "127.0.0.1"
+    action_server_port: int = 5055
+    # Shared with Rasa (bot/endpoints.yml sends it as a bearer token). Required: make run generates it.
+    action_server_token: SecretStr
+    # Wrong verification details allowed per conversation before the bot stops trying.
+    verify_max_attempts: int = 3
+
+
+@lru_cache
+def get_settings() -> ActionSettings:
+    return ActionSettings()  # type: ignore[call-arg]  # the token comes from the environment

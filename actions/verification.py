@@ -1,0 +1,95 @@
+"""Verifying an anonymous chat against the CRM, shared by every form that needs to know the customer."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.base import crm_session, customer_slots, sender_channel
+from actions.settings import get_settings
+from crm_store.enums import JourneyStage
+from crm_store.repositories.customers import get_profile, link_identity, verify_customer
+from crm_store.repositories.interactions import record_interaction
+
+logger = logging.getLogger(__name__)
+
+EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+REFERENCE_RE = re.compile(r"\b(ORD-\d{4}-\d{6}|(?:FR|WM|DW|BL|AC)\d{2}-\d{8})\b", re.IGNORECASE)
+
+
+class VerificationMixin:
+    """Validators for ``verify_email`` and ``verify_reference``, shared by every form that verifies.
+
+    Slots needed in domain.yml: verify_email, verify_reference, verify_attempts, verify_locked,
+    customer_id, customer_name. A failed check never says which part was wrong, so that nobody
+    can learn whether an e-mail address is registered.
+    """
+
+    VERIFY_SLOTS = ["verify_email", "verify_reference"]
+
+    @staticmethod
+    def needs_verification(tracker: Tracker) -> bool:
+        return tracker.get_slot("customer_id") is None and not tracker.get_slot("verify_locked")
+
+    def validate_verify_email(
+        self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        match = EMAIL_RE.search(str(slot_value or ""))
+        if match is None:
+            dispatcher.utter_message(
+                text="That doesn't look like an e-mail address. Please type it like name@example.com, or say \"stop\"."
+            )
+            return {"verify_email": None}
+        return {"verify_email": match.group(0).lower()}
+
+    def validate_verify_reference(
+        self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        match = REFERENCE_RE.search(str(slot_value or ""))
+        if match is None:
+            dispatcher.utter_message(
+                text="I need an order number like ORD-2024-000123 or a serial number like WM80-23000123."
+            )
+            return {"verify_reference": None}
+        email = tracker.get_slot("verify_email") or ""
+        with crm_session() as session:
+            customer = verify_customer(session, email=email, reference=match.group(1))
+            if customer is not None:
+                channel = sender_channel(tracker)
+                if channel:
+                    link_identity(session, channel=channel, external_id=tracker.sender_id, customer_id=customer.id)
+                record_interaction(
+                    session, customer_id=customer.id, stage=JourneyStage.START, event="chat_verified",
+                    channel=channel, conversation_id=tracker.sender_id,
+                )
+                profile = get_profile(session, customer_id=customer.id)
+        if customer is not None and profile is not None:
+            logger.info("conversation %s verified as customer %s", tracker.sender_id, customer.id)
+            dispatcher.utter_message(text=f"Thank you, {profile.first_name}, I've found your account.")
+            slots = {e["name"]: e["value"] for e in customer_slots(profile)}
+            return {"verify_reference": match.group(1).upper(), "verify_attempts": 0, **slots}
+
+        attempts = int(tracker.get_slot("verify_attempts") or 0) + 1
+        limit = get_settings().verify_max_attempts
+        logger.info("verification failed for conversation %s (attempt %d of %d)", tracker.sender_id, attempts, limit)
+        reset = {"verify_email": None, "verify_reference": None, "verify_attempts": attempts}
+        if attempts >= limit:
+            dispatcher.utter_message(
+                text=(
+                    "I'm sorry, I couldn't verify those details, and to protect our customers' accounts I'll stop "
+                    "trying in this conversation. Our service team can help you by phone or e-mail."
+                )
+            )
+            return {**reset, "verify_locked": True}
+        left = limit - attempts
+        dispatcher.utter_message(
+            text=(
+                "Sorry, those details don't match an account I can find. Please check the e-mail address and the "
+                f"number and try again ({left} {'try' if left == 1 else 'tries'} left)."
+            )
+        )
+        return reset

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Trains the Rasa model unless one exists for the current data, config and Rasa version.
+# Prints the model's path on stdout. Models are named by a fingerprint of their inputs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3
+fp=$( { find config.yml requirements/rasa.txt bot/domain.yml bot/data nlu/data -type f -name '*.*' -print0 \
+        | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
+model="models/bot-$fp.tar.gz"
+if [ ! -f "$model" ]; then
+  echo "==> training the Rasa model ($model)" >&2
+  .venv-rasa/bin/rasa train --config config.yml --domain bot/domain.yml --data bot/data nlu/data \
+    --out models --fixed-model-name "bot-$fp" >&2
+fi
+echo "$model"

@@ -1,0 +1,74 @@
+"""Action tests: trackers built from JSON snapshots, a real (SQLite) CRM with the demo data."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import pathlib
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from crm_store.db import get_engine, session_scope
+
+SNAPSHOTS = pathlib.Path(__file__).parent / "snapshots"
+DOMAIN: dict[str, Any] = YAML(typ="safe").load((pathlib.Path(__file__).parents[2] / "bot" / "domain.yml").read_text())
+
+
+@pytest.fixture(scope="session")
+def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """One migrated SQLite CRM with the demo data; each test gets a copy."""
+    from crm_store.demo_data import generate
+    from crm_store.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("seed") / "crm.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    with session_scope(url) as session:
+        generate(session, customers=40)
+    get_engine(url).dispose()  # closing the last connection checkpoints the WAL into crm.db
+    get_engine.cache_clear()
+    return path
+
+
+@pytest.fixture
+def crm_url(seeded_db: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from actions.settings import get_settings
+
+    path = tmp_path / "crm.db"
+    shutil.copy(seeded_db, path)
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("ACTION_SERVER_TOKEN", "test-token")
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+
+
+def tracker_from(snapshot: str, **overrides: Any) -> Tracker:
+    """A tracker from ``snapshots/<snapshot>.json``; ``slots=…``, ``latest_message=…`` etc. are merged in."""
+    state = json.loads((SNAPSHOTS / f"{snapshot}.json").read_text())
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(state.get(key), dict):
+            state[key] = {**state[key], **copy.deepcopy(value)}
+        else:
+            state[key] = value
+    return Tracker.from_dict(state)
+
+
+def run_action(action: Any, tracker: Tracker) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Runs an action; returns (events, messages sent to the customer)."""
+    dispatcher = CollectingDispatcher()
+    events = asyncio.run(action.run(dispatcher, tracker, DOMAIN))
+    return events, dispatcher.messages
+
+
+def slots_of(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e["value"] for e in events if e.get("event") == "slot"}

@@ -1,0 +1,102 @@
+"""Greeting, verification and answering after verification, from tracker snapshots."""
+
+from __future__ import annotations
+
+import pytest
+
+from actions.customers import ActionGreet, ActionResumeRequest, ValidateVerifyForm
+from crm_store.db import session_scope
+from crm_store.repositories.customers import find_customer_by_identity, link_identity
+from tests.actions.conftest import run_action, slots_of, tracker_from
+
+ANNA_EMAIL = "anna.schmidt@example.com"
+
+
+def test_unknown_visitor_gets_a_generic_greeting_with_options(crm_url):
+    events, messages = run_action(ActionGreet(), tracker_from("greet_socketio"))
+    assert events == []
+    assert messages[0]["text"].startswith("Hi! I'm the service assistant")
+    assert [b["payload"] for b in messages[0]["buttons"]] == ["/list_devices", "/report_problem", "/ask_ticket_status"]
+
+
+def test_linked_customer_is_greeted_by_name_and_thanked_for_loyalty(crm_url):
+    with session_scope(crm_url) as s:
+        link_identity(s, channel="socketio", external_id="web-session-1", customer_id=1)
+    events, messages = run_action(ActionGreet(), tracker_from("greet_socketio"))
+    assert slots_of(events) == {"customer_id": 1.0, "customer_name": "Anna"}
+    assert messages[0]["text"].startswith("Hi Anna, welcome back! Thank you for being a Gold member since 2021.")
+
+
+def test_correct_details_verify_and_link_the_chat(crm_url):
+    events, messages = run_action(ValidateVerifyForm(), tracker_from("verify_reference"))
+    slots = slots_of(events)
+    assert slots["customer_id"] == 1.0 and slots["customer_name"] == "Anna"
+    assert slots["requested_slot"] is None  # the form is done
+    assert "I've found your account" in messages[0]["text"]
+    with session_scope(crm_url) as s:
+        assert find_customer_by_identity(s, channel="socketio", external_id="web-session-2").id == 1
+
+
+@pytest.mark.parametrize(
+    "email,reference",
+    [
+        (ANNA_EMAIL, "ORD-2099-999999"),               # real e-mail, someone else's / unknown order
+        ("nobody.here@example.com", "ORD-2021-000101"),  # unknown e-mail, Anna's order
+    ],
+)
+def test_wrong_details_get_the_same_answer_whether_or_not_the_email_exists(crm_url, email, reference):
+    tracker = tracker_from("verify_reference", slots={"verify_email": email},
+                           latest_message={"text": reference, "entities": []},
+                           events=tracker_from("verify_reference").events[:-1] + [
+                               {"event": "slot", "name": "verify_reference", "value": reference}])
+    events, messages = run_action(ValidateVerifyForm(), tracker)
+    slots = slots_of(events)
+    assert slots["verify_email"] is None and slots["verify_reference"] is None
+    assert slots["verify_attempts"] == 1
+    assert "customer_id" not in slots
+    assert messages[-1]["text"] == (
+        "Sorry, those details don't match an account I can find. Please check the e-mail address and the "
+        "number and try again (2 tries left)."
+    )
+
+
+def test_verification_locks_after_the_last_attempt(crm_url):
+    tracker = tracker_from(
+        "verify_reference",
+        slots={"verify_attempts": 2},
+        events=tracker_from("verify_reference").events[:-1] + [
+            {"event": "slot", "name": "verify_reference", "value": "ORD-2000-000000"}],
+    )
+    events, messages = run_action(ValidateVerifyForm(), tracker)
+    slots = slots_of(events)
+    assert slots["verify_locked"] is True and slots["verify_attempts"] == 3
+    assert slots["requested_slot"] is None  # stops asking
+    assert "stop trying in this conversation" in messages[-1]["text"]
+
+
+def test_not_an_email_is_explained(crm_url):
+    tracker = tracker_from(
+        "verify_reference",
+        slots={"verify_email": None, "requested_slot": "verify_email"},
+        events=tracker_from("verify_reference").events[:-1] + [
+            {"event": "slot", "name": "verify_email", "value": "what can you do"}],
+    )
+    events, messages = run_action(ValidateVerifyForm(), tracker)
+    assert slots_of(events)["verify_email"] is None
+    assert messages[0]["text"].startswith("That doesn't look like an e-mail address")
+
+
+def test_after_verification_the_pending_request_is_answered(crm_url):
+    tracker = tracker_from("verify_reference", slots={"customer_id": 1.0, "pending_request": "list_devices"})
+    events, messages = run_action(ActionResumeRequest(), tracker)
+    text = messages[0]["text"]
+    assert text.startswith("You have 3 appliances registered with us:")
+    for serial in ("FR50-21000101", "WM80-23000102", "DW60-24000103"):
+        assert serial in text
+    assert slots_of(events)["pending_request"] is None
+
+
+def test_locked_out_visitor_is_not_served(crm_url):
+    tracker = tracker_from("verify_reference", slots={"verify_locked": True, "pending_request": "list_devices"})
+    _events, messages = run_action(ActionResumeRequest(), tracker)
+    assert messages[0]["text"].startswith("I can only do that for a verified customer")

@@ -1,0 +1,72 @@
+"""Shared test fixtures: database URLs for SQLite and (when reachable) PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_available() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> bool:
+    return postgres_available()
+
+
+def _create_pg_database() -> tuple[str, str]:
+    name = f"crm_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name, PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _drop_pg_database(name: str) -> None:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty, migrated database per backend for the whole session."""
+    from crm_store.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('crm')}/crm.db"
+        upgrade(url)
+        yield url
+        return
+    if not postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 but CI requires the PostgreSQL store tests")
+        pytest.skip("PostgreSQL is not reachable")
+    name, url = _create_pg_database()
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from crm_store.db import get_engine
+
+        get_engine.cache_clear()
+        _drop_pg_database(name)

@@ -1,0 +1,61 @@
+"""Customers, identities and verification on a real database."""
+
+from __future__ import annotations
+
+from crm_store.enums import LoyaltyTier
+from crm_store.repositories.customers import (
+    find_customer_by_identity,
+    get_profile,
+    link_identity,
+    verify_customer,
+)
+
+
+def test_verify_customer_with_order_number_or_serial(session, factory):
+    anna = factory.customer(email="anna@example.com")
+    device = factory.device(anna)
+    factory.purchase(anna, device, order_number="ORD-2024-000777")
+
+    assert verify_customer(session, email="ANNA@example.com ", reference="ord-2024-000777") is anna
+    assert verify_customer(session, email="anna@example.com", reference=device.serial.lower()) is anna
+
+
+def test_verify_customer_refuses_other_peoples_references(session, factory):
+    anna = factory.customer(email="anna@example.com")
+    bob = factory.customer(email="bob@example.com")
+    bobs_device = factory.device(bob)
+    factory.purchase(bob, bobs_device, order_number="ORD-2024-000888")
+
+    assert verify_customer(session, email="anna@example.com", reference="ORD-2024-000888") is None
+    assert verify_customer(session, email="anna@example.com", reference=bobs_device.serial) is None
+    assert verify_customer(session, email="nobody@example.com", reference="ORD-2024-000888") is None
+    assert verify_customer(session, email="anna@example.com", reference="") is None
+    assert anna.id != bob.id
+
+
+def test_identity_link_is_found_again_and_can_move(session, factory):
+    anna, bob = factory.customer(), factory.customer()
+    assert find_customer_by_identity(session, channel="socketio", external_id="s-1") is None
+
+    link_identity(session, channel="socketio", external_id="s-1", customer_id=anna.id)
+    assert find_customer_by_identity(session, channel="socketio", external_id="s-1") is anna
+    # Same sender id on another channel is another person.
+    assert find_customer_by_identity(session, channel="rest", external_id="s-1") is None
+
+    link_identity(session, channel="socketio", external_id="s-1", customer_id=bob.id)
+    assert find_customer_by_identity(session, channel="socketio", external_id="s-1") is bob
+
+
+def test_profile_counts_purchases_and_flags_loyal_customers(session, factory):
+    newcomer = factory.customer()
+    factory.purchase(newcomer, factory.device(newcomer))
+    repeat = factory.customer()
+    for _ in range(2):
+        factory.purchase(repeat, factory.device(repeat))
+    gold = factory.customer(loyalty_tier=LoyaltyTier.GOLD)
+
+    assert get_profile(session, customer_id=newcomer.id).is_loyal is False
+    profile = get_profile(session, customer_id=repeat.id)
+    assert (profile.purchase_count, profile.device_count, profile.is_loyal) == (2, 2, True)
+    assert get_profile(session, customer_id=gold.id).is_loyal is True
+    assert get_profile(session, customer_id=10**9) is None

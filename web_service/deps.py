@@ -1,0 +1,66 @@
+"""FastAPI dependencies: the request's database session and the authenticated user."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from crm_store.db import session_factory
+from crm_store.enums import UserRole
+from crm_store.models import User
+from crm_store.repositories.users import get_user_by_username
+from web_service import errors
+from web_service.security import read_token
+from web_service.settings import WebSettings, get_settings
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def get_session(settings: Annotated[WebSettings, Depends(get_settings)]) -> Iterator[Session]:
+    """One session per request; the route commits its unit of work."""
+    session = session_factory(settings.database_url)()
+    try:
+        yield session
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_current_user(
+    session: SessionDep,
+    settings: Annotated[WebSettings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, errors.NOT_AUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
+    claims = read_token(settings.secret_key.get_secret_value(), credentials.credentials)
+    user = get_user_by_username(session, username=claims.username) if claims else None
+    if user is None or not user.is_active:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, errors.INVALID_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_roles(*roles: UserRole) -> Callable[[User], User]:
+    """A dependency that admits only users with one of ``roles``."""
+
+    def check(user: CurrentUser) -> User:
+        if user.role not in roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, errors.FORBIDDEN)
+        return user
+
+    return check
+
+
+STAFF = (UserRole.AGENT, UserRole.SUPERVISOR, UserRole.ADMIN)

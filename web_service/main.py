@@ -1,0 +1,36 @@
+"""Application factory: ``uvicorn --factory web_service.main:create_app``."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+
+from web_service.deps import SessionDep
+from web_service.routes import auth, chat, customers, devices, tickets
+from web_service.settings import WebSettings, get_settings
+
+logger = logging.getLogger(__name__)
+STATIC = pathlib.Path(__file__).resolve().parent / "static"
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Appliance care: CRM and support API",
+        version="0.1.0",
+        description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health needs a bearer token.",
+    )
+    for router in (auth.router, customers.router, devices.router, tickets.router, chat.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health", tags=["health"])
+    def health(session: SessionDep, settings: Annotated[WebSettings, Depends(get_settings)]) -> dict[str, str]:
+        session.execute(text("SELECT 1"))
+        return {"status": "ok", "database": session.bind.dialect.name if session.bind else "unknown"}
+
+    return app

@@ -1,0 +1,34 @@
+"""Settings of the web service. Precedence: environment > .env file > defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret"}
+
+
+class WebSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: str = "development"
+    database_url: str = "sqlite:///var/crm.db"
+    # Signs API access tokens. Required: make run writes a random one into .env.
+    secret_key: SecretStr
+    token_ttl_seconds: int = 8 * 3600
+    # Where the browser reaches Rasa's socket.io channel.
+    rasa_public_url: str = "http://127.0.0.1:5005"
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> WebSettings:
+        value = self.secret_key.get_secret_value()
+        if self.environment != "development" and (value.lower() in PLACEHOLDER_SECRETS or len(value) < 32):
+            raise ValueError("SECRET_KEY must be a random value of at least 32 characters outside development")
+        return self
+
+
+@lru_cache
+def get_settings() -> WebSettings:
+    return WebSettings()  # type: ignore[call-arg]  # secret_key comes from the environment
