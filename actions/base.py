@@ -88,6 +88,10 @@ class CrmAction(Action, ABC):
     """
 
     @abstractmethod
+    def name(self) -> str:
+        """The action's name in domain.yml."""
+
+    @abstractmethod
     def act(self, turn: Turn) -> list[EventType]:
         """The action's work; its returned events follow the identity events."""
 
@@ -109,6 +113,10 @@ class CrmAction(Action, ABC):
 
 class CrmFormValidationAction(FormValidationAction, ABC):
     """A form validation action that first links the chat to its customer when it can."""
+
+    @abstractmethod
+    def name(self) -> str:
+        """``validate_<form name>``."""
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]

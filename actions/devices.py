@@ -13,7 +13,12 @@ from crm_store.repositories.tickets import list_tickets
 
 def device_line(device: Device) -> str:
     installed = f", installed {device.installed_on:%b %Y}" if device.installed_on else ""
-    return f"- {device.label.capitalize()}, serial {device.serial}{installed}"
+    return f"- {sentence_case(device.label)}, serial {device.serial}{installed}"
+
+
+def sentence_case(text: str) -> str:
+    """Upper-cases the first letter only (``str.capitalize`` would lower-case model names)."""
+    return text[:1].upper() + text[1:]
 
 
 def describe_devices(session: Session, customer: CustomerProfile) -> str:

@@ -13,9 +13,9 @@ from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
 from actions.base import CrmAction, CrmFormValidationAction, Turn, crm_session, sender_channel
-from actions.devices import parse_category
+from actions.devices import parse_category, sentence_case
 from actions.verification import VerificationMixin
-from crm_store.enums import FaultSeverity, JourneyStage, TicketPriority, TicketSource
+from crm_store.enums import FaultSeverity, JourneyStage, TicketEventKind, TicketPriority, TicketSource
 from crm_store.models import Device, Ticket
 from crm_store.repositories.catalogue import match_fault
 from crm_store.repositories.customers import CustomerProfile
@@ -30,6 +30,7 @@ NO_DEVICE = "unregistered"
 SYMPTOM_MAX_CHARS = 2000
 ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3, "fifth": 4, "last": -1}
 PROBLEM_SLOTS = ["device_serial", "symptom"]
+TEAM_UPDATES = (TicketEventKind.STATUS_CHANGED, TicketEventKind.NOTE)
 
 
 def ticket_line(ticket: Ticket) -> str:
@@ -47,7 +48,10 @@ def describe_ticket_status(session: Session, customer: CustomerProfile, number: 
         text = f"Ticket {ticket.number} ({ticket.title}) is {ticket.status.label}."
         if ticket.resolved_at is not None and not ticket.status.is_open:
             text += f" It was resolved on {ticket.resolved_at:%d %b %Y}."
-        latest = next((e for e in reversed(ticket.events) if not e.is_private and e.body), None)
+        # Only what the team wrote counts as an update, not the customer's own report.
+        latest = next(
+            (e for e in reversed(ticket.events) if e.kind in TEAM_UPDATES and not e.is_private and e.body), None
+        )
         if latest is not None:
             text += f" Latest update: {latest.body}"
         return text
@@ -180,7 +184,7 @@ class ActionAskDeviceSerial(CrmAction):
             text=intro,
             buttons=[
                 {
-                    "title": f"{d.label.capitalize()} ({d.serial})",
+                    "title": f"{sentence_case(d.label)} ({d.serial})",
                     "payload": "/inform" + json.dumps({"serial_number": d.serial}),
                 }
                 for d in shown

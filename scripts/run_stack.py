@@ -63,8 +63,6 @@ def build_env(args: argparse.Namespace) -> dict[str, str]:
     env.setdefault("TRACKER_DB", "var/rasa_tracker.db")
     for key in ("TRACKER_HOST", "TRACKER_USER", "TRACKER_PASSWORD"):
         env.setdefault(key, "")
-    for key in ("FACEBOOK_VERIFY_TOKEN", "FACEBOOK_APP_SECRET", "FACEBOOK_PAGE_ACCESS_TOKEN"):
-        env.setdefault(key, "")
     env["ACTION_SERVER_PORT"] = str(args.actions_port)
     env["ACTION_ENDPOINT_URL"] = f"http://127.0.0.1:{args.actions_port}/webhook"
     env.setdefault("RASA_PUBLIC_URL", f"http://127.0.0.1:{args.rasa_port}")
@@ -88,6 +86,16 @@ def bootstrap(env: dict[str, str]) -> None:
     step([str(APP_PY), "-m", "crm_store.demo_data", "--if-empty"], env)
     step([str(APP_PY), "-m", "web_service.manage", "ensure-user", "--username", "admin", "--role", "admin",
           "--full-name", "Administrator", "--password-env", "ADMIN_PASSWORD"], env)
+
+
+def write_credentials(env: dict[str, str], directory: pathlib.Path) -> pathlib.Path:
+    """Rasa's channel credentials: web chat and REST always, Messenger only when it is configured."""
+    text = (ROOT / "bot" / "credentials.yml").read_text()
+    if env.get("FACEBOOK_APP_SECRET"):
+        text += (ROOT / "bot" / "credentials.facebook.yml").read_text()
+    path = directory / "credentials.yml"
+    path.write_text(text)
+    return path
 
 
 def wait_until(url: str, deadline: float, procs: dict[str, subprocess.Popen[bytes]], check=None) -> None:  # type: ignore[no-untyped-def]
@@ -134,14 +142,15 @@ def main() -> int:
     model = args.model or step(["bash", "scripts/train.sh"], env).splitlines()[-1]
     log_dir = pathlib.Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    credentials = write_credentials(env, log_dir.parent)
 
     commands = {
         "actions": [str(APP_PY), "-m", "actions"],
         "rasa": [str(RASA), "run", "--model", model, "--endpoints", "bot/endpoints.yml",
-                 "--credentials", "bot/credentials.yml", "--enable-api", "--auth-token", env["RASA_TOKEN"],
+                 "--credentials", str(credentials), "--enable-api", "--auth-token", env["RASA_TOKEN"],
                  "--interface", "127.0.0.1", "--port", str(args.rasa_port)],
         "web": [str(APP_PY), "-m", "uvicorn", "--factory", "web_service.main:create_app",
-                "--host", "127.0.0.1", "--port", str(args.web_port)],
+                "--host", "127.0.0.1", "--port", str(args.web_port), "--ws", "none"],
     }
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
