@@ -1,0 +1,1 @@
+"""Device telemetry ingestion (MQTT and HTTP); arrives with the device-fault issue."""
