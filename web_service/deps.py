@@ -64,3 +64,4 @@ def require_roles(*roles: UserRole) -> Callable[[User], User]:
 
 
 STAFF = (UserRole.AGENT, UserRole.SUPERVISOR, UserRole.ADMIN)
+StaffUser = Annotated[User, Depends(require_roles(*STAFF))]

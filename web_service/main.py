@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import logging
 import pathlib
-from typing import Annotated
-
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from web_service.deps import SessionDep
 from web_service.routes import auth, chat, customers, devices, tickets
-from web_service.settings import WebSettings, get_settings
 
 logger = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
@@ -29,7 +26,7 @@ def create_app() -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health", tags=["health"])
-    def health(session: SessionDep, settings: Annotated[WebSettings, Depends(get_settings)]) -> dict[str, str]:
+    def health(session: SessionDep) -> dict[str, str]:
         session.execute(text("SELECT 1"))
         return {"status": "ok", "database": session.bind.dialect.name if session.bind else "unknown"}
 

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 
-from crm_store.models import User
 from crm_store.repositories.customers import get_customer, list_customers
 from crm_store.repositories.devices import list_devices_for_customer
 from crm_store.repositories.tickets import list_tickets
 from web_service import errors
-from web_service.deps import STAFF, SessionDep, require_roles
+from web_service.deps import SessionDep, StaffUser
 from web_service.schemas import Customer360, CustomerPublic, DevicePublic, PurchasePublic, TicketPublic
 
 router = APIRouter(prefix="/api/customers", tags=["customers"])
-Staff = Annotated[User, Depends(require_roles(*STAFF))]
 
 
 @router.get("", response_model=list[CustomerPublic])
 def read_customers(
     session: SessionDep,
-    _user: Staff,
+    _user: StaffUser,
     q: Annotated[str | None, Query(max_length=100)] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -30,7 +28,7 @@ def read_customers(
 
 
 @router.get("/{customer_id}", response_model=Customer360)
-def read_customer(customer_id: int, session: SessionDep, _user: Staff) -> Customer360:
+def read_customer(customer_id: int, session: SessionDep, _user: StaffUser) -> Customer360:
     customer = get_customer(session, customer_id=customer_id)
     if customer is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, errors.CUSTOMER_NOT_FOUND)

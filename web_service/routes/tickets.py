@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from crm_store.enums import TicketEventKind, TicketSource
 from crm_store.errors import ConflictError, InvalidTransitionError
-from crm_store.models import User
 from crm_store.repositories.customers import get_customer
 from crm_store.repositories.devices import get_device_by_serial
 from crm_store.repositories.tickets import (
@@ -20,17 +19,16 @@ from crm_store.repositories.tickets import (
     open_ticket,
 )
 from web_service import errors
-from web_service.deps import STAFF, SessionDep, require_roles
+from web_service.deps import SessionDep, StaffUser
 from web_service.schemas import TicketCreate, TicketDetail, TicketNoteCreate, TicketPublic, TicketUpdate
 
 router = APIRouter(prefix="/api/tickets", tags=["tickets"])
-Staff = Annotated[User, Depends(require_roles(*STAFF))]
 
 
 @router.get("", response_model=list[TicketPublic])
 def read_tickets(
     session: SessionDep,
-    _user: Staff,
+    _user: StaffUser,
     customer_id: int | None = None,
     only_open: bool = False,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -41,7 +39,7 @@ def read_tickets(
 
 
 @router.post("", response_model=TicketDetail, status_code=status.HTTP_201_CREATED)
-def create_ticket(body: TicketCreate, session: SessionDep, user: Staff, response: Response) -> TicketDetail:
+def create_ticket(body: TicketCreate, session: SessionDep, user: StaffUser, response: Response) -> TicketDetail:
     """Open a ticket; answers 200 with the existing ticket when the same problem is already open."""
     if get_customer(session, customer_id=body.customer_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, errors.CUSTOMER_NOT_FOUND)
@@ -62,7 +60,7 @@ def create_ticket(body: TicketCreate, session: SessionDep, user: Staff, response
 
 
 @router.get("/{number}", response_model=TicketDetail)
-def read_ticket(number: str, session: SessionDep, _user: Staff) -> TicketDetail:
+def read_ticket(number: str, session: SessionDep, _user: StaffUser) -> TicketDetail:
     ticket = get_ticket_by_number(session, number=number)
     if ticket is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, errors.TICKET_NOT_FOUND)
@@ -70,7 +68,7 @@ def read_ticket(number: str, session: SessionDep, _user: Staff) -> TicketDetail:
 
 
 @router.patch("/{number}", response_model=TicketDetail)
-def update_ticket(number: str, body: TicketUpdate, session: SessionDep, user: Staff) -> TicketDetail:
+def update_ticket(number: str, body: TicketUpdate, session: SessionDep, user: StaffUser) -> TicketDetail:
     ticket = get_ticket_by_number(session, number=number)
     if ticket is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, errors.TICKET_NOT_FOUND)
@@ -89,7 +87,7 @@ def update_ticket(number: str, body: TicketUpdate, session: SessionDep, user: St
 
 
 @router.post("/{number}/notes", response_model=TicketDetail, status_code=status.HTTP_201_CREATED)
-def add_note(number: str, body: TicketNoteCreate, session: SessionDep, user: Staff) -> TicketDetail:
+def add_note(number: str, body: TicketNoteCreate, session: SessionDep, user: StaffUser) -> TicketDetail:
     ticket = get_ticket_by_number(session, number=number)
     if ticket is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, errors.TICKET_NOT_FOUND)
