@@ -6,6 +6,7 @@ import os
 import pathlib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -47,12 +48,13 @@ def _drop_pg_database(name: str) -> None:
     admin.dispose()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An empty, migrated database per backend for the whole session."""
+@contextmanager
+def migrated_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A new, empty, migrated database of ``kind`` (sqlite or postgresql), dropped afterwards."""
+    from crm_store.db import get_engine
     from crm_store.migrate import upgrade
 
-    if request.param == "sqlite":
+    if kind == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('crm')}/crm.db"
         upgrade(url)
         yield url
@@ -66,7 +68,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         upgrade(url)
         yield url
     finally:
-        from crm_store.db import get_engine
-
         get_engine.cache_clear()
         _drop_pg_database(name)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty, migrated database per backend for the store tests of the whole session."""
+    with migrated_database(request.param, tmp_path_factory) as url:
+        yield url

@@ -8,24 +8,25 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crm_store.db import session_scope
-from crm_store.demo_data import generate, is_empty
+from crm_store.demo_data import generate
 from crm_store.enums import UserRole
-from crm_store.repositories.users import create_user, get_user_by_username
+from crm_store.repositories.users import create_user
+from tests.conftest import migrated_database
 from web_service.main import create_app
 from web_service.settings import get_settings
 
 PASSWORDS = {"agent1": "agent-password-123", "super1": "super-password-123"}
 
 
-@pytest.fixture(scope="session")
-def api_db(database_url: str) -> str:
-    with session_scope(database_url) as s:
-        if is_empty(s):
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def api_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of its own with the demo data and two staff users (other suites commit to theirs)."""
+    with migrated_database(request.param, tmp_path_factory) as url:
+        with session_scope(url) as s:
             generate(s, customers=30)
-        if get_user_by_username(s, username="agent1") is None:
             create_user(s, username="agent1", password=PASSWORDS["agent1"], role=UserRole.AGENT)
             create_user(s, username="super1", password=PASSWORDS["super1"], role=UserRole.SUPERVISOR)
-    return database_url
+        yield url
 
 
 @pytest.fixture
