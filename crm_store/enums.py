@@ -25,6 +25,8 @@ class ApplianceCategory(StrEnum):
     DISHWASHER = "dishwasher"
     BOILER = "boiler"
     AIR_CONDITIONER = "air_conditioner"
+    # Not sold to customers: a data logger travelling with a refrigerated shipment of a product lot.
+    COLD_CHAIN_LOGGER = "cold_chain_logger"
 
     @property
     def label(self) -> str:
@@ -74,6 +76,9 @@ class TicketEventKind(StrEnum):
     NOTE = "note"
     CUSTOMER_CONTACT = "customer_contact"
     DEVICE_EVENT = "device_event"
+    DEVICE_RECOVERED = "device_recovered"
+    CUSTOMER_NOTIFIED = "customer_notified"
+    TECHNICIAN_REQUESTED = "technician_requested"
 
 
 class FaultSeverity(StrEnum):
@@ -105,3 +110,36 @@ class UserRole(StrEnum):
     AGENT = "agent"
     SUPERVISOR = "supervisor"
     ADMIN = "admin"
+
+
+class DeviceMessageKind(StrEnum):
+    """What a device publishes: the last segment of its MQTT topic."""
+
+    TELEMETRY = "telemetry"
+    FAULT = "fault"
+    STATUS = "status"
+
+
+class RuleAction(StrEnum):
+    """What a telemetry rule does when its condition has held long enough."""
+
+    TICKET = "ticket"  # open (or add to) a fault ticket for the device's owner
+    QUARANTINE_LOT = "quarantine_lot"  # a shipment logger: mark the lot it travels with
+
+
+class LotStatus(StrEnum):
+    OK = "ok"
+    EXCURSION = "excursion"  # the cold chain broke; its customers are to be contacted
+    RELEASED = "released"  # inspected after an excursion and found fine
+
+
+class ProactiveKind(StrEnum):
+    DEVICE_FAULT = "device_fault"
+    DEVICE_RECOVERED = "device_recovered"
+
+
+class ProactiveStatus(StrEnum):
+    PENDING = "pending"  # to be pushed at due_at
+    HELD = "held"  # no consent to push or no reachable channel: shown when the customer next chats
+    SENT = "sent"
+    FAILED = "failed"

@@ -7,12 +7,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -25,8 +28,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from crm_store.enums import (
     ApplianceCategory,
+    DeviceMessageKind,
     FaultSeverity,
     JourneyStage,
+    LotStatus,
+    ProactiveKind,
+    ProactiveStatus,
+    RuleAction,
     LoyaltyTier,
     TicketEventKind,
     TicketPriority,
@@ -185,6 +193,8 @@ class Device(Base):
     installed_on: Mapped[dt.date | None] = mapped_column(Date)
     firmware_version: Mapped[str | None] = mapped_column(String(32))
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Set for shipment loggers only: the product lot whose shipment the logger travels with.
+    monitors_lot_id: Mapped[int | None] = mapped_column(ForeignKey("product_lots.id", ondelete="SET NULL"))
 
     model: Mapped[ProductModel] = relationship()
     owner: Mapped[Customer | None] = relationship(back_populates="devices")
@@ -207,6 +217,7 @@ class Purchase(Base):
     purchased_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     price_cents: Mapped[int] = mapped_column(Integer)
     sales_channel: Mapped[str] = mapped_column(String(32), default="online")
+    lot_id: Mapped[int | None] = mapped_column(ForeignKey("product_lots.id", ondelete="SET NULL"), index=True)
 
     customer: Mapped[Customer] = relationship(back_populates="purchases")
     model: Mapped[ProductModel] = relationship()
@@ -301,3 +312,142 @@ class User(Base):
     role: Mapped[UserRole] = mapped_column(_enum(UserRole))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProductLot(Base):
+    """A production and shipment lot of one model; purchases record which lot they came from."""
+
+    __tablename__ = "product_lots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("product_models.id"))
+    status: Mapped[LotStatus] = mapped_column(_enum(LotStatus), default=LotStatus.OK)
+    excursion_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    excursion_detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    model: Mapped[ProductModel] = relationship()
+
+
+class TelemetryRule(Base):
+    """A threshold on one telemetry metric, held for a duration, that raises a catalogue fault.
+
+    Rules are data: operators edit rows, not code. ``hold_seconds`` = 0 fires on the first breaching
+    reading; ``recovery_seconds`` is how long readings must stay normal before recovery is recorded.
+    """
+
+    __tablename__ = "telemetry_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("product_models.id", ondelete="CASCADE"), index=True)
+    fault_code: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(64))
+    operator: Mapped[str] = mapped_column(String(2))  # gt, lt, ge, le, eq
+    threshold: Mapped[float] = mapped_column(Float)
+    hold_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    recovery_seconds: Mapped[int] = mapped_column(Integer, default=600)
+    action: Mapped[RuleAction] = mapped_column(_enum(RuleAction), default=RuleAction.TICKET)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    model: Mapped[ProductModel] = relationship()
+
+
+class DeviceCredential(Base):
+    """A device's secret, stored only as hashes: SHA-256 for the HTTP API (the token is random and
+    long, so a fast hash is safe) and Mosquitto's PBKDF2 form for the broker's password file."""
+
+    __tablename__ = "device_credentials"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    mqtt_password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    device: Mapped[Device] = relationship()
+
+
+class DeviceMessage(Base):
+    """An accepted device message. (device, ts, seq) is unique, so a redelivered message is stored once."""
+
+    __tablename__ = "device_messages"
+    __table_args__ = (
+        UniqueConstraint("device_id", "ts", "seq", name="uq_device_messages_once"),
+        Index("ix_device_messages_latest", "device_id", "kind", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    kind: Mapped[DeviceMessageKind] = mapped_column(_enum(DeviceMessageKind))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class DeviceRuleState(Base):
+    """Where a device stands on one rule; written only when that changes, so a restarted worker
+    continues a breach (or a recovery) where it was."""
+
+    __tablename__ = "device_rule_states"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    rule_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # "rule:<id>" or "code:<fault code>"
+    breach_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    normal_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_ts: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeadLetter(Base):
+    """A device message that was refused, kept for inspection with the reason."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(16))  # mqtt | http
+    topic: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    detail: Mapped[str] = mapped_column(String(500))
+    payload: Mapped[str] = mapped_column(Text)  # as received (decoded leniently), cut at the size limit
+    payload_size: Mapped[int] = mapped_column(Integer)
+
+
+class IngestCounter(Base):
+    """Running totals of the device pipeline (accepted, duplicate, rejected:<reason>, ...)."""
+
+    __tablename__ = "ingest_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ProactiveMessage(Base):
+    """A message the bot owes a customer about one of their tickets (an outbox).
+
+    One per (ticket, kind): a redelivered fault cannot notify twice.
+    """
+
+    __tablename__ = "proactive_messages"
+    __table_args__ = (UniqueConstraint("ticket_id", "kind", name="uq_proactive_messages_once"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    kind: Mapped[ProactiveKind] = mapped_column(_enum(ProactiveKind))
+    status: Mapped[ProactiveStatus] = mapped_column(_enum(ProactiveStatus), default=ProactiveStatus.PENDING, index=True)
+    safety_critical: Mapped[bool] = mapped_column(Boolean, default=False)
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the device reported the fault: the start of the fault-to-customer latency.
+    detected_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    channel: Mapped[str | None] = mapped_column(String(32))
+    conversation_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    reason: Mapped[str | None] = mapped_column(String(64))  # why it was held or delayed
+
+    ticket: Mapped[Ticket] = relationship()
+    customer: Mapped[Customer] = relationship()
