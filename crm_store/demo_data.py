@@ -20,12 +20,23 @@ from crm_store.enums import (
     ApplianceCategory,
     FaultSeverity,
     JourneyStage,
+    LotStatus,
     LoyaltyTier,
+    RuleAction,
     TicketPriority,
     TicketSource,
     TicketStatus,
 )
-from crm_store.models import Customer, Device, FaultDefinition, Interaction, ProductModel, Purchase
+from crm_store.models import (
+    Customer,
+    Device,
+    FaultDefinition,
+    Interaction,
+    ProductLot,
+    ProductModel,
+    Purchase,
+    TelemetryRule,
+)
 from crm_store.repositories.tickets import change_ticket_status, open_ticket
 
 logger = logging.getLogger(__name__)
@@ -183,7 +194,73 @@ def seed_catalogue(session: Session) -> dict[str, ProductModel]:
             session.add(model)
             models[code] = model
     session.flush()
+    for model in models.values():
+        for fcode, metric, op, threshold, hold, recovery in RULES.get(model.category, []):
+            session.add(TelemetryRule(model_id=model.id, fault_code=fcode, metric=metric, operator=op,
+                                      threshold=threshold, hold_seconds=hold, recovery_seconds=recovery))
+    session.flush()
     return models
+
+
+# Telemetry rules per category: (fault code, metric, operator, threshold, hold s, recovery s).
+# Booleans compare as 1.0/0.0, so "leak sensor wet" is ``eq 1``.
+RULES: dict[ApplianceCategory, list[tuple[str, str, str, float, int, int]]] = {
+    ApplianceCategory.FRIDGE: [("E01", "compartment_temp_c", "gt", 8.0, 900, 600),
+                               ("F10", "leak_sensor_wet", "eq", 1.0, 0, 300)],
+    ApplianceCategory.WASHING_MACHINE: [("F05", "leak_sensor_wet", "eq", 1.0, 0, 600)],
+    ApplianceCategory.DISHWASHER: [("E15", "leak_sensor_wet", "eq", 1.0, 0, 600)],
+    ApplianceCategory.BOILER: [("F22", "pressure_bar", "lt", 0.8, 300, 300),
+                               ("E99", "co_ppm", "gt", 50.0, 60, 900)],
+    ApplianceCategory.AIR_CONDITIONER: [("E05", "refrigerant_pressure_bar", "lt", 4.0, 600, 600)],
+}
+
+# Shipment loggers travel with refrigerated lots; an excursion held for 30 minutes marks the lot.
+LOGGER_MODEL = ("CL01", "ColdTrack Shipment Logger")
+LOGGER_FAULTS = [
+    Fault("X01", "Shipment temperature above range", W, False, False, (), ("too warm",)),
+    Fault("X02", "Shipment temperature below range", W, False, False, (), ("too cold",)),
+]
+LOGGER_RULES = [("X01", "cargo_temp_c", "gt", 8.0, 1800, 1800), ("X02", "cargo_temp_c", "lt", -10.0, 1800, 1800)]
+
+
+def seed_device_catalogue(session: Session) -> None:
+    """Telemetry rules, the shipment-logger model, product lots and their loggers.
+
+    Idempotent, so that a CRM created before device telemetry existed gains them on the next start.
+    """
+    models = {m.code: m for m in session.scalars(select(ProductModel))}
+    if not models:
+        return
+    if session.scalar(select(func.count(TelemetryRule.id))) == 0:
+        for model in models.values():
+            for code, metric, op, threshold, hold, recovery in RULES.get(model.category, []):
+                session.add(TelemetryRule(model_id=model.id, fault_code=code, metric=metric, operator=op,
+                                          threshold=threshold, hold_seconds=hold, recovery_seconds=recovery))
+    if LOGGER_MODEL[0] not in models:
+        logger_model = ProductModel(code=LOGGER_MODEL[0], name=LOGGER_MODEL[1],
+                                    category=ApplianceCategory.COLD_CHAIN_LOGGER, launched_on=dt.date(2024, 1, 1))
+        for fault in LOGGER_FAULTS:
+            logger_model.faults.append(FaultDefinition(code=fault.code, title=fault.title, severity=fault.severity,
+                                                       keywords=", ".join(fault.keywords)))
+        session.add(logger_model)
+        session.flush()
+        for code, metric, op, threshold, hold, recovery in LOGGER_RULES:
+            session.add(TelemetryRule(model_id=logger_model.id, fault_code=code, metric=metric, operator=op,
+                                      threshold=threshold, hold_seconds=hold, recovery_seconds=recovery,
+                                      action=RuleAction.QUARANTINE_LOT))
+        # One lot per model and purchase quarter; each lot shipped with its own logger.
+        lots: dict[str, ProductLot] = {}
+        for purchase in session.scalars(select(Purchase).where(Purchase.lot_id.is_(None)).order_by(Purchase.id)):
+            model_code = next(code for code, m in models.items() if m.id == purchase.model_id)
+            lot_code = f"LOT-{model_code}-{purchase.purchased_at:%y}Q{(purchase.purchased_at.month - 1) // 3 + 1}"
+            if lot_code not in lots:
+                lots[lot_code] = ProductLot(code=lot_code, model_id=purchase.model_id, status=LotStatus.OK)
+                session.add(lots[lot_code])
+                session.flush()
+                session.add(Device(serial=f"CL01-{lots[lot_code].id:06d}", model=logger_model,
+                                   monitors_lot_id=lots[lot_code].id))
+            purchase.lot_id = lots[lot_code].id
+    session.flush()
 
 
 def _at(day: dt.date, rng: random.Random) -> dt.datetime:
@@ -280,6 +357,7 @@ def generate(session: Session, *, customers: int = 300, seed: int = 7) -> None:
             change_ticket_status(session, ticket=ticket, status=TicketStatus.IN_PROGRESS, author="demo-data",
                                  note="Technician visit being scheduled.")
     session.flush()
+    seed_device_catalogue(session)
 
 
 def is_empty(session: Session) -> bool:
@@ -297,6 +375,7 @@ def main() -> None:
     with session_scope(args.url) as session:
         if not is_empty(session):
             if args.if_empty:
+                seed_device_catalogue(session)
                 logger.info("demo data already present; nothing to do")
                 return
             raise SystemExit("the CRM already has customers; demo data is only loaded into an empty database")

@@ -1,0 +1,71 @@
+"""Delivers the bot's proactive messages: the customer's reachable chat gets a message from the bot,
+through Rasa's ``trigger_intent`` with an ``EXTERNAL_`` intent, so the conversation can go on from it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+import httpx
+
+from crm_store.enums import ProactiveKind, ProactiveStatus
+from crm_store.models import utcnow
+from crm_store.repositories.proactive import due_messages, get_message, mark_failed, mark_held, reachable_identity
+from device_hooks.pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+INTENTS = {ProactiveKind.DEVICE_FAULT: "EXTERNAL_device_fault", ProactiveKind.DEVICE_RECOVERED: "EXTERNAL_device_recovered"}
+RETRY_AFTER = dt.timedelta(seconds=30)
+
+
+class Notifier:
+    """Pushes due outbox messages; holds those nobody can receive now (shown when the customer next chats)."""
+
+    def __init__(self, pipeline: Pipeline, rasa_url: str, rasa_token: str, client: httpx.AsyncClient) -> None:
+        self.sessions = pipeline.sessions
+        self.rasa_url = rasa_url.rstrip("/")
+        self.rasa_token = rasa_token
+        self.client = client
+
+    def _plan(self) -> list[tuple[int, str, str, str]]:
+        """Due messages with where to send them; unreachable ones are held right away."""
+        plans = []
+        with self.sessions() as session, session.begin():
+            for message in due_messages(session):
+                identity = reachable_identity(session, customer_id=message.customer_id)
+                if identity is None:
+                    mark_held(message, reason="unreachable")
+                    logger.info("proactive message %d held: customer %d has no open chat", message.id, message.customer_id)
+                    continue
+                plans.append((message.id, identity.channel, identity.external_id, INTENTS[message.kind]))
+        return plans
+
+    def _after(self, message_id: int, error: str | None) -> None:
+        with self.sessions() as session, session.begin():
+            message = get_message(session, message_id=message_id)
+            if message is None or message.status is ProactiveStatus.SENT:
+                return
+            # The bot's action marks the message sent when it has produced it; anything else is a failure.
+            mark_failed(message, error=error or "the bot did not confirm the message", retry_at=utcnow() + RETRY_AFTER)
+            logger.warning("proactive message %d not delivered: %s", message_id, message.last_error)
+
+    async def run_once(self) -> int:
+        """Sends what is due now; returns how many were attempted."""
+        plans = await asyncio.to_thread(self._plan)
+        for message_id, channel, conversation_id, intent in plans:
+            error = None
+            try:
+                resp = await self.client.post(
+                    f"{self.rasa_url}/conversations/{conversation_id}/trigger_intent",
+                    params={"output_channel": channel, "token": self.rasa_token},
+                    json={"name": intent, "entities": {"proactive_id": str(message_id)}},
+                    timeout=30,
+                )
+                if resp.status_code != 200:
+                    error = f"Rasa answered {resp.status_code}: {resp.text[:200]}"
+            except httpx.HTTPError as err:
+                error = f"Rasa unreachable: {err!r}"[:300]
+            await asyncio.to_thread(self._after, message_id, error)
+        return len(plans)

@@ -1,0 +1,341 @@
+"""From raw device messages to stored readings, rule transitions, tickets and the bot's outbox, in
+one database transaction per batch.
+
+The caller acknowledges a batch to the broker only after :meth:`Pipeline.process` returns, so a
+crash loses nothing (the broker redelivers) and the unique key on device messages makes the
+redelivery a no-op (nothing is counted, evaluated or ticketed twice).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_store.db import get_engine
+from crm_store.enums import (
+    DeviceMessageKind,
+    FaultSeverity,
+    LotStatus,
+    ProactiveKind,
+    RuleAction,
+    TicketEventKind,
+    TicketPriority,
+    TicketSource,
+    TicketStatus,
+)
+from crm_store.models import (
+    Customer,
+    DeadLetter,
+    Device,
+    DeviceMessage,
+    DeviceRuleState,
+    IngestCounter,
+    ProductLot,
+    ProductModel,
+    TelemetryRule,
+    utcnow,
+)
+from crm_store.repositories.catalogue import get_fault
+from crm_store.repositories.proactive import queue_notification
+from crm_store.repositories.tickets import add_ticket_event, change_ticket_status, find_open_ticket, open_ticket
+from device_hooks.rules import Raised, Recovered, Rule, RuleState, Transition, device_fault, evaluate
+from device_hooks.validation import MAX_PAYLOAD_BYTES, DeviceMessageIn, Rejected, validate
+
+logger = logging.getLogger(__name__)
+
+# last_seen_at is written at most this often per device: it is for "online?", not an audit trail.
+LAST_SEEN_RESOLUTION = dt.timedelta(seconds=30)
+
+
+@dataclass(slots=True)
+class RawMessage:
+    topic: str
+    payload: bytes
+    received_at: dt.datetime
+    source: str = "mqtt"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    id: int
+    serial: str
+    model_id: int
+    customer_id: int | None
+    telemetry_consent: bool
+    monitors_lot_id: int | None
+
+
+@dataclass
+class BatchResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    tickets_opened: list[str] = field(default_factory=list)
+    notifications: int = 0
+    transitions: int = 0
+
+
+def dedup_key(code: str) -> str:
+    # The same key the chat uses, so a fault the device reports joins a ticket the customer opened.
+    return f"fault:{code}"
+
+
+def _priority(severity: FaultSeverity, safety_critical: bool) -> TicketPriority:
+    if safety_critical:
+        return TicketPriority.URGENT
+    return {FaultSeverity.CRITICAL: TicketPriority.HIGH, FaultSeverity.WARNING: TicketPriority.NORMAL}.get(
+        severity, TicketPriority.LOW
+    )
+
+
+class Pipeline:
+    """Validates, stores and evaluates device messages. Not thread-safe: one per worker thread."""
+
+    def __init__(self, database_url: str) -> None:
+        self.engine: Engine = get_engine(database_url)
+        self.sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        self.devices: dict[str, DeviceInfo] = {}
+        self.rules: dict[int, list[Rule]] = {}
+        self.states: dict[tuple[int, str], RuleState] = {}
+        self._last_seen: dict[int, dt.datetime] = {}
+        self.totals: Counter[str] = Counter()
+        self.reload()
+
+    def reload(self) -> None:
+        """(Re)reads the device registry and the rules: at start and when an unknown serial appears."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Device.id, Device.serial, Device.model_id, Device.customer_id, Device.monitors_lot_id,
+                       Customer.consent_telemetry).outerjoin(Customer, Device.customer_id == Customer.id)
+            )
+            self.devices = {
+                r.serial: DeviceInfo(r.id, r.serial, r.model_id, r.customer_id,
+                                     r.consent_telemetry is not False, r.monitors_lot_id)
+                for r in rows
+            }
+            rules: dict[int, list[Rule]] = {}
+            for r in session.scalars(select(TelemetryRule).where(TelemetryRule.enabled.is_(True))):
+                rules.setdefault(r.model_id, []).append(
+                    Rule(r.id, r.fault_code, r.metric, r.operator, r.threshold, r.hold_seconds, r.recovery_seconds,
+                         r.action.value)
+                )
+            self.rules = rules
+        self._known_missing: set[str] = set()
+
+    def _device(self, serial: str) -> DeviceInfo | None:
+        info = self.devices.get(serial)
+        if info is None and serial not in self._known_missing:
+            self.reload()  # a device registered since the last load
+            info = self.devices.get(serial)
+            if info is None:
+                self._known_missing.add(serial)
+        return info
+
+    def process(self, batch: list[RawMessage], *, now: dt.datetime | None = None) -> BatchResult:
+        """Handles a batch in one transaction; returns what happened. Raises only on database failure."""
+        now = now or utcnow()
+        result = BatchResult()
+        valid: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]] = []
+        dead: list[dict[str, object]] = []
+        seen: set[tuple[int, dt.datetime, int]] = set()
+        for raw in batch:
+            try:
+                msg = validate(raw.topic, raw.payload, now=now)
+                info = self._device(msg.serial)
+                if info is None:
+                    raise Rejected("unknown_device", f"no device with serial {msg.serial}")
+            except Rejected as rej:
+                result.rejected[rej.reason] += 1
+                dead.append(self._dead_letter(raw, rej))
+                continue
+            key = (info.id, msg.ts, msg.seq)
+            if key in seen:
+                result.duplicates += 1
+                continue
+            seen.add(key)
+            if not info.telemetry_consent and msg.kind is DeviceMessageKind.TELEMETRY:
+                result.rejected["no_consent"] += 1  # counted, deliberately not stored: the owner said no
+                continue
+            valid.append((info, msg, raw))
+
+        with self.sessions() as session, session.begin():
+            new = self._store(session, valid)
+            result.accepted = len(new)
+            result.duplicates += len(valid) - len(new)
+            transitions: list[tuple[DeviceInfo, Transition, RawMessage]] = []
+            for info, msg, raw in sorted(new, key=lambda v: (v[0].id, v[1].ts, v[1].seq)):
+                for transition in self._evaluate(session, info, msg):
+                    transitions.append((info, transition, raw))
+            self._save_states(session)
+            for info, transition, raw in transitions:
+                self._handle(session, info, transition, raw, result)
+            self._touch_devices(session, new)
+            if dead:
+                session.execute(self._insert(DeadLetter), dead)
+            self._count(session, result)
+        for reason, n in result.rejected.items():
+            logger.warning("rejected %d device message(s): %s", n, reason)
+        return result
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _dead_letter(raw: RawMessage, rej: Rejected) -> dict[str, object]:
+        return {
+            "received_at": raw.received_at, "source": raw.source, "topic": raw.topic[:300], "reason": rej.reason,
+            "detail": rej.detail[:500], "payload": raw.payload[:MAX_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
+            "payload_size": len(raw.payload),
+        }
+
+    def _store(self, session: Session, valid: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]) -> list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]:
+        """Inserts the messages; returns those that were new (not stored by an earlier delivery)."""
+        if not valid:
+            return []
+        stmt = (
+            self._insert(DeviceMessage)
+            .on_conflict_do_nothing(index_elements=["device_id", "ts", "seq"])
+            .returning(DeviceMessage.device_id, DeviceMessage.ts, DeviceMessage.seq)
+        )
+        rows = [
+            {"device_id": info.id, "kind": msg.kind, "seq": msg.seq, "ts": msg.ts, "received_at": raw.received_at,
+             "body": msg.body}
+            for info, msg, raw in valid
+        ]
+        inserted = {(r.device_id, r.ts, r.seq) for r in session.execute(stmt, rows)}
+        return [v for v in valid if (v[0].id, v[1].ts, v[1].seq) in inserted]
+
+    def _state(self, session: Session, device_id: int, key: str) -> RuleState:
+        state = self.states.get((device_id, key))
+        if state is None:
+            row = session.get(DeviceRuleState, (device_id, key))
+            state = (RuleState(row.breach_since, row.active, row.normal_since, row.last_ts) if row else RuleState())
+            self.states[(device_id, key)] = state
+        return state
+
+    def _evaluate(self, session: Session, info: DeviceInfo, msg: DeviceMessageIn) -> list[Transition]:
+        out: list[Transition] = []
+        if msg.kind is DeviceMessageKind.TELEMETRY:
+            readings = msg.body["readings"]
+            for rule in self.rules.get(info.model_id, ()):
+                value = readings.get(rule.metric)
+                if value is not None:
+                    transition = evaluate(rule, self._state(session, info.id, rule.key), msg.ts, value)
+                    if transition is not None:
+                        out.append(transition)
+        elif msg.kind is DeviceMessageKind.FAULT:
+            code = msg.body["code"]
+            transition = device_fault(code, msg.body["state"] == "raised", self._state(session, info.id, f"code:{code}"), msg.ts)
+            if transition is not None:
+                out.append(transition)
+        return out
+
+    def _save_states(self, session: Session) -> None:
+        changed = [(k, s) for k, s in self.states.items() if s.changed]
+        if not changed:
+            return
+        stmt = self._insert(DeviceRuleState)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["device_id", "rule_key"],
+            set_={c: getattr(stmt.excluded, c) for c in ("breach_since", "active", "normal_since", "last_ts")},
+        )
+        session.execute(stmt, [
+            {"device_id": d, "rule_key": k, "breach_since": s.breach_since, "active": s.active,
+             "normal_since": s.normal_since, "last_ts": s.last_ts}
+            for (d, k), s in changed
+        ])
+        for _key, state in changed:
+            state.changed = False
+
+    def _handle(self, session: Session, info: DeviceInfo, transition: Transition, raw: RawMessage, result: BatchResult) -> None:
+        result.transitions += 1
+        rule = transition.rule
+        if rule is not None and rule.action == RuleAction.QUARANTINE_LOT.value:
+            self._lot_excursion(session, info, transition)
+            return
+        fault = get_fault(session, model_id=info.model_id, code=transition.fault_code)
+        if isinstance(transition, Raised):
+            model_name = session.scalar(select(ProductModel.name).where(ProductModel.id == info.model_id)) or ""
+            title = fault.title if fault else f"Device fault {transition.fault_code}"
+            what = (f"{rule.metric} {rule.operator} {rule.threshold:g} since {transition.since:%Y-%m-%d %H:%M:%S} UTC"
+                    if rule else f"device reported {transition.fault_code}")
+            ticket, created = open_ticket(
+                session, customer_id=info.customer_id, device_id=info.id, source=TicketSource.DEVICE,
+                category=transition.fault_code, title=f"{title} ({model_name})", dedup_key=dedup_key(transition.fault_code),
+                author=f"device:{info.serial}", description=f"Detected by the device: {what}.",
+                fault_code=transition.fault_code,
+                priority=_priority(fault.severity, fault.safety_critical) if fault else TicketPriority.NORMAL,
+            )
+            if created:
+                result.tickets_opened.append(ticket.number or "")
+                if queue_notification(session, ticket=ticket, kind=ProactiveKind.DEVICE_FAULT,
+                                      safety_critical=bool(fault and fault.safety_critical),
+                                      detected_at=raw.received_at) is not None:
+                    result.notifications += 1
+            return
+        ticket = find_open_ticket(session, device_id=info.id, dedup_key=dedup_key(transition.fault_code))
+        if ticket is None:
+            return  # recovered before anyone opened a ticket, or an agent already closed it
+        add_ticket_event(
+            session, ticket=ticket, kind=TicketEventKind.DEVICE_RECOVERED, author=f"device:{info.serial}",
+            body="Device-verified recovery: readings back to normal." if rule else "Device-verified recovery: the device cleared the fault.",
+            data={"device_verified": True, "at": transition.at.isoformat()},
+        )
+        if fault is None or not fault.needs_technician:
+            change_ticket_status(session, ticket=ticket, status=TicketStatus.RESOLVED, author=f"device:{info.serial}",
+                                 note="device-verified recovery")
+        if queue_notification(session, ticket=ticket, kind=ProactiveKind.DEVICE_RECOVERED, safety_critical=False,
+                              detected_at=raw.received_at) is not None:
+            result.notifications += 1
+
+    def _lot_excursion(self, session: Session, info: DeviceInfo, transition: Transition) -> None:
+        lot = session.get(ProductLot, info.monitors_lot_id) if info.monitors_lot_id else None
+        if lot is None:
+            logger.warning("shipment logger %s reported %s but monitors no lot", info.serial, transition.fault_code)
+            return
+        detail = dict(lot.excursion_detail or {})
+        if isinstance(transition, Raised):
+            if lot.status is not LotStatus.EXCURSION:
+                lot.status, lot.excursion_at = LotStatus.EXCURSION, transition.since
+            detail.update({"logger": info.serial, "fault_code": transition.fault_code, "since": transition.since.isoformat(),
+                           "confirmed_at": transition.at.isoformat(), "value": transition.value})
+            logger.warning("lot %s marked: temperature excursion (%s)", lot.code, transition.fault_code)
+        else:
+            detail["back_in_range_at"] = transition.at.isoformat()  # the lot stays marked until inspected
+        lot.excursion_detail = detail
+
+    def _touch_devices(self, session: Session, new: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]) -> None:
+        latest: dict[int, dt.datetime] = {}
+        for info, _msg, raw in new:
+            if raw.received_at > latest.get(info.id, raw.received_at - dt.timedelta(1)):
+                latest[info.id] = raw.received_at
+        due = [{"id": d, "last_seen_at": t} for d, t in latest.items()
+               if d not in self._last_seen or t - self._last_seen[d] >= LAST_SEEN_RESOLUTION]
+        if due:
+            session.execute(update(Device), due)
+            self._last_seen.update({row["id"]: row["last_seen_at"] for row in due})
+
+    def _count(self, session: Session, result: BatchResult) -> None:
+        counts = Counter({"accepted": result.accepted, "duplicate": result.duplicates,
+                          "tickets_opened": len(result.tickets_opened)})
+        counts.update({f"rejected:{k}": v for k, v in result.rejected.items()})
+        counts = Counter({k: v for k, v in counts.items() if v})
+        self.totals.update(counts)
+        if not counts:
+            return
+        stmt = self._insert(IngestCounter)
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": IngestCounter.value + stmt.excluded.value})
+        session.execute(stmt, [{"name": k, "value": v} for k, v in sorted(counts.items())])
+
+
+def counters(session: Session) -> dict[str, int]:
+    """The pipeline's running totals and the dead letters per reason, for the API."""
+    totals = {name: value for name, value in session.execute(select(IngestCounter.name, IngestCounter.value))}
+    totals["dead_letters"] = session.scalar(select(func.count(DeadLetter.id))) or 0
+    return totals

@@ -1,0 +1,260 @@
+"""A fleet of simulated appliances that publish realistic telemetry, each signed in as itself.
+
+  python -m device_hooks.simulator run [--devices 50] [--interval 10]      steady telemetry
+  python -m device_hooks.simulator inject SERIAL CODE                      a named fault, as the device sees it
+  python -m device_hooks.simulator recover SERIAL CODE                     readings back to normal
+  python -m device_hooks.simulator bench --messages 200000 --devices 20    as fast as QoS 1 allows
+
+Device credentials come from the token file written by ``device_hooks.broker provision``. A fault with a
+telemetry rule is injected as readings beyond the threshold covering the rule's hold time (what a device
+that buffered its readings would send); any other code is published on the device's fault topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import pathlib
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from crm_store.db import session_scope
+from crm_store.enums import ApplianceCategory
+from crm_store.models import Device, ProductModel, TelemetryRule, utcnow
+from device_hooks import wire
+from device_hooks.settings import get_settings
+
+logger = logging.getLogger("device_hooks.simulator")
+
+# metric -> (normal mean, spread); booleans are normally False.
+NORMAL: dict[ApplianceCategory, dict[str, tuple[float, float] | bool]] = {
+    ApplianceCategory.FRIDGE: {"compartment_temp_c": (4.0, 0.6), "freezer_temp_c": (-18.0, 1.0), "door_open": False,
+                               "leak_sensor_wet": False, "power_w": (95.0, 25.0)},
+    ApplianceCategory.WASHING_MACHINE: {"drum_rpm": (800.0, 400.0), "water_temp_c": (40.0, 8.0),
+                                        "leak_sensor_wet": False, "power_w": (450.0, 200.0)},
+    ApplianceCategory.DISHWASHER: {"water_temp_c": (55.0, 6.0), "leak_sensor_wet": False, "power_w": (900.0, 300.0)},
+    ApplianceCategory.BOILER: {"pressure_bar": (1.5, 0.15), "flow_temp_c": (62.0, 5.0), "co_ppm": (2.0, 1.5)},
+    ApplianceCategory.AIR_CONDITIONER: {"room_temp_c": (22.0, 1.5), "refrigerant_pressure_bar": (9.0, 0.8),
+                                        "power_w": (700.0, 250.0)},
+    ApplianceCategory.COLD_CHAIN_LOGGER: {"cargo_temp_c": (4.0, 0.8)},
+}
+
+
+@dataclass
+class SimDevice:
+    serial: str
+    token: str
+    category: ApplianceCategory
+    rules: list[TelemetryRule] = field(default_factory=list)
+    seq: int = field(default_factory=lambda: time.time_ns() // 1000)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+def normal_readings(category: ApplianceCategory, rng: random.Random) -> dict[str, float | bool]:
+    out: dict[str, float | bool] = {}
+    for metric, spec in NORMAL[category].items():
+        out[metric] = spec if isinstance(spec, bool) else round(rng.gauss(spec[0], spec[1] / 3), 2)
+    return out
+
+
+def breaching_value(rule: TelemetryRule) -> float | bool:
+    if rule.operator == "eq":
+        return bool(rule.threshold) if rule.threshold in (0.0, 1.0) else rule.threshold
+    step = max(abs(rule.threshold) * 0.4, 1.0)
+    return round(rule.threshold + step if rule.operator in ("gt", "ge") else rule.threshold - min(step, abs(rule.threshold) * 0.5 or 1.0), 2)
+
+
+def payload(device: SimDevice, ts: dt.datetime, **body: object) -> bytes:
+    return json.dumps({"ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "seq": device.next_seq(), **body},
+                      separators=(",", ":")).encode()
+
+
+def load_fleet(tokens_file: pathlib.Path, serials: list[str] | None = None, limit: int | None = None) -> list[SimDevice]:
+    if not tokens_file.exists():
+        raise SystemExit(f"{tokens_file} not found: provision the devices first (python -m device_hooks.broker provision)")
+    tokens: dict[str, str] = json.loads(tokens_file.read_text())
+    with session_scope(get_settings().database_url) as session:
+        stmt = select(Device.serial, ProductModel.category, Device.model_id).join(ProductModel).order_by(Device.id)
+        rules: dict[int, list[TelemetryRule]] = {}
+        for rule in session.scalars(select(TelemetryRule).where(TelemetryRule.enabled.is_(True))):
+            session.expunge(rule)
+            rules.setdefault(rule.model_id, []).append(rule)
+        fleet = [SimDevice(serial, tokens[serial], category, rules.get(model_id, []))
+                 for serial, category, model_id in session.execute(stmt)
+                 if serial in tokens and (serials is None or serial in serials)]
+    if serials:
+        missing = set(serials) - {d.serial for d in fleet}
+        if missing:
+            raise SystemExit(f"unknown or unprovisioned device(s): {', '.join(sorted(missing))}")
+    return fleet[:limit] if limit else fleet
+
+
+class Connection:
+    """One device's MQTT connection with a window of unacknowledged QoS 1 publishes."""
+
+    def __init__(self, device: SimDevice, window: int = 1000) -> None:
+        self.device, self.window = device, window
+        self.inflight: dict[int, float] = {}
+        self.acked = 0
+        self._next_id = 0
+        self._space = asyncio.Event()
+        self._space.set()
+
+    async def open(self, host: str, port: int) -> None:
+        self.reader, self.writer, self.decoder, _ = await wire.open_connection(
+            host, port, client_id=f"sim-{self.device.serial}", username=self.device.serial, password=self.device.token)
+        self._acks = asyncio.create_task(self._read_acks())
+
+    async def _read_acks(self) -> None:
+        while True:
+            data = await self.reader.read(65536)
+            if not data:
+                raise wire.MqttError(f"{self.device.serial}: broker closed the connection")
+            for ptype, _flags, body in self.decoder.feed(data):
+                if ptype == wire.PUBACK:
+                    self.inflight.pop(int.from_bytes(body[:2], "big"), None)
+                    self.acked += 1
+            if len(self.inflight) < self.window:
+                self._space.set()
+
+    async def publish(self, kind: str, data: bytes) -> None:
+        while len(self.inflight) >= self.window:
+            self._space.clear()
+            await self._space.wait()
+        self._next_id = self._next_id % 65535 + 1
+        self.inflight[self._next_id] = time.perf_counter()
+        self.writer.write(wire.publish_packet(f"devices/{self.device.serial}/{kind}", data, packet_id=self._next_id))
+        if self.writer.transport.get_write_buffer_size() > 1 << 20:
+            await self.writer.drain()
+
+    async def settle(self, timeout: float = 60.0) -> None:
+        """Waits until the broker has acknowledged everything published."""
+        await self.writer.drain()
+        deadline = time.monotonic() + timeout
+        while self.inflight and time.monotonic() < deadline:
+            if self._acks.done():
+                self._acks.result()
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        self.writer.write(wire.DISCONNECT_PACKET)
+        await self.writer.drain()
+        self._acks.cancel()
+        self.writer.close()
+
+
+async def connect_all(fleet: list[SimDevice], host: str, port: int) -> list[Connection]:
+    conns = [Connection(d) for d in fleet]
+    await asyncio.gather(*(c.open(host, port) for c in conns))
+    return conns
+
+
+async def run_fleet(fleet: list[SimDevice], host: str, port: int, interval: float, duration: float | None) -> None:
+    rng = random.Random()
+    conns = await connect_all(fleet, host, port)
+    logger.info("%d devices online, one reading each every %.1f s", len(conns), interval)
+    end = time.monotonic() + duration if duration else None
+    for conn in conns:
+        await conn.publish("status", payload(conn.device, utcnow(), online=True, firmware="2.4.1", rssi=-55))
+    while end is None or time.monotonic() < end:
+        for conn in conns:
+            await conn.publish("telemetry", payload(conn.device, utcnow(), readings=normal_readings(conn.device.category, rng)))
+            await asyncio.sleep(interval / max(1, len(conns)))
+    for conn in conns:
+        await conn.settle()
+        await conn.close()
+
+
+async def inject(device: SimDevice, code: str, host: str, port: int, *, recover: bool = False) -> str:
+    """Publishes what the device would send for this fault (or its recovery); returns a description."""
+    conn = (await connect_all([device], host, port))[0]
+    rng = random.Random()
+    now = utcnow()
+    rule = next((r for r in device.rules if r.fault_code == code), None)
+    if rule is None:
+        await conn.publish("fault", payload(device, now, code=code, state="cleared" if recover else "raised",
+                                            detail="reported by the appliance's self-test"))
+        what = f"fault topic: {code} {'cleared' if recover else 'raised'}"
+    else:
+        span = rule.recovery_seconds if recover else rule.hold_seconds
+        steps = max(2, min(30, span // 60 + 2))
+        for i in range(steps):
+            ts = now - dt.timedelta(seconds=span * (steps - 1 - i) / (steps - 1))
+            readings = normal_readings(device.category, rng)
+            if not recover:
+                readings[rule.metric] = breaching_value(rule)
+            await conn.publish("telemetry", payload(device, ts, readings=readings))
+        what = f"{steps} readings over {span} s with {rule.metric} {'normal' if recover else f'= {breaching_value(rule)}'}"
+    await conn.settle()
+    await conn.close()
+    return what
+
+
+async def bench(fleet: list[SimDevice], host: str, port: int, messages: int) -> dict[str, float]:
+    """Publishes ``messages`` telemetry messages round-robin over the fleet's connections, QoS 1."""
+    rng = random.Random(1)
+    conns = await connect_all(fleet, host, port)
+    # Pre-built bodies: the simulator should measure the broker and worker, not its own JSON encoding.
+    samples = {c.device.serial: [normal_readings(c.device.category, rng) for _ in range(16)] for c in conns}
+    base = utcnow()
+    start = time.perf_counter()
+    for i in range(messages):
+        conn = conns[i % len(conns)]
+        ts = base + dt.timedelta(microseconds=i)
+        await conn.publish("telemetry", payload(conn.device, ts, readings=samples[conn.device.serial][i % 16]))
+    for conn in conns:
+        await conn.settle(timeout=300)
+    elapsed = time.perf_counter() - start
+    acked = sum(c.acked for c in conns)
+    for conn in conns:
+        await conn.close()
+    return {"published": messages, "acked_by_broker": acked, "seconds": elapsed, "publish_msgs_per_s": messages / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens-file", default="var/device_tokens.json")
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--devices", type=int, default=50)
+    r.add_argument("--serial", action="append", help="simulate these devices (repeatable)")
+    r.add_argument("--interval", type=float, default=10.0)
+    r.add_argument("--duration", type=float, default=None)
+    for name in ("inject", "recover"):
+        p = sub.add_parser(name)
+        p.add_argument("serial")
+        p.add_argument("code")
+    b = sub.add_parser("bench")
+    b.add_argument("--messages", type=int, default=100_000)
+    b.add_argument("--devices", type=int, default=20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    host, port = args.host or settings.mqtt_host, args.port or settings.mqtt_port
+    tokens = pathlib.Path(args.tokens_file)
+    if args.command == "run":
+        fleet = load_fleet(tokens, args.serial, None if args.serial else args.devices)
+        asyncio.run(run_fleet(fleet, host, port, args.interval, args.duration))
+    elif args.command in ("inject", "recover"):
+        device = load_fleet(tokens, [args.serial])[0]
+        print(asyncio.run(inject(device, args.code.upper(), host, port, recover=args.command == "recover")))
+    else:
+        fleet = [d for d in load_fleet(tokens) if d.category is not ApplianceCategory.COLD_CHAIN_LOGGER][: args.devices]
+        json.dump(asyncio.run(bench(fleet, host, port, args.messages)), sys.stdout)
+        print()
+
+
+if __name__ == "__main__":
+    main()
