@@ -17,6 +17,7 @@ import os
 import pathlib
 import pwd
 import secrets
+import tempfile
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -118,6 +119,7 @@ def provision(session: Session) -> dict[str, str]:
 def write_config(session: Session, directory: pathlib.Path, *, port: int, host: str = "127.0.0.1",
                  service_passwords: dict[str, str]) -> pathlib.Path:
     """Writes the broker's config, password file (devices and services) and ACL; returns the config path."""
+    directory = usable_directory(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
     lines = [f"{user}:{mosquitto_hash(pw)}" for user, pw in sorted(service_passwords.items())]
@@ -136,6 +138,19 @@ def write_config(session: Session, directory: pathlib.Path, *, port: int, host: 
     conf.write_text(CONF.format(port=port, host=host, dir=directory.resolve()))
     _hand_to_broker_user(directory)
     return conf
+
+
+def usable_directory(preferred: pathlib.Path) -> pathlib.Path:
+    """``preferred``, unless Mosquitto (dropping from root to its own user) could not reach it because a
+    parent folder is private, as pytest's temporary folders are; then a fresh folder under /tmp."""
+    if os.geteuid() != 0:
+        return preferred
+    for parent in preferred.resolve().parents:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            fallback = pathlib.Path(tempfile.mkdtemp(prefix="crm-mosquitto-"))
+            fallback.chmod(0o711)
+            return fallback
+    return preferred
 
 
 def _hand_to_broker_user(directory: pathlib.Path) -> None:

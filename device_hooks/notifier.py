@@ -54,18 +54,27 @@ class Notifier:
     async def run_once(self) -> int:
         """Sends what is due now; returns how many were attempted."""
         plans = await asyncio.to_thread(self._plan)
-        for message_id, channel, conversation_id, intent in plans:
-            error = None
-            try:
-                resp = await self.client.post(
-                    f"{self.rasa_url}/conversations/{conversation_id}/trigger_intent",
-                    params={"output_channel": channel, "token": self.rasa_token},
-                    json={"name": intent, "entities": {"proactive_id": str(message_id)}},
-                    timeout=30,
-                )
-                if resp.status_code != 200:
-                    error = f"Rasa answered {resp.status_code}: {resp.text[:200]}"
-            except httpx.HTTPError as err:
-                error = f"Rasa unreachable: {err!r}"[:300]
-            await asyncio.to_thread(self._after, message_id, error)
+        # Different customers' conversations are independent in Rasa: send a few at once.
+        limit = asyncio.Semaphore(8)
+
+        async def send(plan: tuple[int, str, str, str]) -> None:
+            async with limit:
+                await self._send(*plan)
+
+        await asyncio.gather(*(send(plan) for plan in plans))
         return len(plans)
+
+    async def _send(self, message_id: int, channel: str, conversation_id: str, intent: str) -> None:
+        error = None
+        try:
+            resp = await self.client.post(
+                f"{self.rasa_url}/conversations/{conversation_id}/trigger_intent",
+                params={"output_channel": channel, "token": self.rasa_token},
+                json={"name": intent, "entities": {"proactive_id": str(message_id)}},
+                timeout=30,
+            )
+            if resp.status_code != 200:
+                error = f"Rasa answered {resp.status_code}: {resp.text[:200]}"
+        except httpx.HTTPError as err:
+            error = f"Rasa unreachable: {err!r}"[:300]
+        await asyncio.to_thread(self._after, message_id, error)

@@ -1,5 +1,6 @@
-"""Starts the whole system: database migrations and demo data, the Rasa server, the action server and the
-web service. Prints the URLs to open and stops everything cleanly on Ctrl-C (or SIGTERM).
+"""Starts the whole system: database migrations and demo data, device credentials, the MQTT broker (the
+configured one, or the project's own Mosquitto), the device worker, the Rasa server, the action server and
+the web service. Prints the URLs to open and stops everything cleanly on Ctrl-C (or SIGTERM).
 
 Run by ``make run`` with the app environment's Python; the end-to-end tests start it the same way.
 """
@@ -11,7 +12,9 @@ import json
 import os
 import pathlib
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +26,8 @@ APP_PY = ROOT / ".venv-app" / "bin" / "python"
 RASA = ROOT / ".venv-rasa" / "bin" / "rasa"
 
 # Generated once into .env so that a fresh clone runs with real secrets, never placeholders.
-GENERATED_SECRETS = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD")
+GENERATED_SECRETS = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
+                     "MQTT_BRIDGE_PASSWORD")
 
 
 def read_env_file(path: pathlib.Path) -> dict[str, str]:
@@ -66,6 +70,12 @@ def build_env(args: argparse.Namespace) -> dict[str, str]:
     env["ACTION_SERVER_PORT"] = str(args.actions_port)
     env["ACTION_ENDPOINT_URL"] = f"http://127.0.0.1:{args.actions_port}/webhook"
     env.setdefault("RASA_PUBLIC_URL", f"http://127.0.0.1:{args.rasa_port}")
+    env["RASA_URL"] = f"http://127.0.0.1:{args.rasa_port}"
+    # A broker named in the environment or .env is used as it is; otherwise make run starts its own.
+    env["EMBEDDED_BROKER"] = "" if env.get("MQTT_HOST") else "1"
+    if env["EMBEDDED_BROKER"]:
+        env["MQTT_HOST"], env["MQTT_PORT"] = "127.0.0.1", str(args.mqtt_port)
+    env.setdefault("MQTT_PORT", "1883")
     env["RASA_TELEMETRY_ENABLED"] = "false"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = str(ROOT)
@@ -79,11 +89,12 @@ def step(cmd: list[str], env: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
-def bootstrap(env: dict[str, str]) -> None:
-    """Migrations, demo data on first start, the first admin user."""
+def bootstrap(env: dict[str, str], state_dir: pathlib.Path) -> None:
+    """Migrations, demo data on first start, device credentials, the first admin user."""
     (ROOT / "var").mkdir(exist_ok=True)
     step([str(APP_PY), "-m", "crm_store.migrate"], env)
     step([str(APP_PY), "-m", "crm_store.demo_data", "--if-empty"], env)
+    step([str(APP_PY), "-m", "device_hooks.broker", "provision", "--tokens-file", str(state_dir / "device_tokens.json")], env)
     step([str(APP_PY), "-m", "web_service.manage", "ensure-user", "--username", "admin", "--role", "admin",
           "--full-name", "Administrator", "--password-env", "ADMIN_PASSWORD"], env)
 
@@ -96,6 +107,30 @@ def write_credentials(env: dict[str, str], directory: pathlib.Path) -> pathlib.P
     path = directory / "credentials.yml"
     path.write_text(text)
     return path
+
+
+def broker_command(env: dict[str, str], state_dir: pathlib.Path) -> list[str] | None:
+    """The project's own Mosquitto (password file + ACL from the CRM), unless a broker is configured."""
+    if not env["EMBEDDED_BROKER"]:
+        return None
+    mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if mosquitto is None:
+        raise SystemExit("mosquitto is not installed: run `make setup` (it installs Debian's mosquitto) or set MQTT_HOST")
+    conf = step([str(APP_PY), "-m", "device_hooks.broker", "config", "--dir", str(state_dir / "mosquitto"), "--port", env["MQTT_PORT"]], env)
+    return [mosquitto, "-c", conf.splitlines()[-1]]
+
+
+def wait_for_port(host: str, port: int, deadline: float, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    while time.time() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited with code {proc.returncode} during start-up; see var/log/{name}.log")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {host}:{port}")
 
 
 def wait_until(url: str, deadline: float, procs: dict[str, subprocess.Popen[bytes]], check=None) -> None:  # type: ignore[no-untyped-def]
@@ -132,19 +167,24 @@ def main() -> int:
     parser.add_argument("--rasa-port", type=int, default=5005)
     parser.add_argument("--actions-port", type=int, default=5055)
     parser.add_argument("--web-port", type=int, default=8000)
+    parser.add_argument("--mqtt-port", type=int, default=1884, help="port of the embedded broker (when MQTT_HOST is unset)")
     parser.add_argument("--model", help="model archive; default: train one for the current data if needed")
     parser.add_argument("--env-file", default=str(ROOT / ".env"))
     parser.add_argument("--log-dir", default=str(ROOT / "var" / "log"))
     args = parser.parse_args()
 
     env = build_env(args)
-    bootstrap(env)
-    model = args.model or step(["bash", "scripts/train.sh"], env).splitlines()[-1]
     log_dir = pathlib.Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    credentials = write_credentials(env, log_dir.parent)
+    state_dir = log_dir.parent  # var/ for make run; the test's own folder for the end-to-end tests
+    bootstrap(env, state_dir)
+    model = args.model or step(["bash", "scripts/train.sh"], env).splitlines()[-1]
+    credentials = write_credentials(env, state_dir)
 
+    broker = broker_command(env, state_dir)
     commands = {
+        **({"broker": broker} if broker else {}),
+        "worker": [str(APP_PY), "-m", "device_hooks.worker"],
         "actions": [str(APP_PY), "-m", "actions"],
         "rasa": [str(RASA), "run", "--model", model, "--endpoints", "bot/endpoints.yml",
                  "--credentials", str(credentials), "--enable-api", "--auth-token", env["RASA_TOKEN"],
@@ -168,6 +208,7 @@ def main() -> int:
             procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True)
         deadline = time.time() + 300
+        wait_for_port(env["MQTT_HOST"], int(env["MQTT_PORT"]), deadline, procs)
         wait_until(f"http://127.0.0.1:{args.actions_port}/health", deadline, procs)
         wait_until(f"http://127.0.0.1:{args.web_port}/health", deadline, procs)
         wait_until(f"http://127.0.0.1:{args.rasa_port}/status?token={env['RASA_TOKEN']}", deadline, procs,
@@ -177,6 +218,8 @@ def main() -> int:
             f"  web chat     http://127.0.0.1:{args.web_port}/chat\n"
             f"  CRM API      http://127.0.0.1:{args.web_port}/docs  (user admin, password ADMIN_PASSWORD in .env)\n"
             f"  Rasa server  http://127.0.0.1:{args.rasa_port}  (HTTP API token RASA_TOKEN in .env)\n"
+            f"  MQTT broker  mqtt://{env['MQTT_HOST']}:{env['MQTT_PORT']}{' (embedded)' if broker else ''}; "
+            f"device tokens in {state_dir / 'device_tokens.json'}\n"
             f"  logs         {log_dir}/\n"
             "Press Ctrl-C to stop.",
             flush=True,

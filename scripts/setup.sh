@@ -43,10 +43,15 @@ rasa_pid=$!
 make_env .venv-app requirements/app.txt
 wait "$rasa_pid"
 
-if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
-  echo "==> installing Debian's chromium for the browser tests"
+# Debian packages: Mosquitto (make run starts its own broker when none is configured) and, for the
+# browser tests, Chromium.
+packages=()
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)
+if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then packages+=(chromium); fi
+if [ "${#packages[@]}" -gt 0 ]; then
+  echo "==> installing Debian's ${packages[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 echo "==> environments ready (.venv-rasa, .venv-app)"

@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from web_service.deps import SessionDep
-from web_service.routes import auth, chat, customers, devices, tickets
+from web_service.routes import auth, chat, customers, devices, ingest, telemetry, tickets
 
 logger = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
@@ -21,7 +21,7 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health needs a bearer token.",
     )
-    for router in (auth.router, customers.router, devices.router, tickets.router, chat.router):
+    for router in (auth.router, customers.router, devices.router, telemetry.router, tickets.router, ingest.router, chat.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crm_store.enums import (
     ApplianceCategory,
+    LotStatus,
     LoyaltyTier,
     TicketEventKind,
     TicketPriority,
@@ -128,3 +129,52 @@ class ChatConfig(BaseModel):
 class LoginRequest(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
+
+
+class TelemetryPoint(BaseModel):
+    ts: dt.datetime
+    readings: dict[str, float | bool]
+
+
+class DeviceHealthPublic(BaseModel):
+    serial: str
+    online: bool
+    last_seen_at: dt.datetime | None
+    reported_at: dt.datetime | None
+    readings: dict[str, float | bool]
+    open_tickets: list[str]
+
+
+class DeadLetterPublic(ORM):
+    id: int
+    received_at: dt.datetime
+    source: str
+    topic: str
+    reason: str
+    detail: str
+    payload: str
+    payload_size: int
+
+
+class IngestAccepted(BaseModel):
+    status: str = "accepted"
+    topic: str
+
+
+class LotPublic(ORM):
+    code: str
+    status: LotStatus
+    excursion_at: dt.datetime | None
+    excursion_detail: dict[str, object]
+
+
+class LotCustomer(BaseModel):
+    customer_id: int
+    full_name: str
+    email: str
+    order_number: str
+    serial: str | None
+
+
+class PresenceReport(BaseModel):
+    session_id: str = Field(min_length=8, max_length=255)

@@ -20,6 +20,10 @@ class WebSettings(BaseSettings):
     token_ttl_seconds: int = 8 * 3600
     # Where the browser reaches Rasa's socket.io channel.
     rasa_public_url: str = "http://127.0.0.1:5005"
+    # The broker that device messages received over HTTP are handed to (as the http-bridge user).
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_bridge_password: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> WebSettings:

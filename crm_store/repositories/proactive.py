@@ -95,13 +95,25 @@ def reachable_identity(session: Session, *, customer_id: int, now: dt.datetime |
 
 
 def touch_presence(session: Session, *, channel: str, external_id: str, now: dt.datetime | None = None) -> bool:
-    """Record that a chat is open right now; False if the chat is not linked to a customer."""
+    """Record that a chat is open right now; False if the chat is not linked to a customer.
+
+    Messages held because the customer could not be reached become due again, so the open chat gets them.
+    """
+    now = now or utcnow()
     identity = session.scalar(
         select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
     )
     if identity is None:
         return False
-    identity.last_seen_at = now or utcnow()
+    identity.last_seen_at = now
+    for message in session.scalars(
+        select(ProactiveMessage).where(
+            ProactiveMessage.customer_id == identity.customer_id,
+            ProactiveMessage.status == ProactiveStatus.HELD,
+            ProactiveMessage.reason.in_(["unreachable", "delivery_failed"]),
+        )
+    ):
+        message.status, message.due_at, message.attempts = ProactiveStatus.PENDING, now, 0
     return True
 
 

@@ -34,6 +34,8 @@ class Stack:
     actions_url: str
     env: dict[str, str]
     database_url: str
+    mqtt_port: int
+    work: pathlib.Path
 
     def say(self, sender: str, message: str) -> list[dict[str, Any]]:
         """Sends a message through Rasa's REST channel, as a customer's client would."""
@@ -63,7 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not model:
         pytest.fail("BOT_MODEL is not set: run the suite through `make test`")
     work = tmp_path_factory.mktemp("stack")
-    ports = {"rasa": free_port(), "actions": free_port(), "web": free_port()}
+    ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port()}
     env = dict(os.environ)
     env.update({
         "DATABASE_URL": f"sqlite:///{work}/crm.db",
@@ -71,11 +73,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TRACKER_DB": str(work / "tracker.db"),
         "FACEBOOK_APP_SECRET": "",
     })
-    for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD"):
+    for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
+                "MQTT_BRIDGE_PASSWORD", "MQTT_HOST", "MQTT_PORT"):
         env.pop(key, None)  # the launcher generates them into the test's own .env
     env_file = work / ".env"
     cmd = [str(ROOT / ".venv-app" / "bin" / "python"), str(ROOT / "scripts" / "run_stack.py"),
            "--rasa-port", str(ports["rasa"]), "--actions-port", str(ports["actions"]), "--web-port", str(ports["web"]),
+           "--mqtt-port", str(ports["mqtt"]),
            "--model", model, "--env-file", str(env_file), "--log-dir", str(work / "log")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # A reader thread, because select() on a buffered pipe misses lines already read into the buffer.
@@ -99,9 +103,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pytest.fail("the stack did not start:\n" + "".join(output)[-3000:] + logs)
     secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
     env.update(secrets)
+    env.update({"MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(ports["mqtt"])})  # for the simulator run by tests
     try:
         yield Stack(rasa_url=f"http://127.0.0.1:{ports['rasa']}", web_url=f"http://127.0.0.1:{ports['web']}",
-                    actions_url=f"http://127.0.0.1:{ports['actions']}", env=env, database_url=env["DATABASE_URL"])
+                    actions_url=f"http://127.0.0.1:{ports['actions']}", env=env, database_url=env["DATABASE_URL"],
+                    mqtt_port=ports["mqtt"], work=work)
     finally:
         proc.terminate()  # SIGTERM: the launcher stops its children in order
         try:

@@ -6,9 +6,13 @@ import html
 import pathlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import HTMLResponse
 
+from crm_store.enums import Channel
+from crm_store.repositories.proactive import touch_presence
+from web_service.deps import SessionDep
+from web_service.schemas import PresenceReport
 from web_service.settings import WebSettings, get_settings
 
 router = APIRouter(tags=["chat"])
@@ -21,3 +25,15 @@ def chat_page(settings: Annotated[WebSettings, Depends(get_settings)]) -> HTMLRe
     """The chat widget page; it talks to Rasa's socket.io channel directly."""
     page = PAGE.read_text(encoding="utf-8").replace("{{SOCKET_URL}}", html.escape(settings.rasa_public_url, quote=True))
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/chat/presence", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def report_presence(report: PresenceReport, session: SessionDep) -> Response:
+    """The open web chat says it is still there (every 20 s), so the bot knows a push would reach it.
+
+    Public like the chat page itself; it only refreshes a chat already linked to a customer and reveals
+    nothing (always 204).
+    """
+    if touch_presence(session, channel=Channel.SOCKETIO.value, external_id=report.session_id):
+        session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -64,12 +64,24 @@
       statusEl.textContent = "online";
       while (queue.length) { const q = queue.shift(); emit(q[0], Object.assign(q[1], { session_id: state.sessionId })); }
       if (first) send("/greet", null);
+      reportPresence();
     } else if (name === "bot_uttered") {
       const buttons = (data.quick_replies || data.buttons || []).map(function (b) { return { title: b.title, payload: b.payload }; });
       const text = data.text || (data.attachment ? "[attachment]" : "");
       add({ who: "bot", text: text, buttons: buttons });
     }
   }
+
+  // Tells the server this chat is open, so the bot's proactive messages (a device fault, say) are pushed
+  // here now instead of waiting for the customer's next visit.
+  function reportPresence() {
+    if (!confirmed || !state.sessionId) return;
+    fetch("/chat/presence", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ session_id: state.sessionId }),
+    }).catch(function () {});
+  }
+  setInterval(reportPresence, 20000);
 
   function connect() {
     statusEl.textContent = "connecting…";
