@@ -1,8 +1,10 @@
 # Two commands matter: `make run` and `make test`. Everything else is a step they use.
 SHELL := /bin/bash
 APP_PY := .venv-app/bin/python
+# The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
+MQTT_PORT ?= 1884
 
-.PHONY: run test setup setup-test train demo-data migrate validate clean
+.PHONY: run test setup setup-test train demo-data migrate validate bench-ingest simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -27,6 +29,14 @@ demo-data: migrate
 
 validate: setup
 	RASA_TELEMETRY_ENABLED=false .venv-rasa/bin/rasa data validate --config config.yml --domain bot/domain.yml --data bot/data nlu/data
+
+# Device ingestion benchmark: writes bench/results/ingest.json (see README, Performance).
+bench-ingest: setup
+	model=$$(bash scripts/train.sh | tail -n 1) && $(APP_PY) bench/bench_ingest.py --model "$$model"
+
+# Telemetry from 50 demo devices into the broker of a running `make run` (Ctrl-C to stop).
+simulate: setup
+	PYTHONPATH=. $(APP_PY) -m device_hooks.simulator --port $(MQTT_PORT) run --devices 50 --interval 5
 
 clean:
 	rm -rf .venv-app .venv-rasa models var .pytest_cache

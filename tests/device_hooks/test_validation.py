@@ -54,7 +54,7 @@ def test_status_keeps_only_known_fields():
         ("devices/FR50-1/telemetry", json.dumps({"seq": 1, "readings": {"a": 1}}).encode(), "schema"),
         ("devices/FR50-1/telemetry", json.dumps({"ts": "yesterday", "seq": 1, "readings": {"a": 1}}).encode(), "schema"),
         ("devices/FR50-1/telemetry", json.dumps({"ts": "2026-11-24T11:59:00", "seq": 1, "readings": {"a": 1}}).encode(), "schema"),
-        ("devices/FR50-1/telemetry", b'{"ts": "2026-11-24T11:59:00Z", "seq": 1, "readings": {"a": NaN}}', "schema"),
+        ("devices/FR50-1/telemetry", b'{"ts": "2026-11-24T11:59:00Z", "seq": 1, "readings": {"a": NaN}}', "json"),  # NaN is not JSON
         ("devices/FR50-1/telemetry", json.dumps({"ts": "2099-01-01T00:00:00Z", "seq": 1, "readings": {"a": 1}}).encode(), "timestamp_future"),
         ("devices/FR50-1/telemetry", json.dumps({"ts": "2026-11-24T12:06:00Z", "seq": 1, "readings": {"a": 1}}).encode(), "timestamp_future"),
         ("devices/FR50-1/telemetry", json.dumps({"ts": "2020-01-01T00:00:00Z", "seq": 1, "readings": {"a": 1}}).encode(), "timestamp_stale"),
