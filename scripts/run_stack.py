@@ -66,6 +66,7 @@ def build_env(args: argparse.Namespace) -> dict[str, str]:
     env["ACTION_SERVER_PORT"] = str(args.actions_port)
     env["ACTION_ENDPOINT_URL"] = f"http://127.0.0.1:{args.actions_port}/webhook"
     env.setdefault("RASA_PUBLIC_URL", f"http://127.0.0.1:{args.rasa_port}")
+    env["RASA_URL"] = f"http://127.0.0.1:{args.rasa_port}"  # the web service's way to Rasa's HTTP API (handoffs)
     env["RASA_TELEMETRY_ENABLED"] = "false"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = str(ROOT)
@@ -175,6 +176,7 @@ def main() -> int:
         print(
             "\nThe assistant is running:\n"
             f"  web chat     http://127.0.0.1:{args.web_port}/chat\n"
+            f"  agent console http://127.0.0.1:{args.web_port}/console\n"
             f"  CRM API      http://127.0.0.1:{args.web_port}/docs  (user admin, password ADMIN_PASSWORD in .env)\n"
             f"  Rasa server  http://127.0.0.1:{args.rasa_port}  (HTTP API token RASA_TOKEN in .env)\n"
             f"  logs         {log_dir}/\n"

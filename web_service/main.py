@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from web_service.deps import SessionDep
-from web_service.routes import auth, chat, customers, devices, tickets
+from web_service.routes import auth, chat, console, customers, devices, handoffs, tickets
 
 logger = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
@@ -21,7 +21,8 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health needs a bearer token.",
     )
-    for router in (auth.router, customers.router, devices.router, tickets.router, chat.router):
+    for router in (auth.router, customers.router, devices.router, tickets.router, chat.router, handoffs.router,
+                   console.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -20,6 +20,10 @@ class WebSettings(BaseSettings):
     token_ttl_seconds: int = 8 * 3600
     # Where the browser reaches Rasa's socket.io channel.
     rasa_public_url: str = "http://127.0.0.1:5005"
+    # Rasa's HTTP API as the web service reaches it (agents' replies, handback, live transcripts).
+    rasa_url: str = "http://127.0.0.1:5005"
+    rasa_token: SecretStr = SecretStr("")
+    rasa_timeout_seconds: float = 30.0
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> WebSettings:
