@@ -67,6 +67,7 @@ def build_env(args: argparse.Namespace) -> dict[str, str]:
     env["ACTION_ENDPOINT_URL"] = f"http://127.0.0.1:{args.actions_port}/webhook"
     env.setdefault("RASA_PUBLIC_URL", f"http://127.0.0.1:{args.rasa_port}")
     env["RASA_URL"] = f"http://127.0.0.1:{args.rasa_port}"  # the web service's way to Rasa's HTTP API (handoffs)
+    env.setdefault("FACEBOOK_GRAPH_URL", "https://graph.facebook.com")
     env["RASA_TELEMETRY_ENABLED"] = "false"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = str(ROOT)
