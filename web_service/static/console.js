@@ -84,7 +84,7 @@
     $("queue-empty").hidden = items.length > 0;
     const body = $("queue").querySelector("tbody");
     body.replaceChildren(...items.map((h) => {
-      const row = el("tr", { "data-id": h.id, class: [h.sla_breached ? "breached" : "", h.id === selected ? "selected" : ""].join(" "),
+      const row = el("tr", { "data-id": h.id, "data-conversation": h.conversation_id, class: [h.sla_breached ? "breached" : "", h.id === selected ? "selected" : ""].join(" "),
         onclick: () => select(h.id) },
         el("td", {}, el("span", { class: "prio " + h.priority }, h.priority)),
         el("td", {}, h.customer ? h.customer.full_name : "Visitor", " ",
@@ -247,7 +247,9 @@
       kpi("CSAT average", m.csat.average === null ? "–" : m.csat.average + " / 5"), kpi("escalation rate", pct(m.escalation_rate)),
       kpi("bot containment", pct(m.containment_rate)), kpi("conversations", m.conversations));
     bars($("chart-load"), Object.entries(m.queue.by_priority).map(([k, v]) => [k, v.queued + v.assigned]));
-    bars($("chart-reasons"), Object.entries(m.escalations_by_reason).map(([k, v]) => [label(k).replace("customer ", "").slice(0, 12), v]));
+    const SHORT = { customer_request: "asked", repeated_fallback: "misunderst.", frustration: "frustration", safety_fault: "safety",
+      vip_critical: "VIP", repeat_contact: "repeat" };
+    bars($("chart-reasons"), Object.entries(m.escalations_by_reason).map(([k, v]) => [SHORT[k] || k, v]));
     bars($("chart-csat"), Object.entries(m.csat.distribution));
   }
 
