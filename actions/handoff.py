@@ -401,6 +401,28 @@ class ActionRelayAgentMessages(CrmAction):
         return []
 
 
+class ActionQueueTimeout(CrmAction):
+    """Nobody was free in time (the web service moved the handoff to callbacks): resume and say what happens."""
+
+    def name(self) -> str:
+        return "action_queue_timeout"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        handoff = get_latest_handoff(turn.session, conversation_id=turn.tracker.sender_id)
+        if handoff is None or handoff.status is not HandoffStatus.CALLBACK:
+            return []  # an agent took it meanwhile: stay paused
+        record = get_customer(turn.session, customer_id=handoff.customer_id) if handoff.customer_id else None
+        how = (f"call you back on {record.phone}" if record and record.phone
+               else f"e-mail you at {record.email}" if record else "get back to you")
+        number = handoff.ticket.number if handoff.ticket else None
+        turn.dispatcher.utter_message(
+            text="I'm sorry, everyone in our team is still busy. Rather than keep you waiting, I've passed your "
+            f"request on{f' with ticket {number}' if number else ''}: an agent will {how} as soon as possible. "
+            "In the meantime I'm back and happy to help with your appliances and tickets."
+        )
+        return [ConversationResumed()]
+
+
 class ActionHandback(CrmAction):
     """The agent handed the conversation back: the bot resumes and asks for a rating."""
 

@@ -24,6 +24,9 @@ class WebSettings(BaseSettings):
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: SecretStr = SecretStr("")
     rasa_timeout_seconds: float = 30.0
+    # A conversation no agent has taken after this long becomes a callback and the bot resumes.
+    handoff_max_wait_minutes: int = 30
+    handoff_sweep_seconds: float = 30.0
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> WebSettings:

@@ -273,3 +273,20 @@ def handoff_metrics(session: Session, *, since: dt.datetime, now: dt.datetime | 
         "containment_rate": round(1 - len(escalated) / total, 3) if total else None,
         "escalations_by_reason": by_reason,
     }
+
+
+def list_overdue_handoffs(session: Session, *, queued_before: dt.datetime) -> list[Handoff]:
+    """Handoffs still waiting for an agent since before ``queued_before``."""
+    stmt = select(Handoff).where(Handoff.status == HandoffStatus.QUEUED, Handoff.created_at < queued_before)
+    return list(session.scalars(stmt.options(*_load()).order_by(Handoff.id)))
+
+
+def move_to_callback(session: Session, *, handoff: Handoff, note: str) -> Handoff:
+    """Nobody took the conversation in time: it leaves the live queue and becomes a callback."""
+    if handoff.status is not HandoffStatus.QUEUED:
+        raise InvalidTransitionError(f"only a queued conversation becomes a callback, not a {handoff.status.value} one")
+    handoff.status = HandoffStatus.CALLBACK
+    handoff.active_key = None
+    session.add(HandoffMessage(handoff=handoff, kind=HandoffMessageKind.SYSTEM, author="system", body=note))
+    session.flush()
+    return handoff

@@ -272,3 +272,19 @@ def test_session_start_counts_the_conversation_and_carries_slots_over(crm_url):
     with session_scope(crm_url) as s:
         started = s.query(Interaction).filter(Interaction.event == "conversation_started").one()
         assert (started.conversation_id, started.customer_id, started.channel) == (SENDER, 1, "socketio")
+
+
+def test_queue_timeout_resumes_the_bot_and_says_how_the_team_will_get_back(crm_url):
+    from actions.handoff import ActionQueueTimeout
+    from crm_store.repositories.handoffs import move_to_callback
+
+    link_anna(crm_url)
+    run_action(ActionEscalate(), conversation(user("a person please", "request_human")))
+    tracker = conversation(user("hello?", "greet"))
+    events, messages = run_action(ActionQueueTimeout(), tracker)
+    assert messages == [] and "resume" not in [e["event"] for e in events]  # still queued: stay paused, say nothing
+    with session_scope(crm_url) as s:
+        move_to_callback(s, handoff=get_active_handoff(s, conversation_id=SENDER), note="timeout")
+    events, messages = run_action(ActionQueueTimeout(), tracker)
+    assert "resume" in [e["event"] for e in events]
+    assert "everyone in our team is still busy" in messages[0]["text"] and "call you back on +49 30 1234567" in messages[0]["text"]

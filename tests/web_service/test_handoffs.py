@@ -128,3 +128,24 @@ def test_supervisor_metrics_and_skills(client, clean_queue):
 def test_console_page_is_served(client):
     resp = client.get("/console")
     assert resp.status_code == 200 and 'src="/static/console.js"' in resp.text
+
+
+def test_nobody_is_left_waiting_overdue_conversations_become_callbacks(client, clean_queue):
+    from crm_store.models import Handoff
+    from web_service.settings import get_settings
+    from web_service.sweeper import sweep_once
+
+    old, fresh = queue(clean_queue), queue(clean_queue)
+    with session_scope(clean_queue) as s:
+        s.get(Handoff, old).created_at = utcnow() - dt.timedelta(minutes=31)
+        conversation = s.get(Handoff, old).conversation_id
+    # Rasa is down here: the move still happens (and is logged); the e2e stack has a real Rasa.
+    assert sweep_once(get_settings()) == [conversation]
+    agent = login(client)
+    assert old not in [h["id"] for h in client.get("/api/handoffs", headers=agent).json()]
+    assert fresh in [h["id"] for h in client.get("/api/handoffs", headers=agent).json()]
+    callbacks = client.get("/api/handoffs?view=callbacks", headers=agent).json()
+    assert [h["status"] for h in callbacks if h["id"] == old] == ["callback"]
+    # An agent calls back later: claim it, then resolve it.
+    assert client.post(f"/api/handoffs/{old}/claim", headers=agent).json()["status"] == "assigned"
+    assert client.post(f"/api/handoffs/{old}/resolve", json={}, headers=agent).json()["handoff"]["status"] == "resolved"
