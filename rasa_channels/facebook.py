@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fbmessenger import MessengerClient
 from rasa.core.channels.channel import UserMessage
@@ -33,7 +34,7 @@ class FacebookInput(RasaFacebookInput):
         return "facebook"
 
     @classmethod
-    def from_credentials(cls, credentials: dict[str, Any] | None) -> "FacebookInput":
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> FacebookInput:
         if not credentials:
             cls.raise_missing_credentials_exception()
         assert credentials is not None

@@ -92,11 +92,12 @@ def get_latest_handoff(session: Session, *, conversation_id: str) -> Handoff | N
 
 def recent_trigger_exists(session: Session, *, customer_id: int, trigger_key: str, since: dt.datetime) -> bool:
     """Whether this exact trigger already led to a handoff for the customer since ``since``."""
-    return session.scalar(
+    count = session.scalar(
         select(func.count(Handoff.id)).where(
             Handoff.customer_id == customer_id, Handoff.trigger_key == trigger_key, Handoff.created_at >= since
         )
-    ) > 0
+    )
+    return bool(count)
 
 
 def list_handoffs(

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from actions.customers import ActionGreet, ActionResumeRequest
 from actions.escalation_config import get_escalation_config, load_config
@@ -120,6 +121,7 @@ def test_switched_off_trigger_keeps_the_plain_fallback(crm_url, tmp_path, monkey
                           {"event": "action", "name": "action_listen"}, user("wump zork", "nlu_fallback", 0.2))
     events, messages = run_action(ActionFallback(), second)
     assert not is_paused(events) and handoffs(crm_url) == []
+    assert messages[0]["text"].startswith("Sorry, I didn't quite get that.")
 
 
 def test_frustration_score_counts_wording_shouting_and_repetition():
@@ -182,7 +184,7 @@ def test_high_tier_customer_with_an_urgent_ticket_escalates_a_standard_one_does_
 
     with session_scope(crm_url) as s:
         standard = s.execute(
-            __import__("sqlalchemy").text("SELECT d.serial, c.id FROM devices d JOIN customers c ON c.id = d.customer_id "
+            text("SELECT d.serial, c.id FROM devices d JOIN customers c ON c.id = d.customer_id "
                                           "WHERE c.loyalty_tier = 'standard' ORDER BY d.id LIMIT 1")).one()
         link_identity(s, channel="socketio", external_id="standard-1", customer_id=standard.id)
     _open_fault_ticket(crm_url, serial=standard.serial, code="X01", priority=TicketPriority.URGENT)

@@ -67,7 +67,7 @@ class FakeGraphApi:
         calls = self.calls
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 calls.append({"path": self.path, "body": json.loads(body or b"{}")})
                 payload = json.dumps({"recipient_id": "x", "message_id": "mid.1"}).encode()
