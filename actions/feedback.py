@@ -12,12 +12,12 @@ import re
 from typing import Any
 
 from rasa_sdk import Action, FormValidationAction, Tracker
-from rasa_sdk.events import ActionExecuted, EventType, SessionStarted, SlotSet
+from rasa_sdk.events import ActionExecuted, ConversationPaused, EventType, SessionStarted, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.base import CrmAction, Turn, crm_session, sender_channel
 from crm_store.enums import JourneyStage
-from crm_store.repositories.handoffs import get_handoff
+from crm_store.repositories.handoffs import get_active_handoff, get_handoff
 from crm_store.repositories.interactions import record_csat, record_interaction
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,10 @@ class ActionSubmitCsat(CrmAction):
 
 
 class ActionSessionStart(Action):
-    """Rasa's session start (slots carried over as configured) that also counts the conversation."""
+    """Rasa's session start (slots carried over as configured) that also counts the conversation.
+
+    A new session un-pauses a Rasa conversation; while an agent still owns it, it is paused again.
+    """
 
     def name(self) -> str:
         return "action_session_start"
@@ -114,14 +117,18 @@ class ActionSessionStart(Action):
         if (domain.get("session_config") or {}).get("carry_over_slots_to_new_session", True):
             events += [SlotSet(name, value) for name, value in tracker.slots.items()
                        if value is not None and name != "requested_slot"]
+        with_agent = False
         try:
             with crm_session() as session:
                 customer_id = tracker.get_slot("customer_id")
                 record_interaction(session, customer_id=int(customer_id) if customer_id is not None else None,
                                    stage=JourneyStage.START, event="conversation_started",
                                    channel=sender_channel(tracker), conversation_id=tracker.sender_id)
+                with_agent = get_active_handoff(session, conversation_id=tracker.sender_id) is not None
         except Exception:
             # Counting is not worth failing the customer's conversation over.
             logger.exception("could not record the start of conversation %s", tracker.sender_id)
         events.append(ActionExecuted("action_listen"))
+        if with_agent:
+            events.append(ConversationPaused())
         return events

@@ -337,6 +337,8 @@ class Handoff(Base):
     claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     first_response_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When the bot took the conversation back after closing; None while Rasa has not confirmed it.
+    bot_resumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     customer: Mapped[Customer | None] = relationship()
     ticket: Mapped[Ticket | None] = relationship()

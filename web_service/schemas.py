@@ -162,6 +162,7 @@ class HandoffPublic(BaseModel):
     first_response_at: dt.datetime | None
     claimed_at: dt.datetime | None
     closed_at: dt.datetime | None
+    bot_resumed_at: dt.datetime | None
     sla_breached: bool
     waiting_seconds: int
 

@@ -290,3 +290,11 @@ def test_queue_timeout_resumes_the_bot_and_says_how_the_team_will_get_back(crm_u
     events, messages = run_action(ActionQueueTimeout(), tracker)
     assert "resume" in [e["event"] for e in events]
     assert "everyone in our team is still busy" in messages[0]["text"] and "call you back on +49 30 1234567" in messages[0]["text"]
+
+
+def test_a_new_session_keeps_a_conversation_with_an_agent_paused(crm_url):
+    run_action(ActionEscalate(), conversation(user("a person please", "request_human")))
+    events, _ = run_action(ActionSessionStart(), tracker_from("greet_socketio"))
+    assert events[-1]["event"] == "pause"
+    events, _ = run_action(ActionSessionStart(), tracker_from("greet_socketio", sender_id="someone-else"))
+    assert not is_paused(events)

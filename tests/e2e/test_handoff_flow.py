@@ -145,7 +145,8 @@ def test_socketio_customer_to_agent_and_back_to_the_bot_with_csat(stack: Stack, 
     assert detail["first_response_at"] is not None
 
     status, closed = stack.api("POST", f"/api/handoffs/{hid}/resolve", agent_token, {"note": "boiler switched off"})
-    assert status == 200 and closed["bot_resumed"] is True, closed
+    assert status == 200 and closed["bot_resumed"] is True and closed["handoff"]["bot_resumed_at"], closed
+    assert stack.api("POST", f"/api/handoffs/{hid}/handback", agent_token, {})[0] == 409  # done: nothing to repeat
     customer.wait_for("has marked your request as solved", 30)
     customer.wait_for("How would you rate the help you got today", 30)
     customer.say("4")

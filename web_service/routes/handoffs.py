@@ -67,6 +67,7 @@ def to_public(handoff: Handoff) -> HandoffPublic:
         assignee=handoff.assignee.username if handoff.assignee else None,
         created_at=handoff.created_at, first_response_due_at=handoff.first_response_due_at,
         first_response_at=handoff.first_response_at, claimed_at=handoff.claimed_at, closed_at=handoff.closed_at,
+        bot_resumed_at=handoff.bot_resumed_at,
         sla_breached=sla_breached(handoff, now), waiting_seconds=max(0, int((end - handoff.created_at).total_seconds())),
     )
 
@@ -168,6 +169,10 @@ def add_note(handoff_id: int, body: HandoffNote, session: SessionDep, user: Staf
 def _close(handoff_id: int, body: HandoffClose, session: SessionDep, user: User, client: RasaClient,
            outcome: HandoffStatus) -> HandoffCloseResult:
     handoff = _get(session, handoff_id)
+    closed_before = handoff.status in (HandoffStatus.RESOLVED, HandoffStatus.HANDED_BACK)
+    if closed_before and handoff.bot_resumed_at is None and (handoff.assigned_user_id == user.id or user.role in SUPERVISING):
+        # Closed, but Rasa did not confirm the handback last time: only retry giving the bot the conversation.
+        return _resume(handoff, session, client)
     if handoff.status is not HandoffStatus.CALLBACK and user.role not in SUPERVISING:
         _own(handoff, user)
     try:
@@ -180,13 +185,20 @@ def _close(handoff_id: int, body: HandoffClose, session: SessionDep, user: User,
     except ConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     session.commit()
+    return _resume(handoff, session, client)
+
+
+def _resume(handoff: Handoff, session: SessionDep, client: RasaClient) -> HandoffCloseResult:
+    """The bot resumes and asks for CSAT. On failure the handoff stays closed and the call can be repeated."""
     error = None
     try:
         client.execute(handoff.conversation_id, "action_handback")
     except RasaError as exc:
-        # The handoff is closed either way; the next customer message would otherwise meet a paused bot.
         logger.error("handback of handoff %d failed: %s", handoff.id, exc)
         error = str(exc)
+    else:
+        handoff.bot_resumed_at = utcnow()
+        session.commit()
     return HandoffCloseResult(handoff=to_public(handoff), bot_resumed=error is None, resume_error=error)
 
 

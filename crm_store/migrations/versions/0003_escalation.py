@@ -51,6 +51,7 @@ def upgrade() -> None:
     sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('first_response_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('bot_resumed_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['assigned_user_id'], ['users.id'], name=op.f('fk_handoffs_assigned_user_id_users'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_handoffs_customer_id_customers'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], name=op.f('fk_handoffs_ticket_id_tickets'), ondelete='SET NULL'),
