@@ -99,4 +99,13 @@ def test_customer_and_agent_pages_round_trip(stack: Stack, browser):
     agent.locator(".kpi", has_text="CSAT average").wait_for(timeout=15_000)
     assert "/ 5" in agent.locator(".kpi", has_text="CSAT average").inner_text()
     assert agent.locator("#chart-csat rect").count() == 5
+    # Routing skills are edited here too: Lena now takes fridge and boiler conversations in German and English.
+    lena = agent.locator('#agents tr[data-user="lena"]')
+    lena.locator(".skill-categories").fill("fridge, boiler")
+    lena.locator(".skill-languages").fill("de, en")
+    lena.locator(".save-skills").click()
+    lena.locator(".save-skills", has_text="Saved").wait_for(timeout=10_000)
+    status, token = stack.api("POST", "/api/auth/token", body={"username": AGENT, "password": PASSWORD})
+    assert stack.api("GET", "/api/console/me", token["access_token"])[1]["skills"] == {
+        "categories": ["boiler", "fridge"], "languages": ["de", "en"]}
     agent.screenshot(path=str(ARTIFACTS / "handoff-supervisor.png"), full_page=True)

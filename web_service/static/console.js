@@ -251,6 +251,21 @@
       vip_critical: "VIP", repeat_contact: "repeat" };
     bars($("chart-reasons"), Object.entries(m.escalations_by_reason).map(([k, v]) => [SHORT[k] || k, v]));
     bars($("chart-csat"), Object.entries(m.csat.distribution));
+    refreshAgents();
+  }
+
+  async function refreshAgents() {
+    const agents = await api("GET", "/api/console/agents").catch(() => []);
+    $("agents").querySelector("tbody").replaceChildren(...agents.map((a) => {
+      const cats = el("input", { value: a.skills.categories.join(", "), "aria-label": "Categories of " + a.username, class: "skill-categories" });
+      const langs = el("input", { value: a.skills.languages.join(", "), "aria-label": "Languages of " + a.username, class: "skill-languages", size: 8 });
+      const split = (input) => input.value.split(",").map((x) => x.trim()).filter(Boolean);
+      const save = el("button", { type: "button", class: "save-skills", onclick: async () => {
+        try { await api("PUT", "/api/console/agents/" + encodeURIComponent(a.username) + "/skills", { categories: split(cats), languages: split(langs) });
+          save.textContent = "Saved"; } catch (err) { save.textContent = "Error"; save.title = err.message; } } }, "Save");
+      return el("tr", { "data-user": a.username }, el("td", {}, a.full_name + " (" + a.username + ")"), el("td", {}, a.role),
+        el("td", {}, cats), el("td", {}, langs), el("td", {}, save));
+    }));
   }
 
   function bars(svg, data) {
