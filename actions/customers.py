@@ -11,7 +11,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.base import CrmAction, CrmFormValidationAction, Turn, sender_channel
 from actions.devices import describe_devices
-from actions.tickets import describe_ticket_status
+from actions.handoff import escalate_if_needed, record_ticket_contact
+from actions.tickets import describe_ticket_status, ticket_asked_about
 from actions.verification import VerificationMixin
 from crm_store.enums import JourneyStage, LoyaltyTier
 from crm_store.repositories.customers import CustomerProfile
@@ -62,7 +63,8 @@ class ActionGreet(CrmAction):
             channel=sender_channel(turn.tracker),
             conversation_id=turn.tracker.sender_id,
         )
-        return []
+        # A safety fault or a critical ticket of a high-tier customer goes to a person straight away.
+        return escalate_if_needed(turn)
 
 
 class ValidateVerifyForm(VerificationMixin, CrmFormValidationAction):
@@ -95,10 +97,13 @@ class ActionResumeRequest(CrmAction):
         if request == "list_devices":
             turn.dispatcher.utter_message(text=describe_devices(turn.session, turn.customer))
         elif request == "ticket_status":
-            turn.dispatcher.utter_message(
-                text=describe_ticket_status(turn.session, turn.customer, turn.tracker.get_slot("ticket_number"))
-            )
+            number = turn.tracker.get_slot("ticket_number")
+            turn.dispatcher.utter_message(text=describe_ticket_status(turn.session, turn.customer, number))
+            asked_about = ticket_asked_about(turn.session, turn.customer, number)
+            if asked_about:
+                record_ticket_contact(turn, asked_about)
             done.append(SlotSet("ticket_number", None))
+            return done + escalate_if_needed(turn)
         else:
             turn.dispatcher.utter_message(
                 text=f"You're all set, {turn.customer.first_name}. What can I do for you?", buttons=CAPABILITY_BUTTONS

@@ -1,7 +1,8 @@
-"""The helpful fallback: never silence, always what the assistant can do."""
+"""The helpful fallback: never silence, always what the assistant can do; a person after repeated misses."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,7 +10,11 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.base import Turn, crm_session, resolve_customer
 from actions.customers import CAPABILITY_BUTTONS
+from actions.escalation_config import get_escalation_config
+from actions.handoff import Trigger, escalate, fallback_streak, frustration_score, user_texts
+from crm_store.enums import HandoffReason
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +34,12 @@ class ActionFallback(Action):
             "fallback in conversation %s (intent %s, confidence %.2f)",
             tracker.sender_id, intent.get("name"), float(intent.get("confidence") or 0.0),
         )
+        escalation = self.escalation(tracker)
+        if escalation is not None:
+            # The misunderstood message stays in the transcript the agent reads.
+            events = await self.escalate(escalation, dispatcher, tracker, domain)
+            if events is not None:
+                return events
         dispatcher.utter_message(
             text=(
                 "Sorry, I didn't quite get that. I can show your appliances, open a repair ticket or check "
@@ -38,3 +49,32 @@ class ActionFallback(Action):
         )
         # Revert the misunderstood message so that it does not steer the next prediction.
         return [UserUtteranceReverted()]
+
+    @staticmethod
+    def escalation(tracker: Tracker) -> Trigger | None:
+        """Repeated misunderstanding or frustration (wording, shouting, repetition) calls for a person."""
+        config = get_escalation_config().triggers
+        streak = fallback_streak(tracker.events) + 1
+        if config.repeated_fallback.enabled and streak >= config.repeated_fallback.count:
+            return Trigger(HandoffReason.REPEATED_FALLBACK, "repeated_fallback", detail=f"{streak} misunderstood messages in a row")
+        score = frustration_score(user_texts(tracker.events), phrases=config.frustration.phrases, said_frustrated=False)
+        if config.frustration.enabled and score >= config.frustration.threshold:
+            return Trigger(HandoffReason.FRUSTRATION, "frustration", detail=f"frustration score {score}")
+        return None
+
+    @staticmethod
+    async def escalate(
+        trigger: Trigger, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType] | None:
+        """The handoff in its own CRM unit of work; None when the CRM failed (the plain fallback answers)."""
+
+        def work() -> list[EventType]:
+            with crm_session() as session:
+                customer, events = resolve_customer(session, tracker)
+                return events + escalate(Turn(dispatcher, tracker, domain, session, customer), trigger)
+
+        try:
+            return await asyncio.to_thread(work)
+        except Exception:
+            logger.exception("escalation from the fallback failed (conversation %s)", tracker.sender_id)
+            return None

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from actions.base import CrmAction, CrmFormValidationAction, Turn, crm_session, sender_channel
 from actions.devices import parse_category, sentence_case
+from actions.handoff import escalate_if_needed
 from actions.verification import VerificationMixin
 from crm_store.enums import FaultSeverity, JourneyStage, TicketEventKind, TicketPriority, TicketSource
 from crm_store.models import Device, Ticket
@@ -56,6 +57,15 @@ def describe_ticket_status(session: Session, customer: CustomerProfile, number: 
             text += f" Latest update: {latest.body}"
         return text
     return _open_tickets_text(session, customer)
+
+
+def ticket_asked_about(session: Session, customer: CustomerProfile, number: str | None) -> str | None:
+    """The customer's ticket a status question is about: the one named, or their only open one."""
+    if number:
+        ticket = get_ticket_by_number(session, number=number, customer_id=customer.id)
+        return ticket.number if ticket else None
+    open_tickets = list_tickets(session, customer_id=customer.id, only_open=True, limit=2)
+    return open_tickets[0].number if len(open_tickets) == 1 else None
 
 
 def _open_tickets_text(session: Session, customer: CustomerProfile) -> str:
@@ -255,7 +265,7 @@ class ActionOpenTicket(CrmAction):
                     "I've added what you told me to it."
                 )
             )
-            return reset + [SlotSet("ticket_number", ticket.number)]
+            return reset + [SlotSet("ticket_number", ticket.number)] + escalate_if_needed(turn)
         parts = [f"I've opened ticket {ticket.number} for your {device.label if device else 'appliance'}: {title}."]
         if fault is not None and fault.safety_critical:
             parts.insert(0, "This can be dangerous. Please do this now:\n" + "\n".join(f"- {s}" for s in fault.self_help_steps))
@@ -265,4 +275,4 @@ class ActionOpenTicket(CrmAction):
             parts.append("A technician will need to look at it; our team will contact you to book a visit.")
         parts.append(f"You can ask me about {ticket.number} any time.")
         turn.dispatcher.utter_message(text="\n\n".join(parts))
-        return reset + [SlotSet("ticket_number", ticket.number)]
+        return reset + [SlotSet("ticket_number", ticket.number)] + escalate_if_needed(turn)

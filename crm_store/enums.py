@@ -143,3 +143,51 @@ class ProactiveStatus(StrEnum):
     HELD = "held"  # no consent to push or no reachable channel: shown when the customer next chats
     SENT = "sent"
     FAILED = "failed"
+
+
+class HandoffReason(StrEnum):
+    """Why the bot handed a conversation to a person (each one is a configurable trigger)."""
+
+    CUSTOMER_REQUEST = "customer_request"
+    REPEATED_FALLBACK = "repeated_fallback"
+    FRUSTRATION = "frustration"
+    SAFETY_FAULT = "safety_fault"
+    VIP_CRITICAL = "vip_critical"
+    REPEAT_CONTACT = "repeat_contact"
+
+    @property
+    def label(self) -> str:
+        return HANDOFF_REASON_LABELS[self]
+
+
+HANDOFF_REASON_LABELS = {
+    HandoffReason.CUSTOMER_REQUEST: "customer asked for a person",
+    HandoffReason.REPEATED_FALLBACK: "the bot did not understand twice",
+    HandoffReason.FRUSTRATION: "customer is frustrated",
+    HandoffReason.SAFETY_FAULT: "safety-critical fault on a device",
+    HandoffReason.VIP_CRITICAL: "high-tier customer with a critical ticket",
+    HandoffReason.REPEAT_CONTACT: "repeated contact about the same ticket",
+}
+
+
+class HandoffStatus(StrEnum):
+    """queued → assigned → resolved | handed_back; callback when nobody is staffed."""
+
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    CALLBACK = "callback"
+    RESOLVED = "resolved"
+    HANDED_BACK = "handed_back"
+
+    @property
+    def is_active(self) -> bool:
+        return self in (HandoffStatus.QUEUED, HandoffStatus.ASSIGNED)
+
+
+class HandoffMessageKind(StrEnum):
+    AGENT = "agent"  # a reply sent to the customer
+    NOTE = "note"  # private, never shown to the customer
+    SYSTEM = "system"  # claimed, resolved, handed back
+
+
+PRIORITY_RANK = {TicketPriority.LOW: 0, TicketPriority.NORMAL: 1, TicketPriority.HIGH: 2, TicketPriority.URGENT: 3}

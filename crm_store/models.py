@@ -30,6 +30,9 @@ from crm_store.enums import (
     ApplianceCategory,
     DeviceMessageKind,
     FaultSeverity,
+    HandoffMessageKind,
+    HandoffReason,
+    HandoffStatus,
     JourneyStage,
     LotStatus,
     ProactiveKind,
@@ -451,3 +454,73 @@ class ProactiveMessage(Base):
 
     ticket: Mapped[Ticket] = relationship()
     customer: Mapped[Customer] = relationship()
+
+
+class Handoff(Base):
+    """A conversation escalated from the bot to a person, with the context packet the agent starts from."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        # Set to the conversation id while queued or assigned, cleared on close: the database refuses
+        # a second active handoff for the same conversation (same trick as tickets' open_dedup_key).
+        UniqueConstraint("active_key", name="uq_handoffs_active_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(255), index=True)
+    channel: Mapped[str | None] = mapped_column(String(32))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
+    reason: Mapped[HandoffReason] = mapped_column(_enum(HandoffReason))
+    # What exactly fired the trigger (e.g. "safety_fault:T-000123"): repeated triggers are suppressed by it.
+    trigger_key: Mapped[str] = mapped_column(String(128))
+    status: Mapped[HandoffStatus] = mapped_column(_enum(HandoffStatus), default=HandoffStatus.QUEUED)
+    active_key: Mapped[str | None] = mapped_column(String(255))
+    priority: Mapped[TicketPriority] = mapped_column(_enum(TicketPriority), default=TicketPriority.NORMAL)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    category: Mapped[ApplianceCategory | None] = mapped_column(_enum(ApplianceCategory))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    packet: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    assigned_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    first_response_due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    first_response_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When the bot took the conversation back after closing; None while Rasa has not confirmed it.
+    bot_resumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    customer: Mapped[Customer | None] = relationship()
+    ticket: Mapped[Ticket | None] = relationship()
+    assignee: Mapped[User | None] = relationship()
+    messages: Mapped[list[HandoffMessage]] = relationship(
+        back_populates="handoff", order_by="HandoffMessage.id", cascade="all, delete-orphan"
+    )
+
+
+class HandoffMessage(Base):
+    """What agents wrote during a handoff: replies to the customer and private notes."""
+
+    __tablename__ = "handoff_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[HandoffMessageKind] = mapped_column(_enum(HandoffMessageKind))
+    author: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the bot relayed the reply to the customer's channel.
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    handoff: Mapped[Handoff] = relationship(back_populates="messages")
+
+
+class AgentSkill(Base):
+    """A skill of a console user: ``category:<appliance>`` or ``lang:<code>``. No skills: takes anything."""
+
+    __tablename__ = "agent_skills"
+    __table_args__ = (UniqueConstraint("user_id", "skill", name="uq_agent_skills_user_skill"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    skill: Mapped[str] = mapped_column(String(64))

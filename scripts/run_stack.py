@@ -70,12 +70,13 @@ def build_env(args: argparse.Namespace) -> dict[str, str]:
     env["ACTION_SERVER_PORT"] = str(args.actions_port)
     env["ACTION_ENDPOINT_URL"] = f"http://127.0.0.1:{args.actions_port}/webhook"
     env.setdefault("RASA_PUBLIC_URL", f"http://127.0.0.1:{args.rasa_port}")
-    env["RASA_URL"] = f"http://127.0.0.1:{args.rasa_port}"
+    env["RASA_URL"] = f"http://127.0.0.1:{args.rasa_port}"  # Rasa's HTTP API: proactive messages, handoffs
     # A broker named in the environment or .env is used as it is; otherwise make run starts its own.
     env["EMBEDDED_BROKER"] = "" if env.get("MQTT_HOST") else "1"
     if env["EMBEDDED_BROKER"]:
         env["MQTT_HOST"], env["MQTT_PORT"] = "127.0.0.1", str(args.mqtt_port)
     env.setdefault("MQTT_PORT", "1883")
+    env.setdefault("FACEBOOK_GRAPH_URL", "https://graph.facebook.com")
     env["RASA_TELEMETRY_ENABLED"] = "false"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = str(ROOT)
@@ -216,6 +217,7 @@ def main() -> int:
         print(
             "\nThe assistant is running:\n"
             f"  web chat     http://127.0.0.1:{args.web_port}/chat\n"
+            f"  agent console http://127.0.0.1:{args.web_port}/console\n"
             f"  CRM API      http://127.0.0.1:{args.web_port}/docs  (user admin, password ADMIN_PASSWORD in .env)\n"
             f"  Rasa server  http://127.0.0.1:{args.rasa_port}  (HTTP API token RASA_TOKEN in .env)\n"
             f"  MQTT broker  mqtt://{env['MQTT_HOST']}:{env['MQTT_PORT']}{' (embedded)' if broker else ''}; "

@@ -1,1 +1,1 @@
-"""The web service: CRM REST API, the customer web chat page (and later the agent console)."""
+"""The web service: CRM REST API, the customer web chat page and the agent console."""

@@ -60,8 +60,10 @@ def require_roles(*roles: UserRole) -> Callable[[User], User]:
             raise HTTPException(status.HTTP_403_FORBIDDEN, errors.FORBIDDEN)
         return user
 
+    check.roles = frozenset(roles)  # type: ignore[attr-defined]  # read by the route-security tests
     return check
 
 
 STAFF = (UserRole.AGENT, UserRole.SUPERVISOR, UserRole.ADMIN)
 StaffUser = Annotated[User, Depends(require_roles(*STAFF))]
+SupervisorUser = Annotated[User, Depends(require_roles(UserRole.SUPERVISOR, UserRole.ADMIN))]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_store.enums import (
     ApplianceCategory,
     LotStatus,
+    HandoffMessageKind,
+    HandoffReason,
+    HandoffStatus,
     LoyaltyTier,
     TicketEventKind,
     TicketPriority,
@@ -178,3 +182,106 @@ class LotCustomer(BaseModel):
 
 class PresenceReport(BaseModel):
     session_id: str = Field(min_length=8, max_length=255)
+
+
+# --- escalation and the agent console --------------------------------------------------------------
+
+class HandoffCustomer(ORM):
+    id: int
+    full_name: str
+    loyalty_tier: LoyaltyTier
+    preferred_language: str
+
+
+class HandoffPublic(BaseModel):
+    id: int
+    conversation_id: str
+    channel: str | None
+    status: HandoffStatus
+    reason: HandoffReason
+    reason_label: str
+    priority: TicketPriority
+    language: str
+    category: ApplianceCategory | None
+    summary: str
+    customer: HandoffCustomer | None
+    ticket: str | None
+    assignee: str | None
+    created_at: dt.datetime
+    first_response_due_at: dt.datetime
+    first_response_at: dt.datetime | None
+    claimed_at: dt.datetime | None
+    closed_at: dt.datetime | None
+    bot_resumed_at: dt.datetime | None
+    sla_breached: bool
+    waiting_seconds: int
+
+
+class HandoffMessagePublic(ORM):
+    id: int
+    kind: HandoffMessageKind
+    author: str
+    body: str
+    created_at: dt.datetime
+    delivered_at: dt.datetime | None
+
+
+class TranscriptLine(BaseModel):
+    # "from" is a Python keyword, hence the alias.
+    model_config = ConfigDict(populate_by_name=True)
+    from_: str = Field(alias="from")
+    author: str | None = None
+    text: str
+    at: str | None = None
+
+
+class HandoffDetail(HandoffPublic):
+    packet: dict[str, Any]
+    messages: list[HandoffMessagePublic]
+    transcript: list[TranscriptLine]
+    # False when Rasa could not be reached: the transcript is then the one saved at escalation.
+    transcript_live: bool
+    bot_paused: bool | None
+
+
+class AgentReply(BaseModel):
+    body: str = Field(min_length=1, max_length=4000)
+
+
+class AgentReplyResult(BaseModel):
+    message: HandoffMessagePublic
+    delivered: bool
+    delivery_error: str | None = None
+
+
+class HandoffNote(BaseModel):
+    body: str = Field(min_length=1, max_length=10_000)
+
+
+class HandoffClose(BaseModel):
+    note: str = Field(default="", max_length=2000)
+    # Optionally move the handoff's ticket at the same time (e.g. resolved).
+    ticket_status: TicketStatus | None = None
+
+
+class HandoffCloseResult(BaseModel):
+    handoff: HandoffPublic
+    bot_resumed: bool
+    resume_error: str | None = None
+
+
+class SkillsPublic(BaseModel):
+    categories: list[ApplianceCategory]
+    languages: list[str]
+
+
+class SkillsUpdate(BaseModel):
+    categories: list[ApplianceCategory] = Field(default_factory=list, max_length=10)
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = Field(default_factory=list, max_length=20)
+
+
+class ConsoleUser(BaseModel):
+    username: str
+    full_name: str
+    role: UserRole
+    skills: SkillsPublic

@@ -24,6 +24,13 @@ class WebSettings(BaseSettings):
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_bridge_password: SecretStr = SecretStr("")
+    # Rasa's HTTP API as the web service reaches it (agents' replies, handback, live transcripts).
+    rasa_url: str = "http://127.0.0.1:5005"
+    rasa_token: SecretStr = SecretStr("")
+    rasa_timeout_seconds: float = 30.0
+    # A conversation no agent has taken after this long becomes a callback and the bot resumes.
+    handoff_max_wait_minutes: int = 30
+    handoff_sweep_seconds: float = 30.0
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> WebSettings:

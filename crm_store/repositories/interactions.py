@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
@@ -61,3 +62,18 @@ def record_csat(
     session.add(rating)
     session.flush()
     return rating
+
+
+def count_ticket_contacts(
+    session: Session, *, customer_id: int, since: dt.datetime, events: tuple[str, ...]
+) -> dict[str, int]:
+    """How often the customer got in touch about each ticket since ``since`` (interactions naming a ticket)."""
+    stmt = select(Interaction.data).where(
+        Interaction.customer_id == customer_id, Interaction.occurred_at >= since, Interaction.event.in_(events)
+    )
+    counts: dict[str, int] = {}
+    for data in session.scalars(stmt):
+        number = (data or {}).get("ticket")
+        if number:
+            counts[number] = counts.get(number, 0) + 1
+    return counts

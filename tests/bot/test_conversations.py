@@ -12,7 +12,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RASA = ROOT / ".venv-rasa" / "bin" / "rasa"
 # Rasa's validator does not see that forms ask with utter_ask_<slot>; these warnings are false positives.
-FORM_QUESTIONS = {"utter_ask_verify_email", "utter_ask_verify_reference", "utter_ask_symptom"}
+FORM_QUESTIONS = {"utter_ask_verify_email", "utter_ask_verify_reference", "utter_ask_symptom",
+                  "utter_ask_csat_score", "utter_ask_csat_comment"}
 
 
 def _rasa(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:

@@ -59,8 +59,59 @@ class Stack:
             return err.code, json.loads(err.read() or b"null")
 
 
+class FakeGraphApi:
+    """Stands in for Facebook's Graph API, the only thing these tests cannot reach: records what Rasa sends."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.calls: list[dict[str, Any]] = []
+        calls = self.calls
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                calls.append({"path": self.path, "body": json.loads(body or b"{}")})
+                payload = json.dumps({"recipient_id": "x", "message_id": "mid.1"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def texts_to(self, recipient: str) -> list[str]:
+        """The texts sent to a Messenger user (plain messages and button templates)."""
+        out = []
+        for call in self.calls:
+            body = call["body"]
+            if (body.get("recipient") or {}).get("id") != recipient or "message" not in body:
+                continue
+            message = body["message"]
+            text = message.get("text") or ((message.get("attachment") or {}).get("payload") or {}).get("text")
+            if text:
+                out.append(text)
+        return out
+
+
+FB_APP_SECRET = "e2e-app-secret-0123456789abcdef"
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def fake_graph() -> Iterator[FakeGraphApi]:
+    graph = FakeGraphApi()
+    yield graph
+    graph.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, fake_graph: FakeGraphApi) -> Iterator[Stack]:
     model = os.environ.get("BOT_MODEL")
     if not model:
         pytest.fail("BOT_MODEL is not set: run the suite through `make test`")
@@ -71,8 +122,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "DATABASE_URL": f"sqlite:///{work}/crm.db",
         "TRACKER_DIALECT": "sqlite",
         "TRACKER_DB": str(work / "tracker.db"),
-        "FACEBOOK_APP_SECRET": "",
+        # Messenger on, its Graph API calls to the local stand-in for Facebook's servers.
+        "FACEBOOK_APP_SECRET": FB_APP_SECRET,
+        "FACEBOOK_VERIFY_TOKEN": "e2e-verify-token",
+        "FACEBOOK_PAGE_ACCESS_TOKEN": "e2e-page-token",
+        "FACEBOOK_GRAPH_URL": fake_graph.url,
+        # The team is staffed around the clock here, whatever time the tests run.
+        "ESCALATION_CONFIG": str(work / "escalation.yml"),
     })
+    (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
     for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
                 "MQTT_BRIDGE_PASSWORD", "MQTT_HOST", "MQTT_PORT"):
         env.pop(key, None)  # the launcher generates them into the test's own .env

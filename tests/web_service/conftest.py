@@ -9,13 +9,15 @@ from fastapi.testclient import TestClient
 
 from crm_store.db import session_scope
 from crm_store.demo_data import generate
-from crm_store.enums import UserRole
+from crm_store.enums import ApplianceCategory, UserRole
+from crm_store.repositories.handoffs import set_skills
 from crm_store.repositories.users import create_user
 from tests.conftest import migrated_database
 from web_service.main import create_app
 from web_service.settings import get_settings
 
-PASSWORDS = {"agent1": "agent-password-123", "super1": "super-password-123"}
+PASSWORDS = {"agent1": "agent-password-123", "super1": "super-password-123", "admin1": "admin-password-123",
+             "boiler_de": "boiler-password-123"}
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -26,6 +28,10 @@ def api_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             generate(s, customers=30)
             create_user(s, username="agent1", password=PASSWORDS["agent1"], role=UserRole.AGENT)
             create_user(s, username="super1", password=PASSWORDS["super1"], role=UserRole.SUPERVISOR)
+            create_user(s, username="admin1", password=PASSWORDS["admin1"], role=UserRole.ADMIN)
+            # An agent routed only boiler conversations in German.
+            specialist = create_user(s, username="boiler_de", password=PASSWORDS["boiler_de"], role=UserRole.AGENT)
+            set_skills(s, user_id=specialist.id, categories=[ApplianceCategory.BOILER], languages=["de"])
         yield url
 
 
@@ -33,6 +39,9 @@ def api_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def client(api_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv("DATABASE_URL", api_db)
     monkeypatch.setenv("SECRET_KEY", "k" * 40)
+    # Nothing listens here: the API must cope with Rasa being down (the e2e tests use a real Rasa).
+    monkeypatch.setenv("RASA_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("RASA_TIMEOUT_SECONDS", "2")
     get_settings.cache_clear()
     with TestClient(create_app()) as c:
         yield c

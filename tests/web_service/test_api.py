@@ -30,6 +30,59 @@ def test_every_route_but_health_and_login_refuses_anonymous_and_forged_tokens(cl
     assert checked >= 8  # the API has grown, not shrunk, since this was written
 
 
+def _required_roles(app, path: str, method: str) -> frozenset | None:
+    """The roles admitted by the route's require_roles dependency (None: no role check at all)."""
+    from fastapi.routing import APIRoute
+
+    def walk(dependant):
+        for dep in dependant.dependencies:
+            roles = getattr(dep.call, "roles", None)
+            if roles is not None:
+                return roles
+            found = walk(dep)
+            if found is not None:
+                return found
+        return None
+
+    def routes(container):  # included routers are nested in recent FastAPI versions
+        for route in container.routes:
+            inner = getattr(route, "original_router", None)
+            yield from routes(inner) if inner is not None else [route]
+
+    for route in routes(app):
+        if isinstance(route, APIRoute) and route.path == path and method.upper() in route.methods:
+            return walk(route.dependant)
+    raise AssertionError(f"no route for {method} {path}")
+
+
+def test_every_route_checks_the_role_and_refuses_the_wrong_ones(client):
+    """A route without a role check, or one that admits a role it should not, fails here."""
+    schema = client.get("/openapi.json").json()
+    public = {("/health", "get"), ("/api/auth/token", "post"), ("/chat", "get"), ("/chat/presence", "post")}
+    # Devices authenticate with their own token: no person's login, whatever the role, is accepted there.
+    device_only = {("/api/ingest/devices/{serial}/{kind}", "post")}
+    tokens = {role: login(client, name) for role, name in (("agent", "agent1"), ("supervisor", "super1"), ("admin", "admin1"))}
+    refused = 0
+    for path, methods in schema["paths"].items():
+        for method in methods:
+            if (path, method) in public:
+                continue
+            if (path, method) in device_only:
+                for headers in tokens.values():
+                    assert client.request(method.upper(), _concrete(path), headers=headers, json={}).status_code == 401
+                continue
+            roles = _required_roles(client.app, path, method)
+            assert roles, f"{method} {path} has no role check"
+            for role, headers in tokens.items():
+                if role in {r.value for r in roles}:
+                    continue
+                resp = client.request(method.upper(), _concrete(path), headers=headers, json={})
+                assert resp.status_code == 403, (role, method, path, resp.status_code)
+                assert resp.json()["detail"] == errors.FORBIDDEN
+                refused += 1
+    assert refused >= 3  # agents are refused the supervisor-only console routes
+
+
 def test_login_refuses_wrong_password_with_the_same_message_as_unknown_user(client):
     wrong = client.post("/api/auth/token", json={"username": "agent1", "password": "nope-nope-nope"})
     unknown = client.post("/api/auth/token", json={"username": "ghost", "password": "nope-nope-nope"})

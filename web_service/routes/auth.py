@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 
 from crm_store.repositories.users import authenticate_user
 from web_service import errors
-from web_service.deps import CurrentUser, SessionDep
+from web_service.deps import SessionDep, StaffUser
 from web_service.schemas import LoginRequest, TokenPublic
 from web_service.security import issue_token
 from web_service.settings import WebSettings, get_settings
@@ -32,5 +32,5 @@ def login(body: LoginRequest, session: SessionDep, settings: Annotated[WebSettin
 
 
 @router.get("/me")
-def me(user: CurrentUser) -> dict[str, str]:
+def me(user: StaffUser) -> dict[str, str]:
     return {"username": user.username, "full_name": user.full_name, "role": user.role.value}

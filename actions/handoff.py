@@ -1,0 +1,450 @@
+"""Escalation to a person: triggers, the handoff packet, pausing the bot, relaying agents' replies, handback.
+
+Needs in domain.yml: intents request_human and express_frustration; slot handoff_id (float, custom); form
+csat_form with utter_ask_csat_score. While an agent owns a conversation it is paused (Rasa's
+ConversationPaused): the customer's messages are still recorded in the tracker, the bot stays silent.
+The web service sends agents' replies and the handback through Rasa's HTTP API
+(``POST /conversations/{id}/execute`` of action_relay_agent_messages / action_handback).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rasa_sdk.events import ActiveLoop, ConversationPaused, ConversationResumed, EventType, SlotSet
+from sqlalchemy.orm import Session
+
+from actions.base import CrmAction, Turn, sender_channel
+from actions.devices import parse_category
+from actions.escalation_config import EscalationConfig, get_escalation_config
+from crm_store.enums import (
+    PRIORITY_RANK,
+    HandoffReason,
+    HandoffStatus,
+    JourneyStage,
+    TicketSource,
+)
+from crm_store.models import Ticket, utcnow
+from crm_store.repositories.customers import CustomerProfile, get_customer
+from crm_store.repositories.devices import list_devices_for_customer
+from crm_store.repositories.handoffs import (
+    create_handoff,
+    get_active_handoff,
+    get_latest_handoff,
+    pending_agent_messages,
+    queue_position,
+    recent_trigger_exists,
+)
+from crm_store.repositories.interactions import count_ticket_contacts, record_interaction
+from crm_store.repositories.tickets import get_ticket_by_number, list_tickets, open_ticket
+from crm_store.repositories.users import get_user_by_username
+
+logger = logging.getLogger(__name__)
+
+TRANSCRIPT_MAX_TURNS = 200
+# Actions that are bookkeeping, not something the bot tried for the customer.
+_QUIET_ACTIONS = {"action_listen", "action_session_start", "action_extract_slots", "action_relay_agent_messages"}
+_DESCRIBED_ACTIONS = {
+    "verify_form": "asked for details to verify the customer",
+    "problem_form": "collected the problem report",
+    "action_open_ticket": "opened or updated a ticket",
+    "action_resume_request": "answered a request about devices or tickets",
+    "action_fallback": "did not understand a message (fallback)",
+    "action_greet": "greeted the customer",
+}
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why to escalate: the reason, what exactly fired (for suppression), and the ticket concerned."""
+
+    reason: HandoffReason
+    key: str
+    ticket: Ticket | None = None
+    detail: str = ""
+
+
+# --- reading the conversation ------------------------------------------------------------------------
+
+def transcript(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation's messages (customer and bot) with their times, oldest first."""
+    turns = []
+    for event in events:
+        kind = event.get("event")
+        if kind not in ("user", "bot") or not event.get("text"):
+            continue
+        at = event.get("timestamp")
+        turns.append({
+            "from": "customer" if kind == "user" else "bot",
+            "text": str(event["text"])[:4000],
+            "at": dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat() if at else None,
+        })
+    return turns[-TRANSCRIPT_MAX_TURNS:]
+
+
+def fallback_streak(events: list[dict[str, Any]]) -> int:
+    """How many messages in a row before this one the bot answered with its fallback."""
+    streak = 0
+    for event in reversed(events):
+        if event.get("event") == "action":
+            name = event.get("name")
+            if name == "action_fallback":
+                streak += 1
+            elif name not in _QUIET_ACTIONS:
+                break
+        elif event.get("event") in ("session_started", "pause", "resume", "restart"):
+            break
+    return streak
+
+
+def user_texts(events: list[dict[str, Any]]) -> list[str]:
+    return [str(e.get("text") or "") for e in events if e.get("event") == "user" and e.get("text")]
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def is_repetition(texts: list[str]) -> bool:
+    """The latest message says (nearly) what one of the previous three said."""
+    if len(texts) < 2:
+        return False
+    latest = _words(texts[-1])
+    if len(latest) < 2:
+        return False
+    for earlier in texts[-4:-1]:
+        other = _words(earlier)
+        if other and len(latest & other) / len(latest | other) >= 0.7:
+            return True
+    return False
+
+
+def frustration_score(texts: list[str], *, phrases: list[str], said_frustrated: bool) -> int:
+    """Frustration from wording, shouting and repetition (see escalation.yml for the scale)."""
+    if not texts:
+        return int(said_frustrated)
+    latest = texts[-1]
+    lowered = latest.lower()
+    score = int(said_frustrated)
+    score += min(2, sum(1 for p in phrases if p.lower() in lowered))
+    letters = [c for c in latest if c.isalpha()]
+    shouting = latest.count("!") >= 2 or (len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.7)
+    score += int(shouting)
+    score += int(is_repetition(texts))
+    return score
+
+
+def bot_tried(events: list[dict[str, Any]]) -> list[str]:
+    """A short account of what the bot did in this conversation, for the agent."""
+    tried: list[str] = []
+    intents: list[str] = []
+    for event in events:
+        if event.get("event") == "action" and event.get("name") in _DESCRIBED_ACTIONS:
+            line = _DESCRIBED_ACTIONS[event["name"]]
+            if not tried or tried[-1] != line:
+                tried.append(line)
+        elif event.get("event") == "user":
+            name = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
+            if name and name not in intents:
+                intents.append(name)
+    fallbacks = sum(1 for e in events if e.get("event") == "action" and e.get("name") == "action_fallback")
+    summary = [f"understood: {', '.join(intents) or 'nothing yet'}"]
+    if fallbacks:
+        summary.append(f"fallbacks: {fallbacks}")
+    return summary + tried
+
+
+# --- CRM triggers ------------------------------------------------------------------------------------
+
+def crm_trigger(session: Session, customer: CustomerProfile, config: EscalationConfig, now: dt.datetime | None = None) -> Trigger | None:
+    """A safety fault, a high-tier customer's critical ticket or repeated contact, not escalated recently."""
+    now = now or utcnow()
+    since = now - dt.timedelta(hours=config.cooldown_hours)
+    triggers = config.triggers
+    open_tickets = list_tickets(session, customer_id=customer.id, only_open=True, limit=100)
+    candidates: list[Trigger] = []
+    if triggers.safety_fault.enabled:
+        for ticket in open_tickets:
+            fault = _fault_of(session, ticket)
+            if fault is not None and fault.safety_critical:
+                candidates.append(Trigger(HandoffReason.SAFETY_FAULT, f"safety_fault:{ticket.number}", ticket, fault.title))
+    if triggers.vip_critical.enabled and customer.loyalty_tier in triggers.vip_critical.tiers:
+        for ticket in open_tickets:
+            if ticket.priority in triggers.vip_critical.ticket_priorities:
+                candidates.append(Trigger(HandoffReason.VIP_CRITICAL, f"vip_critical:{ticket.number}", ticket, ticket.title))
+    if triggers.repeat_contact.enabled:
+        window = now - dt.timedelta(days=triggers.repeat_contact.days)
+        contacts = count_ticket_contacts(session, customer_id=customer.id, since=window,
+                                         events=("ticket_repeat_report", "ticket_status_asked"))
+        for ticket in open_tickets:
+            if contacts.get(ticket.number or "", 0) >= triggers.repeat_contact.count:
+                candidates.append(Trigger(HandoffReason.REPEAT_CONTACT, f"repeat_contact:{ticket.number}", ticket,
+                                          f"{contacts[ticket.number or '']} contacts in {triggers.repeat_contact.days} days"))
+    for trigger in candidates:
+        if not recent_trigger_exists(session, customer_id=customer.id, trigger_key=trigger.key, since=since):
+            return trigger
+    return None
+
+
+def _fault_of(session: Session, ticket: Ticket) -> Any:
+    from crm_store.repositories.catalogue import get_fault
+
+    if ticket.device is None or not ticket.fault_code:
+        return None
+    return get_fault(session, model_id=ticket.device.model_id, code=ticket.fault_code)
+
+
+def record_ticket_contact(turn: Turn, number: str, event: str = "ticket_status_asked") -> None:
+    """Counts a customer's contact about a ticket (for the repeat-contact trigger)."""
+    if turn.customer is not None:
+        record_interaction(turn.session, customer_id=turn.customer.id, stage=JourneyStage.START, event=event,
+                           channel=sender_channel(turn.tracker), conversation_id=turn.tracker.sender_id,
+                           data={"ticket": number})
+
+
+def escalate_if_needed(turn: Turn) -> list[EventType]:
+    """Escalates when a CRM trigger fires for the known customer; otherwise does nothing."""
+    if turn.customer is None or get_active_handoff(turn.session, conversation_id=turn.tracker.sender_id):
+        return []
+    trigger = crm_trigger(turn.session, turn.customer, get_escalation_config())
+    return escalate(turn, trigger) if trigger else []
+
+
+# --- the handoff itself ------------------------------------------------------------------------------
+
+def _packet(turn: Turn, trigger: Trigger, ticket: Ticket | None, tried: list[str]) -> dict[str, Any]:
+    session, customer = turn.session, turn.customer
+    packet: dict[str, Any] = {
+        "reason": trigger.reason.value,
+        "reason_label": trigger.reason.label,
+        "detail": trigger.detail,
+        "bot_tried": tried,
+        "channel": sender_channel(turn.tracker),
+        "ticket": ticket.number if ticket else None,
+        "transcript": transcript(turn.tracker.events),
+        "customer": None,
+        "devices": [],
+        "open_tickets": [],
+    }
+    if customer is None:
+        return packet
+    record = get_customer(session, customer_id=customer.id)
+    packet["customer"] = {
+        "id": customer.id, "name": customer.full_name, "loyalty_tier": customer.loyalty_tier.value,
+        "customer_since": customer.customer_since.isoformat(), "language": customer.preferred_language,
+        "purchases": customer.purchase_count, "email": record.email if record else None,
+        "phone": record.phone if record else None,
+    }
+    open_tickets = list_tickets(session, customer_id=customer.id, only_open=True, limit=50)
+    packet["open_tickets"] = [
+        {"number": t.number, "title": t.title, "status": t.status.value, "priority": t.priority.value,
+         "fault_code": t.fault_code, "device": t.device.serial if t.device else None,
+         "opened": t.created_at.isoformat()}
+        for t in open_tickets
+    ]
+    faults_by_device: dict[int, list[str]] = {}
+    for t in open_tickets:
+        if t.device_id and t.fault_code:
+            faults_by_device.setdefault(t.device_id, []).append(t.fault_code)
+    # Latest known state from the CRM; live readings come from the telemetry store when it exists.
+    packet["devices"] = [
+        {"serial": d.serial, "label": d.label, "category": d.model.category.value, "model": d.model.name,
+         "firmware": d.firmware_version, "last_seen_at": d.last_seen_at.isoformat() if d.last_seen_at else None,
+         "open_faults": faults_by_device.get(d.id, [])}
+        for d in list_devices_for_customer(session, customer_id=customer.id)
+    ]
+    return packet
+
+
+def _ticket_for(turn: Turn, trigger: Trigger) -> Ticket:
+    """The ticket the handoff is about: the trigger's, the one being discussed, or a new one."""
+    if trigger.ticket is not None:
+        return trigger.ticket
+    customer_id = turn.customer.id if turn.customer else None
+    number = turn.tracker.get_slot("ticket_number")
+    if number and customer_id is not None:
+        ticket = get_ticket_by_number(turn.session, number=str(number), customer_id=customer_id)
+        if ticket is not None and ticket.status.is_open:
+            return ticket
+    ticket, _created = open_ticket(
+        turn.session, customer_id=customer_id, device_id=None, source=TicketSource.CHAT, category="escalation",
+        title=f"Chat escalated to an agent: {trigger.reason.label}", dedup_key=f"handoff:{turn.tracker.sender_id}"[:128],
+        author="bot", description=trigger.detail,
+    )
+    return ticket
+
+
+def escalate(turn: Turn, trigger: Trigger) -> list[EventType]:
+    """Queue a handoff with its packet, tell the customer what happens next, pause the bot.
+
+    Outside staffed hours (or when the trigger is switched off) the request becomes a callback on a
+    ticket and the bot keeps serving the customer instead of leaving them waiting.
+    """
+    config = get_escalation_config()
+    session, tracker = turn.session, turn.tracker
+    existing = get_active_handoff(session, conversation_id=tracker.sender_id)
+    if existing is not None:
+        position = queue_position(session, handoff=existing) if existing.status is HandoffStatus.QUEUED else 0
+        turn.dispatcher.utter_message(
+            text="You're already waiting for a person from our team"
+            + (f" (number {position} in the queue)." if position else ", who has your conversation.")
+            + " Your messages here reach them."
+        )
+        return [ConversationPaused()]
+    now = utcnow()
+    enabled = getattr(config.triggers, trigger.reason.value).enabled
+    staffed = enabled and config.staffed_hours.is_open(now)
+    ticket = _ticket_for(turn, trigger)
+    tier = turn.customer.loyalty_tier if turn.customer else None
+    priority = config.priority_for(getattr(config.triggers, trigger.reason.value).priority, tier)
+    if PRIORITY_RANK[ticket.priority] > PRIORITY_RANK[priority]:
+        priority = ticket.priority
+    category = ticket.device.model.category if ticket.device else parse_category(tracker.get_slot("appliance"))
+    tried = bot_tried(tracker.events)
+    summary = f"{trigger.reason.label.capitalize()}" + (f": {trigger.detail}" if trigger.detail else "") + ". Bot " + "; ".join(tried)
+    handoff, _ = create_handoff(
+        session, conversation_id=tracker.sender_id, channel=sender_channel(tracker),
+        customer_id=turn.customer.id if turn.customer else None, ticket_id=ticket.id, reason=trigger.reason,
+        trigger_key=trigger.key, priority=priority,
+        language=turn.customer.preferred_language if turn.customer else "en", category=category,
+        summary=summary[:2000], packet=_packet(turn, trigger, ticket, tried),
+        first_response_due_at=now + dt.timedelta(minutes=config.first_response_minutes[priority]),
+        status=HandoffStatus.QUEUED if staffed else HandoffStatus.CALLBACK,
+    )
+    record_interaction(session, customer_id=handoff.customer_id, stage=JourneyStage.MOTIVATION, event="escalated",
+                       channel=handoff.channel, conversation_id=tracker.sender_id,
+                       data={"handoff": handoff.id, "reason": trigger.reason.value, "ticket": ticket.number})
+    intro = {
+        HandoffReason.SAFETY_FAULT: f"Because {trigger.detail or 'a fault on your appliance'} can be dangerous, "
+                                    "I'm bringing in a person from our service team right away.",
+        HandoffReason.VIP_CRITICAL: f"Your ticket {ticket.number} is critical, so I'm bringing in a person from our service team.",
+        HandoffReason.REPEAT_CONTACT: f"You've contacted us several times about {ticket.number}, so I'm bringing in "
+                                      "a person from our service team to sort it out.",
+        HandoffReason.FRUSTRATION: "I'm sorry this has been frustrating. I'm bringing in a person from our service team.",
+        HandoffReason.REPEATED_FALLBACK: "I'm sorry I keep misunderstanding you. I'm bringing in a person from our service team.",
+    }.get(trigger.reason, "Of course, I'm bringing in a person from our service team.")
+    if not staffed:
+        return _offer_callback(turn, handoff.id, ticket, config, now, enabled)
+    position = queue_position(session, handoff=handoff)
+    wait = position * config.minutes_per_conversation
+    turn.dispatcher.utter_message(
+        text=f"{intro} You're number {position} in the queue; the expected wait is about {wait} minutes. "
+        f"They'll see our whole conversation and your ticket {ticket.number}, so you won't have to repeat yourself. "
+        "You can keep writing here in the meantime."
+    )
+    return [SlotSet("handoff_id", float(handoff.id)), SlotSet("ticket_number", ticket.number), ConversationPaused()]
+
+
+def _offer_callback(turn: Turn, handoff_id: int, ticket: Ticket, config: EscalationConfig, now: dt.datetime,
+                    enabled: bool) -> list[EventType]:
+    record = get_customer(turn.session, customer_id=turn.customer.id) if turn.customer else None
+    if not enabled:
+        opening = "Live chat with our team isn't available for this"
+    else:
+        back = config.staffed_hours.next_opening(now)
+        opening = "Our service team is offline right now" + (f" (back {back:%A %H:%M})" if back else "")
+    how = (f"call you back on {record.phone}" if record and record.phone
+           else f"e-mail you at {record.email}" if record else "reply as soon as they can")
+    turn.dispatcher.utter_message(
+        text=f"{opening}. I've passed everything we discussed to them on ticket {ticket.number}, and an agent will "
+        f"{how} as soon as they can. In the meantime I'm still here for your appliances and tickets."
+    )
+    return [SlotSet("handoff_id", float(handoff_id)), SlotSet("ticket_number", ticket.number)]
+
+
+class ActionEscalate(CrmAction):
+    """The customer asked for a person, or sounds frustrated: hand over, or offer a person first."""
+
+    def name(self) -> str:
+        return "action_escalate"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        config = get_escalation_config()
+        intent = ((turn.tracker.latest_message or {}).get("intent") or {}).get("name")
+        if intent == "express_frustration":
+            trigger = config.triggers.frustration
+            score = frustration_score(user_texts(turn.tracker.events), phrases=trigger.phrases, said_frustrated=True)
+            if not trigger.enabled or score < trigger.threshold:
+                turn.dispatcher.utter_message(
+                    text="I'm sorry about that. Would you like to talk to a person from our team, or shall we try again?",
+                    buttons=[{"title": "Talk to a person", "payload": "/request_human"},
+                             {"title": "Try again", "payload": "/ask_capabilities"}],
+                )
+                return []
+            return escalate(turn, Trigger(HandoffReason.FRUSTRATION, "frustration", detail=f"frustration score {score}"))
+        return escalate(turn, Trigger(HandoffReason.CUSTOMER_REQUEST, "customer_request"))
+
+
+def agent_display_name(session: Session, username: str) -> str:
+    user = get_user_by_username(session, username=username)
+    name = user.full_name if user and user.full_name else username
+    return name.split()[0]
+
+
+class ActionRelayAgentMessages(CrmAction):
+    """Delivers agents' pending replies to the customer's channel (called by the web service)."""
+
+    def name(self) -> str:
+        return "action_relay_agent_messages"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        now = utcnow()
+        for message in pending_agent_messages(turn.session, conversation_id=turn.tracker.sender_id):
+            name = agent_display_name(turn.session, message.author)
+            # "agent" ends up in the BotUttered metadata: the console tells agents' lines from the bot's by it.
+            turn.dispatcher.utter_message(text=f"{name}: {message.body}", agent=message.author)
+            message.delivered_at = now
+        return []
+
+
+class ActionQueueTimeout(CrmAction):
+    """Nobody was free in time (the web service moved the handoff to callbacks): resume and say what happens."""
+
+    def name(self) -> str:
+        return "action_queue_timeout"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        handoff = get_latest_handoff(turn.session, conversation_id=turn.tracker.sender_id)
+        if handoff is None or handoff.status is not HandoffStatus.CALLBACK:
+            return []  # an agent took it meanwhile: stay paused
+        record = get_customer(turn.session, customer_id=handoff.customer_id) if handoff.customer_id else None
+        how = (f"call you back on {record.phone}" if record and record.phone
+               else f"e-mail you at {record.email}" if record else "get back to you")
+        number = handoff.ticket.number if handoff.ticket else None
+        turn.dispatcher.utter_message(
+            text="I'm sorry, everyone in our team is still busy. Rather than keep you waiting, I've passed your "
+            f"request on{f' with ticket {number}' if number else ''}: an agent will {how} as soon as possible. "
+            "In the meantime I'm back and happy to help with your appliances and tickets."
+        )
+        return [ConversationResumed()]
+
+
+class ActionHandback(CrmAction):
+    """The agent handed the conversation back: the bot resumes and asks for a rating."""
+
+    def name(self) -> str:
+        return "action_handback"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        handoff = get_latest_handoff(turn.session, conversation_id=turn.tracker.sender_id)
+        events: list[EventType] = [ConversationResumed()]
+        if handoff is None:
+            return events
+        agent = handoff.assignee.full_name.split()[0] if handoff.assignee and handoff.assignee.full_name else "Our team"
+        if handoff.status is HandoffStatus.RESOLVED:
+            text = f"{agent} has marked your request as solved and handed you back to me, the virtual assistant."
+        else:
+            text = f"{agent} has handed you back to me, the virtual assistant. I'm here for your appliances and tickets."
+        turn.dispatcher.utter_message(text=text)
+        turn.dispatcher.utter_message(response="utter_ask_csat_score")
+        return events + [
+            SlotSet("handoff_id", float(handoff.id)),
+            SlotSet("csat_score", None),
+            SlotSet("csat_comment", None),
+            ActiveLoop("csat_form"),
+            SlotSet("requested_slot", "csat_score"),
+        ]

@@ -1,0 +1,81 @@
+"""Rasa's HTTP API as the console needs it: the live transcript and running handoff actions.
+
+Agents' replies and the handback go through ``POST /conversations/{id}/execute`` of a custom action
+(action_relay_agent_messages, action_handback) with ``output_channel=latest``. Why this and not
+``trigger_intent``: Rasa skips predictions for a paused conversation, so a triggered intent would do
+nothing while the agent owns it, whereas ``execute`` runs the one named action and sends its messages
+through the output channel of the customer's latest message (socket.io room, Messenger). The action reads
+the replies from the CRM, so nothing an agent writes travels in a URL and a retry cannot send it twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from web_service.settings import WebSettings
+
+logger = logging.getLogger(__name__)
+
+
+class RasaError(Exception):
+    """Rasa could not be reached or refused the call."""
+
+
+class RasaClient:
+    def __init__(self, settings: WebSettings) -> None:
+        self.base = settings.rasa_url.rstrip("/")
+        self.token = settings.rasa_token.get_secret_value()
+        self.timeout = settings.rasa_timeout_seconds
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        url = f"{self.base}{path}"
+        try:
+            resp = httpx.request(method, url, params={"token": self.token, **kwargs.pop("params", {})},
+                                 timeout=self.timeout, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RasaError(f"Rasa unreachable: {exc.__class__.__name__}") from exc
+        if not resp.is_success:  # every 3xx/4xx/5xx is a failure here
+            raise RasaError(f"Rasa answered {resp.status_code}: {resp.text[:200]}")
+        return resp.json()
+
+    def execute(self, conversation_id: str, action: str) -> dict[str, Any]:
+        """Run ``action`` in the conversation; its messages go to the customer's latest channel."""
+        result: dict[str, Any] = self._call(
+            "POST", f"/conversations/{quote(conversation_id, safe='')}/execute",
+            params={"output_channel": "latest"}, json={"name": action},
+        )
+        return result
+
+    def tracker_events(self, conversation_id: str) -> list[dict[str, Any]]:
+        tracker = self._call("GET", f"/conversations/{quote(conversation_id, safe='')}/tracker",
+                             params={"include_events": "ALL"})
+        return list(tracker.get("events") or [])
+
+
+def transcript_from_events(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The customer's, the bot's and the agents' messages, and whether the bot is paused now."""
+    turns: list[dict[str, Any]] = []
+    paused = False
+    for event in events:
+        kind = event.get("event")
+        if kind == "pause":
+            paused = True
+        elif kind in ("resume", "restart"):
+            paused = False
+        if kind not in ("user", "bot") or not event.get("text"):
+            continue
+        at = event.get("timestamp")
+        metadata = event.get("metadata") or {}
+        agent = (metadata.get("agent") or (metadata.get("metadata") or {}).get("agent")) if kind == "bot" else None
+        turns.append({
+            "from": "customer" if kind == "user" else ("agent" if agent else "bot"),
+            "author": agent,
+            "text": str(event["text"]),
+            "at": dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat() if at else None,
+        })
+    return turns, paused
