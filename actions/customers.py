@@ -12,6 +12,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.base import CrmAction, CrmFormValidationAction, Turn, sender_channel
 from actions.devices import describe_devices
 from actions.handoff import escalate_if_needed, record_ticket_contact
+from actions.proactive import book_technician_reply, deliver_held_messages, device_status_reply, self_help_reply
 from actions.tickets import describe_ticket_status, ticket_asked_about
 from actions.verification import VerificationMixin
 from crm_store.enums import JourneyStage, LoyaltyTier
@@ -63,8 +64,10 @@ class ActionGreet(CrmAction):
             channel=sender_channel(turn.tracker),
             conversation_id=turn.tracker.sender_id,
         )
-        # A safety fault or a critical ticket of a high-tier customer goes to a person straight away.
-        return escalate_if_needed(turn)
+        # What the appliances reported while the customer was away comes right after the greeting; then a
+        # safety fault or a critical ticket of a high-tier customer goes to a person straight away.
+        held = deliver_held_messages(turn, turn.customer.id)
+        return held + escalate_if_needed(turn)
 
 
 class ValidateVerifyForm(VerificationMixin, CrmFormValidationAction):
@@ -78,7 +81,8 @@ class ValidateVerifyForm(VerificationMixin, CrmFormValidationAction):
 
 
 class ActionResumeRequest(CrmAction):
-    """Answers what the customer asked for before verification (devices, ticket status)."""
+    """Answers what the customer asked for before verification (devices, ticket status, device health,
+    self-help or a technician for a fault), then anything the appliances reported that they haven't heard."""
 
     def name(self) -> str:
         return "action_resume_request"
@@ -94,6 +98,7 @@ class ActionResumeRequest(CrmAction):
                 )
             )
             return done
+        dispatcher, number = turn.dispatcher, turn.tracker.get_slot("ticket_number")
         if request == "list_devices":
             turn.dispatcher.utter_message(text=describe_devices(turn.session, turn.customer))
         elif request == "ticket_status":
@@ -103,9 +108,20 @@ class ActionResumeRequest(CrmAction):
             if asked_about:
                 record_ticket_contact(turn, asked_about)
             done.append(SlotSet("ticket_number", None))
-            return done + escalate_if_needed(turn)
+            done += escalate_if_needed(turn)
+        elif request == "device_status":
+            appliance = turn.tracker.get_slot("appliance")
+            done += device_status_reply(turn.session, turn.customer, appliance).send(dispatcher)
+        elif request == "fault_self_help":
+            done += self_help_reply(turn.session, turn.customer, number).send(dispatcher)
+        elif request == "book_technician":
+            reply = book_technician_reply(
+                turn.session, turn.customer, number,
+                channel=sender_channel(turn.tracker), conversation_id=turn.tracker.sender_id,
+            )
+            done += reply.send(dispatcher)
         else:
             turn.dispatcher.utter_message(
                 text=f"You're all set, {turn.customer.first_name}. What can I do for you?", buttons=CAPABILITY_BUTTONS
             )
-        return done
+        return done + deliver_held_messages(turn, turn.customer.id)
