@@ -106,13 +106,14 @@ def accepted(database_url: str) -> int:
                               .where(IngestCounter.name.in_(["accepted", "duplicate"]))) or 0
 
 
-async def bare_subscriber(port: int, password: str, expected: int, ready: threading.Event, out: dict[str, float]) -> None:
-    """The ceiling: the same MQTT client code, acknowledging each read at once, doing nothing else."""
+async def bare_subscriber(port: int, password: str, expected: int, out: dict[str, float]) -> None:
+    """The ceiling: the same MQTT client code, acknowledging each read at once, doing nothing else.
+    Runs in a process of its own, as the worker does (``--bare-subscriber``)."""
     reader, writer, decoder, _ = await wire.open_connection("127.0.0.1", port, client_id="bench-bare-subscriber",
                                                            username=WORKER_USER, password=password, clean_session=True)
     writer.write(wire.subscribe_packet(1, [("devices/+/telemetry", 1)]))
     await writer.drain()
-    ready.set()
+    print("subscribed", flush=True)
     got, first = 0, 0.0
     while got < expected:
         data = await asyncio.wait_for(reader.read(1 << 18), 60)
@@ -226,6 +227,11 @@ def duplicate_tickets(database_url: str) -> int:
 
 
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--bare-subscriber":
+        out: dict[str, float] = {}
+        asyncio.run(bare_subscriber(int(sys.argv[2]), os.environ["MQTT_WORKER_PASSWORD"], int(sys.argv[3]), out))
+        print(json.dumps(out), flush=True)
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--devices", type=int, default=20, help="device connections publishing the stream")
@@ -251,12 +257,12 @@ def main() -> None:
         # the stream queued at the broker, which then measures how fast it catches up.
         worker = worker_pid(proc.pid)
         os.kill(worker, signal.SIGSTOP)
-        ready, bare = threading.Event(), {}
-        sub = threading.Thread(target=lambda: asyncio.run(bare_subscriber(ports["mqtt"], env["MQTT_WORKER_PASSWORD"], args.messages, ready, bare)))
-        sub.start()
-        ready.wait(10)
+        sub = subprocess.Popen([sys.executable, __file__, "--bare-subscriber", str(ports["mqtt"]), str(args.messages)],
+                               env=env, stdout=subprocess.PIPE, text=True)
+        assert sub.stdout is not None and sub.stdout.readline().strip() == "subscribed"
         publish(ports["mqtt"], devices, args.messages)
-        sub.join(120)
+        bare = json.loads(sub.stdout.readline())
+        sub.wait(60)
         baseline = bare["received"] / (bare["last"] - bare["first"])
         print(f"   {baseline:,.0f} msgs/s", flush=True)
         print("== worker catching up on the queued stream", flush=True)
