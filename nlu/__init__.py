@@ -1,0 +1,7 @@
+"""Custom Rasa NLU components. config.yml names them by these stable paths, e.g.
+`nlu.SentenceTransformerFeaturizer`, whatever file they live in."""
+
+from nlu.classifiers.linear_intent_classifier import LinearIntentClassifier
+from nlu.featurizers.sentence_transformer_featurizer import SentenceTransformerFeaturizer
+
+__all__ = ["LinearIntentClassifier", "SentenceTransformerFeaturizer"]

@@ -1,0 +1,1 @@
+"""Intent classifiers (one per file)."""

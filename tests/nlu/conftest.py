@@ -1,0 +1,8 @@
+"""The NLU component tests import Rasa, which lives in .venv-rasa: under the app environment they are run
+through test_nlu_components.py, which starts the Rasa environment's pytest on tests/nlu/rasa_env."""
+
+from __future__ import annotations
+
+import importlib.util
+
+collect_ignore_glob = [] if importlib.util.find_spec("rasa") else ["rasa_env/*"]

@@ -1,0 +1,99 @@
+"""LinearIntentClassifier: sentence features of every featurizer -> intent and ranking, persisted as arrays."""
+
+from __future__ import annotations
+
+import pytest
+
+from rasa.engine.storage.resource import Resource
+from rasa.nlu.featurizers.sparse_featurizer.count_vectors_featurizer import CountVectorsFeaturizer
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from nlu import LinearIntentClassifier, SentenceTransformerFeaturizer
+
+TRAIN = {
+    "report_fault": ["my fridge is broken", "the washer shows error e21", "boiler is leaking water",
+                     "fridge not cold", "washer broken please help"],
+    "ticket_status": ["status of my ticket", "where is my ticket", "ticket number status please",
+                      "what is the status of ticket", "order number status"],
+    "greet": ["hello", "hi", "hello there", "hi hi", "hello please"],
+}
+
+
+@pytest.fixture()
+def pipeline(tiny_model, model_storage, context, tokenizer):
+    dense = SentenceTransformerFeaturizer.create(
+        {**SentenceTransformerFeaturizer.get_default_config(), "model_path": str(tiny_model)},
+        model_storage, Resource("st"), context)
+    sparse = CountVectorsFeaturizer.create(CountVectorsFeaturizer.get_default_config(), model_storage,
+                                           Resource("cv"), context)
+
+    def featurize(data_or_messages, train=False):
+        if train:
+            tokenizer.process_training_data(data_or_messages)
+            dense.process_training_data(data_or_messages)
+            sparse.train(data_or_messages)
+            sparse.process_training_data(data_or_messages)
+        else:
+            tokenizer.process(data_or_messages)
+            dense.process(data_or_messages)
+            sparse.process(data_or_messages)
+        return data_or_messages
+
+    return featurize
+
+
+def train(pipeline, model_storage, context, examples=TRAIN, **config):
+    data = TrainingData([Message.build(text=t, intent=i) for i, texts in examples.items() for t in texts])
+    pipeline(data, train=True)
+    resource = Resource("linear")
+    classifier = LinearIntentClassifier.create({**LinearIntentClassifier.get_default_config(), **config},
+                                               model_storage, resource, context)
+    classifier.train(data)
+    return classifier, resource
+
+
+@pytest.mark.parametrize(
+    "text, intent",
+    [("my washer is broken", "report_fault"), ("fridge leaking water", "report_fault"),
+     ("ticket status", "ticket_status"), ("where is my order number", "ticket_status"), ("hello", "greet")],
+)
+def test_text_to_intent_and_the_same_answer_after_loading(pipeline, model_storage, context, text, intent):
+    classifier, resource = train(pipeline, model_storage, context)
+    message = pipeline([Message.build(text=text)])[0]
+    classifier.process([message])
+    assert message.get("intent")["name"] == intent
+    ranking = message.get("intent_ranking")
+    assert [r["name"] for r in ranking][0] == intent and len(ranking) == 3
+    assert sum(r["confidence"] for r in ranking) == pytest.approx(1.0, abs=1e-5)
+
+    loaded = LinearIntentClassifier.load(LinearIntentClassifier.get_default_config(), model_storage, resource, context)
+    again = pipeline([Message.build(text=text)])[0]
+    loaded.process([again])
+    assert [r["name"] for r in again.get("intent_ranking")] == [r["name"] for r in ranking]
+    assert [r["confidence"] for r in again.get("intent_ranking")] == pytest.approx([r["confidence"] for r in ranking], abs=1e-5)
+
+
+def test_two_intents_and_a_short_ranking(pipeline, model_storage, context):
+    classifier, _ = train(pipeline, model_storage, context,
+                          examples={k: TRAIN[k] for k in ("greet", "report_fault")}, ranking_length=1)
+    message = pipeline([Message.build(text="my fridge is broken")])[0]
+    classifier.process([message])
+    assert message.get("intent")["name"] == "report_fault"
+    assert len(message.get("intent_ranking")) == 1
+
+
+def test_dense_features_alone_are_enough(pipeline, model_storage, context):
+    classifier, _ = train(pipeline, model_storage, context, sparse_weight=0.0)
+    assert {kind for _, kind, _ in classifier.blocks} == {"dense", "sparse"}
+    message = pipeline([Message.build(text="hello")])[0]
+    classifier.process([message])
+    assert message.get("intent")["name"] in TRAIN
+
+
+def test_an_untrained_classifier_loads_and_predicts_nothing(model_storage, context):
+    resource = Resource("never-trained")
+    loaded = LinearIntentClassifier.load(LinearIntentClassifier.get_default_config(), model_storage, resource, context)
+    message = Message.build(text="hello")
+    loaded.process([message])
+    assert message.get("intent") is None
