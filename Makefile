@@ -4,7 +4,7 @@ APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
 
-.PHONY: run test setup setup-test train demo-data migrate validate bench-ingest simulate clean
+.PHONY: run test setup setup-test train demo-data migrate validate bench-ingest bench-nlu simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -33,6 +33,14 @@ validate: setup
 # Device ingestion benchmark: writes bench/results/ingest.json (see README, Performance).
 bench-ingest: setup
 	model=$$(bash scripts/train.sh | tail -n 1) && $(APP_PY) bench/bench_ingest.py --model "$$model"
+
+# NLU benchmark on a public data set folder (BANKING77, CLINC150 or Bitext layout): the project's pipeline
+# against Rasa's default one (cached per data set, Rasa version and config; BASELINE=skip leaves it out
+# when not cached, BASELINE=run retrains it). Writes bench/results/nlu-<folder>.json (see README, Performance).
+DATASET ?= ../shared/benchmarks/banking77
+BASELINE ?= auto
+bench-nlu: setup
+	PYTHONPATH=. RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3 .venv-rasa/bin/python bench/bench_nlu.py "$(DATASET)" --baseline $(BASELINE)
 
 # Telemetry from 50 demo devices into the broker of a running `make run` (Ctrl-C to stop).
 simulate: setup

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3
-fp=$( { find config.yml requirements/rasa.txt bot/domain.yml bot/data nlu/data -type f -name '*.*' -print0 \
+# The custom NLU components' code (nlu/*.py) and the packaged model weights are inputs too.
+fp=$( { find config.yml requirements/rasa.txt requirements/rasa-models.txt bot/domain.yml bot/data nlu \
+          -type f -name '*.*' -not -path '*/__pycache__/*' -not -path 'nlu/test_data/*' -print0 \
         | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
 model="models/bot-$fp.tar.gz"
 if [ ! -f "$model" ]; then

@@ -5,4 +5,4 @@ from __future__ import annotations
 
 import importlib.util
 
-collect_ignore_glob = [] if importlib.util.find_spec("rasa") else ["rasa_env/*"]
+collect_ignore = [] if importlib.util.find_spec("rasa") else ["rasa_env"]
