@@ -40,7 +40,12 @@ def model_storage(tmp_path: pathlib.Path) -> LocalModelStorage:
 
 @pytest.fixture()
 def context() -> ExecutionContext:
-    return ExecutionContext(GraphSchema({}), "node")
+    return ExecutionContext(GraphSchema({}), node_name="node")
+
+
+def context_for(node_name: str) -> ExecutionContext:
+    """Rasa names each featurizer's features after its graph node: distinct nodes, distinct feature origins."""
+    return ExecutionContext(GraphSchema({}), node_name=node_name)
 
 
 @pytest.fixture()

@@ -11,6 +11,8 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu import LinearIntentClassifier, SentenceTransformerFeaturizer
 
+from .conftest import context_for
+
 TRAIN = {
     "report_fault": ["my fridge is broken", "the washer shows error e21", "boiler is leaking water",
                      "fridge not cold", "washer broken please help"],
@@ -24,20 +26,25 @@ TRAIN = {
 def pipeline(tiny_model, model_storage, context, tokenizer):
     dense = SentenceTransformerFeaturizer.create(
         {**SentenceTransformerFeaturizer.get_default_config(), "model_path": str(tiny_model)},
-        model_storage, Resource("st"), context)
+        model_storage, Resource("st"), context_for("dense"))
     sparse = CountVectorsFeaturizer.create(CountVectorsFeaturizer.get_default_config(), model_storage,
-                                           Resource("cv"), context)
+                                           Resource("cv"), context_for("words"))
+    chars = CountVectorsFeaturizer.create({**CountVectorsFeaturizer.get_default_config(), "analyzer": "char_wb",
+                                           "min_ngram": 2, "max_ngram": 4}, model_storage, Resource("ch"),
+                                          context_for("chars"))
 
     def featurize(data_or_messages, train=False):
         if train:
             tokenizer.process_training_data(data_or_messages)
             dense.process_training_data(data_or_messages)
-            sparse.train(data_or_messages)
-            sparse.process_training_data(data_or_messages)
+            for featurizer in (sparse, chars):
+                featurizer.train(data_or_messages)
+                featurizer.process_training_data(data_or_messages)
         else:
             tokenizer.process(data_or_messages)
             dense.process(data_or_messages)
             sparse.process(data_or_messages)
+            chars.process(data_or_messages)
         return data_or_messages
 
     return featurize
@@ -85,7 +92,9 @@ def test_two_intents_and_a_short_ranking(pipeline, model_storage, context):
 
 def test_dense_features_alone_are_enough(pipeline, model_storage, context):
     classifier, _ = train(pipeline, model_storage, context, sparse_weight=0.0)
-    assert {kind for _, kind, _ in classifier.blocks} == {"dense", "sparse"}
+    # One block per featurizer, each normalised on its own.
+    assert [(origin, kind) for origin, kind, _ in classifier.blocks] == [
+        ("chars", "sparse"), ("dense", "dense"), ("words", "sparse")]
     message = pipeline([Message.build(text="hello")])[0]
     classifier.process([message])
     assert message.get("intent")["name"] in TRAIN
