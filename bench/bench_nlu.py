@@ -203,7 +203,8 @@ def run_child(which: str, config: pathlib.Path, dataset: pathlib.Path, per_inten
     cmd = [sys.executable, __file__, "--child", str(config), str(dataset), "--child-out", str(out)]
     if per_intent:
         cmd += ["--per-intent", str(per_intent)]
-    env = dict(os.environ, RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3",
+    # LOG_LEVEL=INFO: Rasa then reports each component as it starts and finishes training (progress).
+    env = dict(os.environ, RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3", LOG_LEVEL="INFO",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     # Output streams through: Rasa's and the featurizer's progress bars show while it trains.
     rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
