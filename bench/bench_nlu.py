@@ -145,6 +145,8 @@ def run_pipeline(config: pathlib.Path, dataset: pathlib.Path, workdir: pathlib.P
     from rasa.shared.nlu.training_data.training_data import TrainingData
     from rasa.utils.common import configure_logging_and_warnings
 
+    # A handler for Rasa's INFO lines ("Starting to train component ..."): the progress of training.
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s - %(message)s")
     configure_logging_and_warnings(logging.INFO)
     layout, splits = load_dataset(dataset)
     train = subset(splits["train"], per_intent)
@@ -203,8 +205,7 @@ def run_child(which: str, config: pathlib.Path, dataset: pathlib.Path, per_inten
     cmd = [sys.executable, __file__, "--child", str(config), str(dataset), "--child-out", str(out)]
     if per_intent:
         cmd += ["--per-intent", str(per_intent)]
-    # LOG_LEVEL=INFO: Rasa then reports each component as it starts and finishes training (progress).
-    env = dict(os.environ, RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3", LOG_LEVEL="INFO",
+    env = dict(os.environ, RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     # Output streams through: Rasa's and the featurizer's progress bars show while it trains.
     rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
