@@ -203,9 +203,15 @@ def fault_latency(env: dict[str, str], ports: dict[str, int], database_url: str,
     }
 
 
-def worker_pid(stack_pid: int) -> int:
+def child_pid(stack_pid: int, needle: str) -> int:
     out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(stack_pid)], capture_output=True, text=True).stdout
-    return next(int(line.split()[0]) for line in out.splitlines() if "device_hooks.worker" in line)
+    return next(int(line.split()[0]) for line in out.splitlines() if needle in line)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(database_url: str, target: int, timeout: float = 600) -> tuple[int, float]:
@@ -255,7 +261,8 @@ def main() -> None:
         print(f"== baseline: bare QoS 1 subscriber, {args.messages} messages (the worker paused)", flush=True)
         # The worker is paused so that the baseline has the CPU to itself; its persistent session keeps
         # the stream queued at the broker, which then measures how fast it catches up.
-        worker = worker_pid(proc.pid)
+        worker = child_pid(proc.pid, "device_hooks.worker")
+        broker = child_pid(proc.pid, "mosquitto")
         os.kill(worker, signal.SIGSTOP)
         sub = subprocess.Popen([sys.executable, __file__, "--bare-subscriber", str(ports["mqtt"]), str(args.messages)],
                                env=env, stdout=subprocess.PIPE, text=True)
@@ -274,6 +281,8 @@ def main() -> None:
 
         print(f"== worker: {args.messages} messages validated, stored and acknowledged after commit", flush=True)
         before = drained
+        cpu_before = {"worker": cpu_seconds(worker), "broker": cpu_seconds(broker),
+                      "publisher": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}
         result: dict[str, float] = {}
         pub = threading.Thread(target=lambda: result.update(publish(ports["mqtt"], devices, args.messages)))
         start = time.perf_counter()
@@ -292,6 +301,11 @@ def main() -> None:
         pub.join(60)
         processed = done - before
         rate = processed / (finish - start)
+        # Where the two cores went during the stream: what limits the figure.
+        cpu = {"worker": cpu_seconds(worker) - cpu_before["worker"], "broker": cpu_seconds(broker) - cpu_before["broker"],
+               "publisher": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_before["publisher"]}
+        cpu_share = {name: round(value / (finish - start), 2) for name, value in cpu.items()}
+        print(f"   cores used: {cpu_share}", flush=True)
         print(f"   {rate:,.0f} msgs/s ({processed} processed of {args.messages})", flush=True)
 
         print(f"== {args.faults} faults at {args.fault_rate}/s: fault -> ticket -> bot message", flush=True)
@@ -306,6 +320,7 @@ def main() -> None:
             "duplicate_tickets": duplicate_tickets(database_url),
             **latency,
             "publisher_msgs_per_s": round(result.get("publish_msgs_per_s", 0)),
+            "cores_used_during_stream": cpu_share,
             "database": "sqlite",
             "device_connections": len(devices),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
