@@ -32,7 +32,7 @@ validate: setup
 
 # Device ingestion benchmark: writes bench/results/ingest.json (see README, Performance).
 bench-ingest: setup
-	model=$$(bash scripts/train.sh | tail -n 1) && $(APP_PY) bench/bench_ingest.py --model "$$model"
+	model=$$(bash scripts/train.sh | tail -n 1) && $(APP_PY) bench/bench_ingest.py --model "$$model" $(BENCH_ARGS)
 
 # Telemetry from 50 demo devices into the broker of a running `make run` (Ctrl-C to stop).
 simulate: setup

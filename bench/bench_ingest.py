@@ -32,7 +32,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
 from crm_store.db import session_scope  # noqa: E402
 from crm_store.enums import ApplianceCategory, ProactiveStatus  # noqa: E402
@@ -63,9 +63,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def start_stack(work: pathlib.Path, model: str) -> tuple[subprocess.Popen[str], dict[str, str], dict[str, int]]:
+def start_stack(work: pathlib.Path, model: str, database_url: str) -> tuple[subprocess.Popen[str], dict[str, str], dict[str, int]]:
     ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port()}
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite",
+    env = dict(os.environ, DATABASE_URL=database_url, TRACKER_DIALECT="sqlite",
                TRACKER_DB=str(work / "tracker.db"), FACEBOOK_APP_SECRET="")
     for key in ("MQTT_HOST", "MQTT_PORT", "SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD",
                 "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD"):
@@ -102,8 +102,8 @@ def fleet(database_url: str, tokens: dict[str, str], n: int) -> list[SimDevice]:
 
 def accepted(database_url: str) -> int:
     with session_scope(database_url) as session:
-        return session.scalar(select(func.coalesce(func.sum(IngestCounter.value), 0))
-                              .where(IngestCounter.name.in_(["accepted", "duplicate"]))) or 0
+        return int(session.scalar(select(func.coalesce(func.sum(IngestCounter.value), 0))
+                                  .where(IngestCounter.name.in_(["accepted", "duplicate"]))) or 0)  # PG sums are Decimal
 
 
 async def bare_subscriber(port: int, password: str, expected: int, out: dict[str, float]) -> None:
@@ -244,7 +244,9 @@ def main() -> None:
     parser.add_argument("--faults", type=int, default=50)
     parser.add_argument("--fault-rate", type=float, default=5.0, help="faults per second")
     parser.add_argument("--model", default=os.environ.get("BOT_MODEL"))
-    parser.add_argument("--out", default=str(ROOT / "bench/results/ingest.json"))
+    parser.add_argument("--postgres", action="store_true",
+                        help="a fresh PostgreSQL database (BENCH_POSTGRES_URL, default the local server) instead of SQLite")
+    parser.add_argument("--out", default=None, help="default bench/results/ingest.json (ingest-postgresql.json with --postgres)")
     args = parser.parse_args()
     if not args.model:
         raise SystemExit("--model (or BOT_MODEL) is required; make bench-ingest trains one")
@@ -252,7 +254,16 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     print("== starting the stack (broker, worker, Rasa, actions, web) with a fresh database", flush=True)
-    proc, env, ports = start_stack(work, args.model)
+    pg_admin = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    pg_name = f"bench_ingest_{os.getpid()}"
+    if args.postgres:
+        with create_engine(pg_admin, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{pg_name}"'))
+        database = pg_admin.rsplit("/", 1)[0] + f"/{pg_name}"
+    else:
+        database = f"sqlite:///{work}/crm.db"
+    out = pathlib.Path(args.out or ROOT / "bench/results" / ("ingest-postgresql.json" if args.postgres else "ingest.json"))
+    proc, env, ports = start_stack(work, args.model, database)
     database_url = env["DATABASE_URL"]
     try:
         tokens = json.loads((work / "device_tokens.json").read_text())
@@ -321,7 +332,7 @@ def main() -> None:
             **latency,
             "publisher_msgs_per_s": round(result.get("publish_msgs_per_s", 0)),
             "cores_used_during_stream": cpu_share,
-            "database": "sqlite",
+            "database": "postgresql" if args.postgres else "sqlite",
             "device_connections": len(devices),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "measured_at": utcnow().isoformat(timespec="seconds"),
@@ -333,7 +344,9 @@ def main() -> None:
             proc.wait(40)
         except subprocess.TimeoutExpired:
             proc.kill()
-    out = pathlib.Path(args.out)
+        if args.postgres:  # FORCE: this process's own pooled connections are still open
+            with create_engine(pg_admin, isolation_level="AUTOCOMMIT").connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
