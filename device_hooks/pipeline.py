@@ -34,7 +34,6 @@ from crm_store.models import (
     Customer,
     DeadLetter,
     Device,
-    DeviceMessage,
     DeviceRuleState,
     IngestCounter,
     ProductLot,
@@ -45,7 +44,7 @@ from crm_store.models import (
 from crm_store.repositories.catalogue import get_fault
 from crm_store.repositories.proactive import queue_notification
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status, find_open_ticket, open_ticket
-from device_hooks.rules import Raised, Recovered, Rule, RuleState, Transition, device_fault, evaluate
+from device_hooks.rules import Raised, Rule, RuleState, Transition, device_fault, evaluate
 from device_hooks.validation import MAX_PAYLOAD_BYTES, DeviceMessageIn, Rejected, validate
 
 logger = logging.getLogger(__name__)
