@@ -82,7 +82,7 @@ def start_stack(work: pathlib.Path, model: str, database_url: str) -> tuple[subp
             line = lines.get(timeout=1)
         except queue.Empty:
             if proc.poll() is not None:
-                raise SystemExit("the stack did not start; see " + str(work / "log"))
+                raise SystemExit("the stack did not start; see " + str(work / "log")) from None
             continue
         print("   stack:", line.rstrip(), flush=True)
         if line.strip() == "READY":
@@ -164,7 +164,7 @@ def fault_latency(env: dict[str, str], ports: dict[str, int], database_url: str,
     async def run() -> dict[str, dt.datetime]:
         conns = await connect_all([d for d, _ in targets], "127.0.0.1", ports["mqtt"])
         sent: dict[str, dt.datetime] = {}
-        for conn, (_device, code) in zip(conns, targets):
+        for conn, (_device, code) in zip(conns, targets, strict=True):
             sent[conn.device.serial] = utcnow()
             await conn.publish("fault", payload(conn.device, sent[conn.device.serial], code=code, state="raised"))
             await conn.writer.drain()
