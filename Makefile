@@ -32,7 +32,7 @@ validate: setup
 
 # Device ingestion benchmark: writes bench/results/ingest.json (see README, Performance).
 bench-ingest: setup
-	model=$$(bash scripts/train.sh | tail -n 1) && $(APP_PY) bench/bench_ingest.py --model "$$model"
+	model=$$(bash scripts/train.sh | tail -n 1) && $(APP_PY) bench/bench_ingest.py --model "$$model" $(BENCH_ARGS)
 
 # NLU benchmark on a public data set folder (BANKING77, CLINC150 or Bitext layout): the project's pipeline
 # against Rasa's default one (cached per data set, Rasa version and config; BASELINE=skip leaves it out

@@ -40,6 +40,7 @@ from crm_store.repositories.handoffs import (
     recent_trigger_exists,
 )
 from crm_store.repositories.interactions import count_ticket_contacts, record_interaction
+from crm_store.repositories.telemetry import device_health
 from crm_store.repositories.tickets import get_ticket_by_number, list_tickets, open_ticket
 from crm_store.repositories.users import get_user_by_username
 
@@ -250,13 +251,17 @@ def _packet(turn: Turn, trigger: Trigger, ticket: Ticket | None, tried: list[str
     for t in open_tickets:
         if t.device_id and t.fault_code:
             faults_by_device.setdefault(t.device_id, []).append(t.fault_code)
-    # Latest known state from the CRM; live readings come from the telemetry store when it exists.
-    packet["devices"] = [
-        {"serial": d.serial, "label": d.label, "category": d.model.category.value, "model": d.model.name,
-         "firmware": d.firmware_version, "last_seen_at": d.last_seen_at.isoformat() if d.last_seen_at else None,
-         "open_faults": faults_by_device.get(d.id, [])}
-        for d in list_devices_for_customer(session, customer_id=customer.id)
-    ]
+    # Each device's latest telemetry as the agent will first see it (the console charts the rest live).
+    packet["devices"] = []
+    for d in list_devices_for_customer(session, customer_id=customer.id):
+        health = device_health(session, d)
+        packet["devices"].append({
+            "serial": d.serial, "label": d.label, "category": d.model.category.value, "model": d.model.name,
+            "firmware": d.firmware_version, "last_seen_at": d.last_seen_at.isoformat() if d.last_seen_at else None,
+            "online": health.online, "readings": health.readings,
+            "readings_at": health.reported_at.isoformat() if health.reported_at else None,
+            "open_faults": faults_by_device.get(d.id, []),
+        })
     return packet
 
 

@@ -32,7 +32,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
 from crm_store.db import session_scope  # noqa: E402
 from crm_store.enums import ApplianceCategory, ProactiveStatus  # noqa: E402
@@ -63,9 +63,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def start_stack(work: pathlib.Path, model: str) -> tuple[subprocess.Popen[str], dict[str, str], dict[str, int]]:
+def start_stack(work: pathlib.Path, model: str, database_url: str) -> tuple[subprocess.Popen[str], dict[str, str], dict[str, int]]:
     ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port()}
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite",
+    env = dict(os.environ, DATABASE_URL=database_url, TRACKER_DIALECT="sqlite",
                TRACKER_DB=str(work / "tracker.db"), FACEBOOK_APP_SECRET="")
     for key in ("MQTT_HOST", "MQTT_PORT", "SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD",
                 "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD"):
@@ -82,7 +82,7 @@ def start_stack(work: pathlib.Path, model: str) -> tuple[subprocess.Popen[str], 
             line = lines.get(timeout=1)
         except queue.Empty:
             if proc.poll() is not None:
-                raise SystemExit("the stack did not start; see " + str(work / "log"))
+                raise SystemExit("the stack did not start; see " + str(work / "log")) from None
             continue
         print("   stack:", line.rstrip(), flush=True)
         if line.strip() == "READY":
@@ -102,8 +102,8 @@ def fleet(database_url: str, tokens: dict[str, str], n: int) -> list[SimDevice]:
 
 def accepted(database_url: str) -> int:
     with session_scope(database_url) as session:
-        return session.scalar(select(func.coalesce(func.sum(IngestCounter.value), 0))
-                              .where(IngestCounter.name.in_(["accepted", "duplicate"]))) or 0
+        return int(session.scalar(select(func.coalesce(func.sum(IngestCounter.value), 0))
+                                  .where(IngestCounter.name.in_(["accepted", "duplicate"]))) or 0)  # PG sums are Decimal
 
 
 async def bare_subscriber(port: int, password: str, expected: int, out: dict[str, float]) -> None:
@@ -164,7 +164,7 @@ def fault_latency(env: dict[str, str], ports: dict[str, int], database_url: str,
     async def run() -> dict[str, dt.datetime]:
         conns = await connect_all([d for d, _ in targets], "127.0.0.1", ports["mqtt"])
         sent: dict[str, dt.datetime] = {}
-        for conn, (_device, code) in zip(conns, targets):
+        for conn, (_device, code) in zip(conns, targets, strict=True):
             sent[conn.device.serial] = utcnow()
             await conn.publish("fault", payload(conn.device, sent[conn.device.serial], code=code, state="raised"))
             await conn.writer.drain()
@@ -203,9 +203,15 @@ def fault_latency(env: dict[str, str], ports: dict[str, int], database_url: str,
     }
 
 
-def worker_pid(stack_pid: int) -> int:
+def child_pid(stack_pid: int, needle: str) -> int:
     out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(stack_pid)], capture_output=True, text=True).stdout
-    return next(int(line.split()[0]) for line in out.splitlines() if "device_hooks.worker" in line)
+    return next(int(line.split()[0]) for line in out.splitlines() if needle in line)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(database_url: str, target: int, timeout: float = 600) -> tuple[int, float]:
@@ -238,7 +244,9 @@ def main() -> None:
     parser.add_argument("--faults", type=int, default=50)
     parser.add_argument("--fault-rate", type=float, default=5.0, help="faults per second")
     parser.add_argument("--model", default=os.environ.get("BOT_MODEL"))
-    parser.add_argument("--out", default=str(ROOT / "bench/results/ingest.json"))
+    parser.add_argument("--postgres", action="store_true",
+                        help="a fresh PostgreSQL database (BENCH_POSTGRES_URL, default the local server) instead of SQLite")
+    parser.add_argument("--out", default=None, help="default bench/results/ingest.json (ingest-postgresql.json with --postgres)")
     args = parser.parse_args()
     if not args.model:
         raise SystemExit("--model (or BOT_MODEL) is required; make bench-ingest trains one")
@@ -246,7 +254,16 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     print("== starting the stack (broker, worker, Rasa, actions, web) with a fresh database", flush=True)
-    proc, env, ports = start_stack(work, args.model)
+    pg_admin = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    pg_name = f"bench_ingest_{os.getpid()}"
+    if args.postgres:
+        with create_engine(pg_admin, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{pg_name}"'))
+        database = pg_admin.rsplit("/", 1)[0] + f"/{pg_name}"
+    else:
+        database = f"sqlite:///{work}/crm.db"
+    out = pathlib.Path(args.out or ROOT / "bench/results" / ("ingest-postgresql.json" if args.postgres else "ingest.json"))
+    proc, env, ports = start_stack(work, args.model, database)
     database_url = env["DATABASE_URL"]
     try:
         tokens = json.loads((work / "device_tokens.json").read_text())
@@ -255,7 +272,8 @@ def main() -> None:
         print(f"== baseline: bare QoS 1 subscriber, {args.messages} messages (the worker paused)", flush=True)
         # The worker is paused so that the baseline has the CPU to itself; its persistent session keeps
         # the stream queued at the broker, which then measures how fast it catches up.
-        worker = worker_pid(proc.pid)
+        worker = child_pid(proc.pid, "device_hooks.worker")
+        broker = child_pid(proc.pid, "mosquitto")
         os.kill(worker, signal.SIGSTOP)
         sub = subprocess.Popen([sys.executable, __file__, "--bare-subscriber", str(ports["mqtt"]), str(args.messages)],
                                env=env, stdout=subprocess.PIPE, text=True)
@@ -274,6 +292,8 @@ def main() -> None:
 
         print(f"== worker: {args.messages} messages validated, stored and acknowledged after commit", flush=True)
         before = drained
+        cpu_before = {"worker": cpu_seconds(worker), "broker": cpu_seconds(broker),
+                      "publisher": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}
         result: dict[str, float] = {}
         pub = threading.Thread(target=lambda: result.update(publish(ports["mqtt"], devices, args.messages)))
         start = time.perf_counter()
@@ -292,6 +312,11 @@ def main() -> None:
         pub.join(60)
         processed = done - before
         rate = processed / (finish - start)
+        # Where the two cores went during the stream: what limits the figure.
+        cpu = {"worker": cpu_seconds(worker) - cpu_before["worker"], "broker": cpu_seconds(broker) - cpu_before["broker"],
+               "publisher": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_before["publisher"]}
+        cpu_share = {name: round(value / (finish - start), 2) for name, value in cpu.items()}
+        print(f"   cores used: {cpu_share}", flush=True)
         print(f"   {rate:,.0f} msgs/s ({processed} processed of {args.messages})", flush=True)
 
         print(f"== {args.faults} faults at {args.fault_rate}/s: fault -> ticket -> bot message", flush=True)
@@ -306,7 +331,8 @@ def main() -> None:
             "duplicate_tickets": duplicate_tickets(database_url),
             **latency,
             "publisher_msgs_per_s": round(result.get("publish_msgs_per_s", 0)),
-            "database": "sqlite",
+            "cores_used_during_stream": cpu_share,
+            "database": "postgresql" if args.postgres else "sqlite",
             "device_connections": len(devices),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "measured_at": utcnow().isoformat(timespec="seconds"),
@@ -318,7 +344,9 @@ def main() -> None:
             proc.wait(40)
         except subprocess.TimeoutExpired:
             proc.kill()
-    out = pathlib.Path(args.out)
+        if args.postgres:  # FORCE: this process's own pooled connections are still open
+            with create_engine(pg_admin, isolation_level="AUTOCOMMIT").connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))

@@ -34,7 +34,6 @@ from crm_store.models import (
     Customer,
     DeadLetter,
     Device,
-    DeviceMessage,
     DeviceRuleState,
     IngestCounter,
     ProductLot,
@@ -45,7 +44,7 @@ from crm_store.models import (
 from crm_store.repositories.catalogue import get_fault
 from crm_store.repositories.proactive import queue_notification
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status, find_open_ticket, open_ticket
-from device_hooks.rules import Raised, Recovered, Rule, RuleState, Transition, device_fault, evaluate
+from device_hooks.rules import Raised, Rule, RuleState, Transition, device_fault, evaluate
 from device_hooks.validation import MAX_PAYLOAD_BYTES, DeviceMessageIn, Rejected, validate
 
 logger = logging.getLogger(__name__)
@@ -208,6 +207,8 @@ class Pipeline:
         """
         if not valid:
             return []
+        if self.engine.dialect.name == "postgresql":
+            return self._store_postgresql(session, valid)
         sqlite_ = self.engine.dialect.name == "sqlite"
         mark = "?" if sqlite_ else "%s"
         conn = session.connection()
@@ -231,6 +232,22 @@ class Pipeline:
             for device_id, ts, seq in conn.exec_driver_sql(sql, tuple(params)):
                 new.append(keys[(device_id, ts, seq)])
         return new
+
+    def _store_postgresql(self, session: Session, valid: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]) -> list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]:
+        """COPY into a transaction-scoped staging table, then one INSERT ... SELECT: a 6,000-placeholder
+        INSERT spent 40 % of its time in the driver splitting the query text, COPY has no placeholders."""
+        dbapi = session.connection().connection.dbapi_connection
+        keys = {(info.id, msg.ts, msg.seq): (info, msg, raw) for info, msg, raw in valid}
+        with dbapi.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming_device_messages (device_id integer, kind varchar(32), "
+                        "seq bigint, ts timestamptz, received_at timestamptz, body json) ON COMMIT DELETE ROWS")
+            with cur.copy("COPY incoming_device_messages (device_id, kind, seq, ts, received_at, body) FROM STDIN") as copy:
+                for info, msg, raw in valid:
+                    copy.write_row((info.id, msg.kind.value, msg.seq, msg.ts, raw.received_at, orjson.dumps(msg.body).decode()))
+            cur.execute("INSERT INTO device_messages (device_id, kind, seq, ts, received_at, body) "
+                        "SELECT device_id, kind, seq, ts, received_at, body FROM incoming_device_messages "
+                        "ON CONFLICT (device_id, ts, seq) DO NOTHING RETURNING device_id, ts, seq")
+            return [keys[(device_id, ts, seq)] for device_id, ts, seq in cur.fetchall()]
 
     def _state(self, session: Session, device_id: int, key: str) -> RuleState:
         state = self.states.get((device_id, key))

@@ -46,7 +46,7 @@ def ensure_env_file(path: pathlib.Path) -> dict[str, str]:
     values = read_env_file(path)
     missing = [k for k in GENERATED_SECRETS if not values.get(k)]
     if missing:
-        lines = [f"{k}={secrets.token_urlsafe(32)}" for k in missing]
+        lines = [f"{k}={secrets.token_hex(32)}" for k in missing]
         existed = path.exists()
         with open(path, "a") as fh:
             if not existed:
@@ -187,8 +187,9 @@ def main() -> int:
         **({"broker": broker} if broker else {}),
         "worker": [str(APP_PY), "-m", "device_hooks.worker"],
         "actions": [str(APP_PY), "-m", "actions"],
+        # "--auth-token=..." in one argument: a token starting with "-" would otherwise be read as an option.
         "rasa": [str(RASA), "run", "--model", model, "--endpoints", "bot/endpoints.yml",
-                 "--credentials", str(credentials), "--enable-api", "--auth-token", env["RASA_TOKEN"],
+                 "--credentials", str(credentials), "--enable-api", f"--auth-token={env['RASA_TOKEN']}",
                  "--interface", "127.0.0.1", "--port", str(args.rasa_port)],
         "web": [str(APP_PY), "-m", "uvicorn", "--factory", "web_service.main:create_app",
                 "--host", "127.0.0.1", "--port", str(args.web_port), "--ws", "none"],

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from actions.customers import ActionGreet, ActionResumeRequest
 from actions.escalation_config import get_escalation_config, load_config
@@ -15,8 +15,16 @@ from actions.fallback import ActionFallback
 from actions.feedback import ActionSessionStart, ActionSubmitCsat, ValidateCsatForm, parse_score
 from actions.handoff import ActionEscalate, ActionHandback, ActionRelayAgentMessages, frustration_score
 from crm_store.db import session_scope
-from crm_store.enums import HandoffMessageKind, HandoffReason, HandoffStatus, TicketPriority, TicketSource, UserRole
-from crm_store.models import CsatRating, Handoff, Interaction
+from crm_store.enums import (
+    DeviceMessageKind,
+    HandoffMessageKind,
+    HandoffReason,
+    HandoffStatus,
+    TicketPriority,
+    TicketSource,
+    UserRole,
+)
+from crm_store.models import CsatRating, Device, DeviceMessage, Handoff, Interaction, utcnow
 from crm_store.repositories.customers import link_identity
 from crm_store.repositories.devices import get_device_by_serial
 from crm_store.repositories.handoffs import add_handoff_message, claim_handoff, close_handoff, get_active_handoff
@@ -78,6 +86,10 @@ def link_anna(url: str) -> None:
 
 def test_asking_for_a_person_queues_a_handoff_with_its_packet_and_pauses_the_bot(crm_url):
     link_anna(crm_url)
+    with session_scope(crm_url) as s:  # the fridge's latest reading, for the packet
+        fridge = s.scalar(select(Device).where(Device.serial == "FR50-21000101"))
+        s.add(DeviceMessage(device_id=fridge.id, kind=DeviceMessageKind.TELEMETRY, seq=1, ts=utcnow(),
+                            body={"readings": {"compartment_temp_c": 9.1}}))
     tracker = conversation(user("hello", "greet"), {"event": "action", "name": "action_greet"},
                            {"event": "bot", "text": "Hi Anna, welcome back!"}, {"event": "action", "name": "action_listen"},
                            user("I want to talk to a person", "request_human"))
@@ -92,6 +104,8 @@ def test_asking_for_a_person_queues_a_handoff_with_its_packet_and_pauses_the_bot
     packet = handoff.packet
     assert packet["customer"]["name"] == "Anna Schmidt" and packet["customer"]["loyalty_tier"] == "gold"
     assert {d["serial"] for d in packet["devices"]} == {"FR50-21000101", "WM80-23000102", "DW60-24000103"}
+    fridge_state = next(d for d in packet["devices"] if d["serial"] == "FR50-21000101")
+    assert fridge_state["readings"] == {"compartment_temp_c": 9.1} and fridge_state["readings_at"]
     assert [t["from"] for t in packet["transcript"]] == ["customer", "bot", "customer"]
     assert packet["transcript"][-1]["text"] == "I want to talk to a person"
     assert "greeted the customer" in packet["bot_tried"] and packet["ticket"] in text

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from crm_store.db import session_scope
 from crm_store.enums import ApplianceCategory
-from crm_store.models import Device, DeviceMessage, Ticket, utcnow
+from crm_store.models import DeviceMessage, Ticket, utcnow
 from device_hooks.broker import WORKER_USER
 from device_hooks.simulator import Connection, SimDevice, payload
 from tests.device_hooks.conftest import Broker, Fleet

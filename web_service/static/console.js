@@ -164,18 +164,20 @@
     } catch (err) { $("tickets").replaceChildren(el("li", { class: "error" }, err.message)); }
   }
 
-  // Telemetry comes from the device store when it exists; without it the chart says so instead of failing.
+  // The device's readings of the last 24 h (GET /api/devices/{serial}/telemetry: [{ts, readings}]), charted for
+  // its first numeric metric; a device that never reported says so instead of showing an empty chart.
   async function loadTelemetry(serial, target) {
     try {
       const resp = await fetch("/api/devices/" + encodeURIComponent(serial) + "/telemetry", { headers: { Authorization: "Bearer " + auth.token } });
       if (!resp.ok) throw new Error("none");
-      const data = await resp.json();
-      const rows = Array.isArray(data) ? data : (data.readings || data.items || []);
-      const points = rows.map((r) => ({ t: Date.parse(r.at || r.ts || r.time || r.received_at || r.recorded_at),
-        v: Number(Object.entries(r).find(([k, v]) => typeof v === "number" && k !== "id")?.[1]) }))
+      const rows = await resp.json();
+      const last = rows.length ? rows[rows.length - 1].readings : {};
+      const metric = Object.keys(last).find((k) => typeof last[k] === "number");
+      if (!metric) throw new Error("none");
+      const points = rows.map((r) => ({ t: Date.parse(r.ts), v: Number(r.readings[metric]) }))
         .filter((p) => !isNaN(p.t) && !isNaN(p.v));
       if (!points.length) throw new Error("none");
-      target.replaceChildren(lineChart(points));
+      target.replaceChildren(el("div", { class: "muted" }, metric.replace(/_/g, " ") + ": " + last[metric]), lineChart(points));
     } catch (e) { target.textContent = "No telemetry received yet."; }
   }
 
