@@ -2,6 +2,7 @@
 `nlu.SentenceTransformerFeaturizer`, whatever file they live in."""
 
 from nlu.classifiers.linear_intent_classifier import LinearIntentClassifier
+from nlu.extractors.rule_entity_extractor import SpacyRuleEntityExtractor
 from nlu.featurizers.sentence_transformer_featurizer import SentenceTransformerFeaturizer
 
-__all__ = ["LinearIntentClassifier", "SentenceTransformerFeaturizer"]
+__all__ = ["LinearIntentClassifier", "SentenceTransformerFeaturizer", "SpacyRuleEntityExtractor"]

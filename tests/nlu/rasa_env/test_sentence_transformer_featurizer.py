@@ -74,3 +74,61 @@ def test_a_message_without_text_is_left_alone(tiny_model, model_storage, context
 def test_a_missing_checkpoint_is_a_clear_error(tmp_path, model_storage, context):
     with pytest.raises(RasaException, match="no transformer checkpoint"):
         make(tmp_path / "nowhere", model_storage, context)
+
+
+FINE_TUNE = {
+    "report_fault": ["my fridge is broken", "the washer shows error e21", "boiler is leaking water",
+                     "fridge not cold", "washer broken please help", "my boiler is broken"],
+    "ticket_status": ["status of my ticket", "where is my ticket", "ticket number status please",
+                      "what is the status of ticket", "order number status", "status of my order"],
+}
+
+
+def _sentence_vectors(featurizer, tokenizer, texts):
+    return np.vstack([featurize(featurizer, tokenizer, t).get_dense_features(TEXT)[1].features for t in texts])
+
+
+def _separation(featurizer, tokenizer):
+    """Mean cosine similarity within intents minus across them (the vectors are unit length)."""
+    a = _sentence_vectors(featurizer, tokenizer, FINE_TUNE["report_fault"])
+    b = _sentence_vectors(featurizer, tokenizer, FINE_TUNE["ticket_status"])
+    within = ((a @ a.T).mean() + (b @ b.T).mean()) / 2
+    return within - (a @ b.T).mean()
+
+
+def test_without_fine_tuning_training_stores_nothing(tiny_model, model_storage, context):
+    featurizer = make(tiny_model, model_storage, context)
+    data = TrainingData([Message.build(text=t, intent=i) for i, ts in FINE_TUNE.items() for t in ts])
+    resource = featurizer.train(data)
+    with pytest.raises(ValueError):
+        with model_storage.read_from(resource):
+            pass
+
+
+def test_fine_tuning_pulls_intents_apart_and_survives_persist_and_load(tiny_model, model_storage, context, tokenizer):
+    config = {**SentenceTransformerFeaturizer.get_default_config(), "model_path": str(tiny_model),
+              "fine_tune_epochs": 30, "fine_tune_learning_rate": 5e-3, "fine_tune_batch_size": 4}
+    frozen = make(tiny_model, model_storage, context)
+    resource = Resource("tuned")
+    featurizer = SentenceTransformerFeaturizer.create(config, model_storage, resource, context)
+    data = TrainingData([Message.build(text=t, intent=i) for i, ts in FINE_TUNE.items() for t in ts])
+    featurizer.train(data)
+
+    loaded = SentenceTransformerFeaturizer.load(config, model_storage, resource, context)
+    assert _separation(loaded, tokenizer) > _separation(frozen, tokenizer) + 0.1
+    text = ["my washer is leaking"]
+    np.testing.assert_allclose(_sentence_vectors(loaded, tokenizer, text),
+                               _sentence_vectors(featurizer, tokenizer, text), atol=1e-5)
+    # The stored weights are the tuned ones: a load of the same checkpoint without them differs.
+    assert not np.allclose(_sentence_vectors(loaded, tokenizer, text), _sentence_vectors(frozen, tokenizer, text))
+
+
+def test_fine_tuning_needs_two_intents(tiny_model, model_storage, context, tokenizer):
+    config = {**SentenceTransformerFeaturizer.get_default_config(), "model_path": str(tiny_model), "fine_tune_epochs": 2}
+    resource = Resource("one-intent")
+    featurizer = SentenceTransformerFeaturizer.create(config, model_storage, resource, context)
+    featurizer.train(TrainingData([Message.build(text="hello", intent="greet")]))
+    loaded = SentenceTransformerFeaturizer.load(config, model_storage, resource, context)
+    frozen = make(tiny_model, model_storage, context)
+    np.testing.assert_allclose(_sentence_vectors(loaded, tokenizer, ["hello"]),
+                               _sentence_vectors(frozen, tokenizer, ["hello"]), atol=1e-6)
