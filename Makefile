@@ -4,7 +4,7 @@ APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
 
-.PHONY: run test setup setup-test train demo-data migrate validate bench-ingest bench-nlu simulate clean
+.PHONY: run test setup setup-test train demo-data migrate validate bench-ingest bench-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -41,6 +41,11 @@ DATASET ?= ../shared/benchmarks/banking77
 BASELINE ?= auto
 bench-nlu: setup
 	PYTHONPATH=. RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3 .venv-rasa/bin/python bench/bench_nlu.py "$(DATASET)" --baseline $(BASELINE)
+
+# The bot's FallbackClassifier threshold, chosen by 5-fold cross-validation on nlu/data (never the held-out
+# test file): writes bench/results/fallback-threshold.json; copy the chosen value into config.yml.
+tune-fallback: setup
+	PYTHONPATH=. RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3 .venv-rasa/bin/python scripts/tune_fallback.py
 
 # Telemetry from 50 demo devices into the broker of a running `make run` (Ctrl-C to stop).
 simulate: setup

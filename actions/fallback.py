@@ -18,6 +18,36 @@ from crm_store.enums import HandoffReason
 
 logger = logging.getLogger(__name__)
 
+# What the fallback may offer as "did you mean", in the customer's words. Small talk (greet, thank, ...)
+# and yes/no are never worth a button.
+OFFERABLE_INTENTS = {
+    "list_devices": "Show my appliances",
+    "ask_device_status": "How my appliances are doing",
+    "report_problem": "Report a problem",
+    "ask_ticket_status": "Check a ticket's status",
+    "book_technician": "Book a technician",
+    "fault_self_help": "Self-help for a fault",
+    "verify_identity": "Verify who I am",
+    "request_human": "Talk to a person",
+    "ask_capabilities": "What can you do?",
+}
+# A candidate below this confidence is noise, not a near miss.
+MIN_CANDIDATE_CONFIDENCE = 0.1
+MAX_CANDIDATES = 3
+
+
+def closest_options(latest_message: dict[str, Any]) -> list[dict[str, str]]:
+    """Buttons for the intents the classifier ranked highest under the fallback threshold, best first."""
+    ranking = latest_message.get("intent_ranking") or []
+    buttons = []
+    for candidate in ranking:
+        name, confidence = candidate.get("name"), float(candidate.get("confidence") or 0.0)
+        if name in OFFERABLE_INTENTS and confidence >= MIN_CANDIDATE_CONFIDENCE:
+            buttons.append({"title": OFFERABLE_INTENTS[name], "payload": f"/{name}"})
+        if len(buttons) == MAX_CANDIDATES:
+            break
+    return buttons
+
 
 class ActionFallback(Action):
     """Answers a message the assistant did not understand with what it can do."""
@@ -40,13 +70,21 @@ class ActionFallback(Action):
             events = await self.escalate(escalation, dispatcher, tracker, domain)
             if events is not None:
                 return events
-        dispatcher.utter_message(
-            text=(
-                "Sorry, I didn't quite get that. I can show your appliances, open a repair ticket or check "
-                "a ticket's status. Could you rephrase, or pick one of these?"
-            ),
-            buttons=CAPABILITY_BUTTONS,
-        )
+        closest = closest_options(tracker.latest_message or {})
+        if closest:
+            # The classifier had candidates, just none sure enough: offer them rather than a generic menu.
+            dispatcher.utter_message(
+                text="Sorry, I'm not sure I understood. Did you mean one of these? Or say it in other words.",
+                buttons=closest,
+            )
+        else:
+            dispatcher.utter_message(
+                text=(
+                    "Sorry, I didn't quite get that. I can show your appliances, open a repair ticket or check "
+                    "a ticket's status. Could you rephrase, or pick one of these?"
+                ),
+                buttons=CAPABILITY_BUTTONS,
+            )
         # Revert the misunderstood message so that it does not steer the next prediction.
         return [UserUtteranceReverted()]
 

@@ -5,8 +5,9 @@
 Layouts (detected from the folder's files):
 - BANKING77: train.csv + test.csv with columns text,category.
 - CLINC150: data_full.json; in-scope `train` only (the "oos-threshold" protocol of Larson et al. 2019):
-  the out-of-scope confidence threshold is chosen on `val` + `oos_val`, then in-scope accuracy is measured on
-  `test` (a fallback counts as an error) and out-of-scope recall on `oos_test`.
+  the out-of-scope confidence threshold is chosen on `val` + `oos_val` (the best in-scope accuracy among
+  thresholds that decline >= 75 % of `oos_val`), then in-scope accuracy is measured on `test` (a fallback
+  counts as an error) and out-of-scope recall on `oos_test`.
 - Bitext: *Training*/*Validation*/*Testing* CSVs with utterance,intent.
 
 Each pipeline is trained and tested in a process of its own (so peak RSS is its own), with Rasa's real
@@ -39,6 +40,9 @@ CACHE_DIR = ROOT / "bench" / "cache"
 RESULTS_DIR = ROOT / "bench" / "results"
 TMP_DIR = ROOT / "bench" / "tmp"
 FALLBACK = "nlu_fallback"
+# CLINC150: the share of out-of-scope validation questions the chosen threshold must decline (the product's
+# requirement is 0.70 on test; validation gets a margin).
+MIN_OOS_RECALL = 0.75
 OOS = "oos"
 
 logger = logging.getLogger(__name__)
@@ -102,15 +106,20 @@ def macro_f1(gold: list[str], pred: list[str]) -> float:
     return float(f1_score(gold, pred, labels=sorted(set(gold)), average="macro", zero_division=0))
 
 
-def choose_threshold(val: list[tuple[str, float, str]], oos_val: list[tuple[str, float, str]]) -> float:
-    """The confidence threshold that maximises in-scope accuracy + out-of-scope recall on validation data."""
-    best, best_score = 0.0, -1.0
+def choose_threshold(val: list[tuple[str, float, str]], oos_val: list[tuple[str, float, str]],
+                     min_oos_recall: float = MIN_OOS_RECALL) -> float:
+    """The confidence threshold chosen on validation data: the best in-scope accuracy among thresholds that
+    decline at least `min_oos_recall` of the out-of-scope questions (an assistant must decline most of what
+    it cannot do, and then answer as much as it can); when none does, the best accuracy + recall."""
+    candidates = []
     for t in sorted({0.0, *[c for _, c, _ in val], *[c for _, c, _ in oos_val]}):
         acc = sum(p == g and c >= t for p, c, g in val) / len(val)
         rec = sum(c < t for _, c, _ in oos_val) / len(oos_val)
-        if acc + rec > best_score:
-            best, best_score = t, acc + rec
-    return best
+        candidates.append((t, acc, rec))
+    meeting = [c for c in candidates if c[2] >= min_oos_recall]
+    if meeting:
+        return max(meeting, key=lambda c: (c[1], -c[0]))[0]
+    return max(candidates, key=lambda c: (c[1] + c[2], -c[0]))[0]
 
 
 def score(layout: str, preds: dict[str, list[tuple[str, float, str]]]) -> dict[str, Any]:
@@ -120,6 +129,7 @@ def score(layout: str, preds: dict[str, list[tuple[str, float, str]]]) -> dict[s
     if layout == "clinc150":
         threshold = choose_threshold(preds["val"], preds["oos_val"])
         out["oos_threshold"] = round(threshold, 4)
+        out["oos_threshold_min_val_recall"] = MIN_OOS_RECALL
         out["oos_recall"] = sum(c < threshold for _, c, _ in preds["oos_test"]) / len(preds["oos_test"])
         out["accuracy_without_threshold"] = sum(p == g for p, _, g in preds["test"]) / len(preds["test"])
     test = [(p if c >= threshold else FALLBACK, g) for p, c, g in preds["test"]]

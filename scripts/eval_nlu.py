@@ -1,5 +1,5 @@
-"""Scores a trained model on an NLU test file the way the bot sees its output: the final intent, and the
-entities left after every extractor ran (rule entities replace overlapping learned ones), matched exactly
+"""Scores a trained model on an NLU test file the way the bot sees its output: the final intent, the answer
+picked for retrieval intents (faq/<topic>), and the entities left after every extractor ran (rule entities replace overlapping learned ones), matched exactly
 by type and character span. Rasa's own `rasa test nlu` scores each extractor alone, which says little
 once extractors are merged.
 
@@ -37,12 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     correct = 0
     tp, fp, fn = Counter(), Counter(), Counter()
     value_checked = value_right = 0
+    faq_total = faq_right = 0
     errors = []
     for example in data.training_examples:
         text, gold_intent = example.get("text"), example.get("intent")
         parsed = loop.run_until_complete(agent.parse_message(text))
         predicted = (parsed.get("intent") or {}).get("name")
         correct += predicted == gold_intent
+        # Retrieval intents (faq/<topic>): the answer ResponseSelector picked must be the topic's.
+        gold_key = example.get("intent_response_key")
+        if gold_key and "/" in gold_key:
+            selector = (parsed.get("response_selector") or {}).get(gold_intent) or {}
+            chosen = (selector.get("response") or {}).get("intent_response_key")
+            faq_total += 1
+            faq_right += predicted == gold_intent and chosen == gold_key
         gold = {(e["entity"], e["start"], e["end"]): e.get("value") for e in example.get("entities") or []}
         found = {(e["entity"], e["start"], e["end"]): e.get("value") for e in parsed.get("entities") or []}
         for key in gold.keys() | found.keys():
@@ -72,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         "entity_micro_f1": round(f1(sum(tp.values()), sum(fp.values()), sum(fn.values())), 4),
         "entity_f1": {k: round(f1(tp[k], fp[k], fn[k]), 4) for k in kinds},
         "entity_value_accuracy": round(value_right / value_checked, 4) if value_checked else None,
+        "faq_examples": faq_total,
+        "faq_answer_accuracy": round(faq_right / faq_total, 4) if faq_total else None,
         "errors": errors,
     }
     print(json.dumps(result, indent=2))

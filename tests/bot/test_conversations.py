@@ -17,6 +17,9 @@ FORM_QUESTIONS = {"utter_ask_verify_email", "utter_ask_verify_reference", "utter
 # Intents the device worker triggers through Rasa's HTTP API: nobody types them, so they have no NLU
 # examples (examples would teach the classifier to predict them for customers' messages).
 EXTERNAL_INTENTS = {"EXTERNAL_device_fault", "EXTERNAL_device_recovered"}
+# The validator merges the domain with one derived from the NLU data, where the retrieval intent `faq` appears
+# again: a false positive (Rasa requires `faq` in the domain's intents).
+RETRIEVAL_INTENT_ECHO = "duplicated intents have been found across multiple domain files: faq"
 
 
 def _rasa(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
@@ -36,7 +39,8 @@ def test_rasa_data_validate_is_clean():
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     warnings = [line for line in output.splitlines() if "UserWarning" in line]
-    unexpected = [w for w in warnings if not any(f"'{name}'" in w for name in FORM_QUESTIONS | EXTERNAL_INTENTS)]
+    unexpected = [w for w in warnings if not any(f"'{name}'" in w for name in FORM_QUESTIONS | EXTERNAL_INTENTS)
+                  and not w.rstrip().endswith(RETRIEVAL_INTENT_ECHO)]
     assert unexpected == []
 
 
@@ -72,3 +76,6 @@ def test_understanding_on_the_held_out_test_set_does_not_regress(tmp_path):
     assert scores["intent_accuracy"] >= 0.85, scores["errors"]
     assert scores["entity_micro_f1"] >= 0.90, scores["errors"]
     assert scores["entity_value_accuracy"] == 1.0, scores["errors"]
+    # Product questions: the intent and the topic's answer must both be right.
+    assert scores["faq_examples"] >= 10
+    assert scores["faq_answer_accuracy"] >= 0.8, scores["errors"]
