@@ -91,6 +91,11 @@ def _pick_device(devices: list[Device], text: str, entities: list[dict[str, Any]
     for entity in entities:
         if entity.get("entity") == "serial_number" and str(entity.get("value", "")).upper() in serials:
             return serials[str(entity["value"]).upper()]
+    # The NLU's product_model entity carries the catalogue's full name for short forms ("my thermacore 30").
+    named = {str(e.get("value", "")).lower() for e in entities if e.get("entity") == "product_model"}
+    by_model = [d for d in devices if d.model.name.lower() in named]
+    if len(by_model) == 1:
+        return by_model[0]
     lowered = text.lower()
     for serial, device in serials.items():
         if serial.lower() in lowered:
