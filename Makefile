@@ -4,7 +4,7 @@ APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
 
-.PHONY: run test setup setup-test train demo-data migrate validate bench-ingest bench-nlu tune-fallback simulate clean
+.PHONY: run test setup setup-test train demo-data migrate validate bench-ingest bench-nlu tune-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -41,6 +41,11 @@ DATASET ?= ../shared/benchmarks/banking77
 BASELINE ?= auto
 bench-nlu: setup
 	PYTHONPATH=. RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3 .venv-rasa/bin/python bench/bench_nlu.py "$(DATASET)" --baseline $(BASELINE)
+
+# The benchmark pipeline's classifier settings, chosen on validation data (never a test split): writes
+# bench/results/tune-<folder>.json; copy the chosen values into bench/configs/project_nlu.yml.
+tune-nlu: setup
+	PYTHONPATH=. RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3 .venv-rasa/bin/python bench/tune_nlu.py "$(DATASET)"
 
 # The bot's FallbackClassifier threshold, chosen by 5-fold cross-validation on nlu/data (never the held-out
 # test file): writes bench/results/fallback-threshold.json; copy the chosen value into config.yml.

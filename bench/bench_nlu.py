@@ -4,10 +4,11 @@
 
 Layouts (detected from the folder's files):
 - BANKING77: train.csv + test.csv with columns text,category.
-- CLINC150: data_full.json; in-scope `train` only (the "oos-threshold" protocol of Larson et al. 2019):
-  the out-of-scope confidence threshold is chosen on `val` + `oos_val` (the best in-scope accuracy among
-  thresholds that decline >= 75 % of `oos_val`), then in-scope accuracy is measured on `test` (a fallback
-  counts as an error) and out-of-scope recall on `oos_test`.
+- CLINC150: data_full.json; `train` plus its 100 `oos_train` questions as one more intent, `oos` (the
+  "oos-train" protocol of Larson et al. 2019, the product's out-of-scope intent). A question is declined
+  when it is classified `oos` or its confidence is below a threshold chosen on `val` + `oos_val` (the best
+  in-scope accuracy among thresholds that decline >= 75 % of `oos_val`); then in-scope accuracy is measured
+  on `test` (a declined question counts as an error) and out-of-scope recall on `oos_test`.
 - Bitext: *Training*/*Validation*/*Testing* CSVs with utterance,intent.
 
 Each pipeline is trained and tested in a process of its own (so peak RSS is its own), with Rasa's real
@@ -40,9 +41,10 @@ CACHE_DIR = ROOT / "bench" / "cache"
 RESULTS_DIR = ROOT / "bench" / "results"
 TMP_DIR = ROOT / "bench" / "tmp"
 FALLBACK = "nlu_fallback"
-# CLINC150: the share of out-of-scope validation questions the chosen threshold must decline (the product's
-# requirement is 0.70 on test; validation gets a margin).
-MIN_OOS_RECALL = 0.75
+# CLINC150: the in-scope accuracy on `val` the out-of-scope threshold must keep. The product's target is 0.93 on
+# test; `val` holds 3,000 in-scope questions drawn like test's 4,500, so 1.5 points of margin is ~2.8 standard
+# errors of the difference between the two.
+MIN_VAL_ACCURACY = 0.945
 OOS = "oos"
 
 logger = logging.getLogger(__name__)
@@ -66,7 +68,10 @@ def load_dataset(folder: pathlib.Path) -> tuple[str, dict[str, list[tuple[str, s
         return "banking77", {s: _read_csv(folder / f"{s}.csv", "text", "category") for s in ("train", "test")}
     if (folder / "data_full.json").is_file():
         raw = json.loads((folder / "data_full.json").read_text())
-        return "clinc150", {s: [(_clean(t), l) for t, l in raw[s]] for s in ("train", "val", "test", "oos_val", "oos_test")}
+        splits = {s: [(_clean(t), l) for t, l in raw[s]] for s in ("train", "val", "test", "oos_val", "oos_test")}
+        # The out-of-scope intent learns from oos_train only; oos_val and oos_test stay unseen.
+        splits["train"] += [(_clean(t), OOS) for t, _ in raw["oos_train"]]
+        return "clinc150", splits
     found = {}
     for split, word in (("train", "Training"), ("val", "Validation"), ("test", "Testing")):
         match = sorted(folder.glob(f"*{word}*.csv"))
@@ -106,20 +111,42 @@ def macro_f1(gold: list[str], pred: list[str]) -> float:
     return float(f1_score(gold, pred, labels=sorted(set(gold)), average="macro", zero_division=0))
 
 
+def declined(pred: str, confidence: float, threshold: float) -> bool:
+    """The assistant declines a question it classifies as out of scope or is not confident about."""
+    return pred == OOS or confidence < threshold
+
+
 def choose_threshold(val: list[tuple[str, float, str]], oos_val: list[tuple[str, float, str]],
-                     min_oos_recall: float = MIN_OOS_RECALL) -> float:
-    """The confidence threshold chosen on validation data: the best in-scope accuracy among thresholds that
-    decline at least `min_oos_recall` of the out-of-scope questions (an assistant must decline most of what
-    it cannot do, and then answer as much as it can); when none does, the best accuracy + recall."""
+                     min_accuracy: float = MIN_VAL_ACCURACY) -> float:
+    """The confidence threshold chosen on validation data: the one declining the most of `oos_val` among those
+    that keep in-scope accuracy on `val` >= `min_accuracy` (ties: the lower threshold). In-scope accuracy is
+    measured on 3,000 questions and out-of-scope recall on only 100, so the well-measured side is the
+    constraint. When no threshold keeps the accuracy, 0: only the out-of-scope intent declines."""
     candidates = []
     for t in sorted({0.0, *[c for _, c, _ in val], *[c for _, c, _ in oos_val]}):
-        acc = sum(p == g and c >= t for p, c, g in val) / len(val)
-        rec = sum(c < t for _, c, _ in oos_val) / len(oos_val)
+        acc = sum(p == g and not declined(p, c, t) for p, c, g in val) / len(val)
+        rec = sum(declined(p, c, t) for p, c, _ in oos_val) / len(oos_val)
         candidates.append((t, acc, rec))
-    meeting = [c for c in candidates if c[2] >= min_oos_recall]
-    if meeting:
-        return max(meeting, key=lambda c: (c[1], -c[0]))[0]
-    return max(candidates, key=lambda c: (c[1] + c[2], -c[0]))[0]
+    meeting = [c for c in candidates if c[1] >= min_accuracy]
+    if not meeting:
+        return 0.0
+    return max(meeting, key=lambda c: (c[2], -c[0]))[0]
+
+
+def threshold_curve(preds: dict[str, list[tuple[str, float, str]]]) -> list[dict[str, float]]:
+    """In-scope accuracy and out-of-scope recall of validation and test at a few thresholds: the trade-off
+    the chosen threshold sits on, reported (never used to choose)."""
+    def at(t: float, inside: list, outside: list) -> tuple[float, float]:
+        acc = sum(p == g and not declined(p, c, t) for p, c, g in inside) / len(inside)
+        return round(acc, 4), round(sum(declined(p, c, t) for p, c, _ in outside) / len(outside), 4)
+
+    rows = []
+    for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        val_acc, val_rec = at(t, preds["val"], preds["oos_val"])
+        test_acc, test_rec = at(t, preds["test"], preds["oos_test"])
+        rows.append({"threshold": t, "val_accuracy": val_acc, "oos_val_recall": val_rec,
+                     "test_accuracy": test_acc, "oos_test_recall": test_rec})
+    return rows
 
 
 def score(layout: str, preds: dict[str, list[tuple[str, float, str]]]) -> dict[str, Any]:
@@ -129,10 +156,15 @@ def score(layout: str, preds: dict[str, list[tuple[str, float, str]]]) -> dict[s
     if layout == "clinc150":
         threshold = choose_threshold(preds["val"], preds["oos_val"])
         out["oos_threshold"] = round(threshold, 4)
-        out["oos_threshold_min_val_recall"] = MIN_OOS_RECALL
-        out["oos_recall"] = sum(c < threshold for _, c, _ in preds["oos_test"]) / len(preds["oos_test"])
+        out["oos_threshold_min_val_accuracy"] = MIN_VAL_ACCURACY
+        out["val_accuracy"] = sum(p == g and not declined(p, c, threshold) for p, c, g in preds["val"]) / len(preds["val"])
+        out["oos_val_recall"] = sum(declined(p, c, threshold) for p, c, _ in preds["oos_val"]) / len(preds["oos_val"])
+        oos_test = preds["oos_test"]
+        out["oos_recall"] = sum(declined(p, c, threshold) for p, c, _ in oos_test) / len(oos_test)
+        out["oos_recall_without_threshold"] = sum(p == OOS for p, _, _ in oos_test) / len(oos_test)
+        out["threshold_curve"] = threshold_curve(preds)
         out["accuracy_without_threshold"] = sum(p == g for p, _, g in preds["test"]) / len(preds["test"])
-    test = [(p if c >= threshold else FALLBACK, g) for p, c, g in preds["test"]]
+    test = [(FALLBACK if declined(p, c, threshold) else p, g) for p, c, g in preds["test"]]
     out["accuracy"] = sum(p == g for p, g in test) / len(test)
     out["macro_f1"] = macro_f1([g for _, g in test], [p for p, _ in test])
     if "val" in preds and layout != "clinc150":
@@ -197,6 +229,7 @@ def run_pipeline(config: pathlib.Path, dataset: pathlib.Path, workdir: pathlib.P
             if i % 500 == 0:
                 print(f"    parsed {i}/{len(splits[split])} of {split}", flush=True)
         preds[split] = rows
+    (workdir / "predictions.json").write_text(json.dumps(preds))
     figures = score(layout, preds)
     figures.update(
         train_seconds=round(train_seconds, 1),
@@ -205,6 +238,23 @@ def run_pipeline(config: pathlib.Path, dataset: pathlib.Path, workdir: pathlib.P
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         train_examples=len(train),
     )
+    return figures
+
+
+def rescore_child(which: str, dataset: pathlib.Path, layout: str) -> dict:
+    """The last run's figures with its saved predictions scored again (a changed scoring rule needs no
+    retraining); training figures stay those of that run."""
+    workdir = TMP_DIR / dataset.name / which
+    try:
+        figures = json.loads((workdir / "figures.json").read_text())
+        preds = json.loads((workdir / "predictions.json").read_text())
+    except FileNotFoundError as missing:
+        raise SystemExit(f"error: nothing to rescore ({missing.filename}): run the benchmark first")
+    # What training and parsing measured stays; every score is computed again.
+    kept = ("train_seconds", "parse_p50_ms", "parse_p95_ms", "peak_rss_mb", "train_examples")
+    figures = {k: figures[k] for k in kept if k in figures}
+    figures.update(score(layout, {k: [tuple(r) for r in v] for k, v in preds.items()}))
+    figures["rescored_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return figures
 
 
@@ -232,8 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", type=pathlib.Path, help="folder of a data set (a bare name is looked up in ../shared/benchmarks)")
     ap.add_argument("--config", type=pathlib.Path, default=PROJECT_CONFIG, help="the project's NLU pipeline")
-    ap.add_argument("--baseline", choices=("auto", "run", "skip"), default="auto",
-                    help="auto: from the cache, else train it (~100 min on BANKING77); run: always train; skip: cache only")
+    ap.add_argument("--baseline", choices=("auto", "run", "skip", "only"), default="auto",
+                    help="auto: from the cache, else train it (~100 min on BANKING77); run: always train; "
+                         "skip: cache only; only: train the baseline into the cache and nothing else")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the last trained project model's saved predictions again (no training)")
     ap.add_argument("--per-intent", type=int, default=None, help="train on the first N examples per intent (a documented subset)")
     ap.add_argument("--child", type=pathlib.Path, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=pathlib.Path, help=argparse.SUPPRESS)
@@ -256,10 +309,25 @@ def main(argv: list[str] | None = None) -> int:
     layout, splits = load_dataset(dataset)
     print(f"==> {dataset.name}: layout {layout}, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()), flush=True)
     data_hash = sha256_files([p for p in dataset.iterdir() if p.suffix in (".csv", ".json")])
-    key_src = json.dumps([data_hash, rasa.__version__, sha256_files([BASELINE_CONFIG]), args.per_intent])
+    # The baseline's cached figures were scored by the protocol's rule: a new rule is a new cache entry.
+    protocol = f"oos-train, threshold keeping val accuracy >= {MIN_VAL_ACCURACY}" if layout == "clinc150" else None
+    key_src = json.dumps([data_hash, rasa.__version__, sha256_files([BASELINE_CONFIG]), args.per_intent, protocol])
     cache_file = CACHE_DIR / f"baseline-{dataset.name}-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}.json"
 
-    project = run_child("project", args.config.resolve(), dataset, args.per_intent)
+    if args.baseline == "only":
+        # Fills the cache at a quiet moment (or at low priority) so a later benchmark run reuses its figures.
+        baseline = run_child("baseline", BASELINE_CONFIG, dataset, args.per_intent)
+        baseline["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(baseline, indent=2))
+        print(json.dumps(baseline, indent=2))
+        print(f"==> wrote {cache_file.relative_to(ROOT)}")
+        return 0
+
+    if args.rescore:
+        project = rescore_child("project", dataset, layout)
+    else:
+        project = run_child("project", args.config.resolve(), dataset, args.per_intent)
 
     baseline, from_cache = None, False
     if cache_file.is_file() and args.baseline != "run":
@@ -271,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         cache_file.write_text(json.dumps(baseline, indent=2))
 
-    result: dict[str, Any] = {"dataset": dataset.name, "layout": layout, "rasa_version": rasa.__version__,
+    result: dict[str, Any] = {"dataset": dataset.name, "layout": layout, "protocol": protocol, "rasa_version": rasa.__version__,
                               "config": str(args.config), "train_subset_per_intent": args.per_intent, **project}
     for k, v in (baseline or {}).items():
         result[f"baseline_{k}"] = v

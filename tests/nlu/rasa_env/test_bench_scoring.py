@@ -11,21 +11,23 @@ bench_nlu = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench_nlu)
 
 
-def test_threshold_keeps_the_most_in_scope_answers_that_still_decline_enough_out_of_scope():
+def test_threshold_declines_the_most_out_of_scope_while_keeping_in_scope_accuracy():
     # In scope: right answers at 0.9, 0.8, 0.6, 0.4; out of scope: confidences 0.3, 0.5, 0.7, 0.95.
     val = [("a", 0.9, "a"), ("b", 0.8, "b"), ("c", 0.6, "c"), ("d", 0.4, "d")]
     oos = [("a", 0.3, "oos"), ("b", 0.5, "oos"), ("c", 0.7, "oos"), ("d", 0.95, "oos")]
-    # Declining 3 of 4 (>= 0.75) needs a threshold above 0.7; 0.8 keeps the most right answers.
-    assert bench_nlu.choose_threshold(val, oos, min_oos_recall=0.75) == 0.8
-    # Asking for half: 0.6 declines 0.3 and 0.5 and keeps three right answers.
-    assert bench_nlu.choose_threshold(val, oos, min_oos_recall=0.5) == 0.6
+    # Keeping 3 of 4 in-scope answers allows thresholds up to 0.6 (a confidence equal to it is answered);
+    # 0.6 declines 0.3 and 0.5, any lower candidate fewer.
+    assert bench_nlu.choose_threshold(val, oos, min_accuracy=0.75) == 0.6
+    # Keeping every answer allows only thresholds up to 0.4, which declines 0.3.
+    assert bench_nlu.choose_threshold(val, oos, min_accuracy=1.0) == 0.4
+    # Keeping half allows 0.8, which declines three.
+    assert bench_nlu.choose_threshold(val, oos, min_accuracy=0.5) == 0.8
 
 
-def test_threshold_falls_back_to_accuracy_plus_recall_when_no_threshold_declines_enough():
-    val = [("a", 0.9, "a")]
-    oos = [("a", 0.99, "oos"), ("b", 0.2, "oos")]
-    # No threshold declines all; 0.9 keeps the answer and declines the 0.2 one (sum 1.5).
-    assert bench_nlu.choose_threshold(val, oos, min_oos_recall=1.01) == 0.9
+def test_threshold_is_zero_when_even_answering_everything_misses_the_accuracy():
+    val = [("a", 0.9, "a"), ("b", 0.9, "c")]
+    oos = [("a", 0.2, "oos")]
+    assert bench_nlu.choose_threshold(val, oos, min_accuracy=0.9) == 0.0
 
 
 def test_clinc_scoring_counts_a_fallback_on_in_scope_text_as_an_error():
@@ -36,6 +38,64 @@ def test_clinc_scoring_counts_a_fallback_on_in_scope_text_as_an_error():
         "oos_test": [("a", 0.1, "oos"), ("a", 0.99, "oos")],
     }
     figures = bench_nlu.score("clinc150", preds)
-    assert figures["oos_threshold"] == 0.9  # declines 3 of 4 oos_val and keeps the right 0.9 answer
-    assert figures["accuracy"] == round(1 / 3, 4)
+    # Every threshold up to 0.2 keeps val at 1.0 (>= 0.945); 0.2 declines the most oos_val (0.1 and 0.05).
+    assert figures["oos_threshold"] == 0.2
+    assert figures["val_accuracy"] == 1.0 and figures["oos_val_recall"] == 0.5
+    assert figures["accuracy"] == round(1 / 3, 4)  # the 0.1 answer is declined, the 0.95 one is wrong
     assert figures["oos_recall"] == 0.5
+    curve = {row["threshold"]: row for row in figures["threshold_curve"]}
+    assert curve[0.0]["oos_test_recall"] == 0.0 and curve[0.5]["val_accuracy"] == 0.5
+
+
+def test_clinc_out_of_scope_intent_declines_even_when_confident():
+    # The out-of-scope intent ("oos") declines whatever its confidence; the threshold adds low-confidence ones.
+    preds = {
+        "val": [("a", 0.9, "a"), ("b", 0.8, "b")],
+        "oos_val": [("oos", 0.99, "oos"), ("oos", 0.6, "oos"), ("a", 0.5, "oos"), ("b", 0.95, "oos")],
+        "test": [("a", 0.9, "a"), ("oos", 0.97, "b"), ("b", 0.4, "b")],
+        "oos_test": [("oos", 0.99, "oos"), ("a", 0.3, "oos"), ("a", 0.99, "oos"), ("oos", 0.2, "oos")],
+    }
+    figures = bench_nlu.score("clinc150", preds)
+    # Keeping both val answers allows thresholds up to 0.8; the lowest that declines the most oos_val (three:
+    # two as oos, 0.5 below it) is 0.6.
+    assert figures["oos_threshold"] == 0.6
+    assert figures["oos_recall"] == 0.75
+    assert figures["oos_recall_without_threshold"] == 0.5
+    # An in-scope question classified oos is a wrong answer, and so is one below the threshold.
+    assert figures["accuracy"] == round(1 / 3, 4)
+
+
+def test_clinc_training_split_holds_the_out_of_scope_intent_but_never_its_evaluation_questions(tmp_path):
+    import json
+
+    raw = {
+        "train": [["set an alarm", "alarm"], ["what's the weather", "weather"]],
+        "val": [["wake me at 7", "alarm"]],
+        "test": [["is it raining", "weather"]],
+        "oos_train": [["how do i bake bread", "oos"]],
+        "oos_val": [["who won the cup", "oos"]],
+        "oos_test": [["tell me about mars", "oos"]],
+    }
+    (tmp_path / "data_full.json").write_text(json.dumps(raw))
+    layout, splits = bench_nlu.load_dataset(tmp_path)
+    assert layout == "clinc150"
+    assert ("how do i bake bread", "oos") in splits["train"]
+    train_texts = {t for t, _ in splits["train"]}
+    assert "who won the cup" not in train_texts and "tell me about mars" not in train_texts
+    assert splits["oos_test"] == [("tell me about mars", "oos")]
+
+
+def test_tuning_holds_out_a_seeded_stratified_share_of_each_intent_and_trains_on_the_rest():
+    spec = importlib.util.spec_from_file_location("tune_nlu", ROOT / "bench" / "tune_nlu.py")
+    tune_nlu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune_nlu)
+    train = [(f"{intent} text {i}", intent) for intent in ("card_lost", "refund") for i in range(20)]
+    train += [("top up once", "top_up")]
+    rest, held = tune_nlu.carve_validation(train, share=0.15, seed=0)
+    assert sorted(rest + held) == sorted(train) and not set(rest) & set(held)
+    counts = {intent: sum(l == intent for _, l in held) for intent in ("card_lost", "refund", "top_up")}
+    assert counts == {"card_lost": 3, "refund": 3, "top_up": 0}
+    assert tune_nlu.carve_validation(train, share=0.15, seed=0) == (rest, held)
+    # A data set with a validation split is tuned on it, without its out-of-scope questions.
+    splits = {"train": train, "val": [("a", "refund"), ("b", "oos")]}
+    assert tune_nlu.split_for_tuning("clinc150", splits) == (train, [("a", "refund")])
