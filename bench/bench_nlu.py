@@ -324,10 +324,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> wrote {cache_file.relative_to(ROOT)}")
         return 0
 
+    # Another pipeline (a comparison, e.g. bench/configs/featurizer-*.yml) gets its own work folder and
+    # results file, so it never overwrites the project pipeline's figures.
+    config = args.config.resolve()
+    tag = "" if config == PROJECT_CONFIG else f"-{config.stem}"
     if args.rescore:
-        project = rescore_child("project", dataset, layout)
+        project = rescore_child("project" + tag, dataset, layout)
     else:
-        project = run_child("project", args.config.resolve(), dataset, args.per_intent)
+        project = run_child("project" + tag, config, dataset, args.per_intent)
 
     baseline, from_cache = None, False
     if cache_file.is_file() and args.baseline != "run":
@@ -353,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         result["baseline_from_cache"] = from_cache
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     suffix = f"-{args.per_intent}-per-intent" if args.per_intent else ""
-    out = RESULTS_DIR / f"nlu-{dataset.name}{suffix}.json"
+    out = RESULTS_DIR / f"nlu-{dataset.name}{suffix}{tag}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"==> wrote {out.relative_to(ROOT)}")
