@@ -53,10 +53,10 @@ def carve_validation(train: list[tuple[str, str]], share: float = 0.15, seed: in
     return rest, held
 
 
-def split_for_tuning(layout: str, splits: dict) -> tuple[list, list]:
+def split_for_tuning(layout: str, splits: dict, seed: int = 0) -> tuple[list, list]:
     if "val" in splits:
         return splits["train"], [(t, l) for t, l in splits["val"] if l != bench_nlu.OOS]
-    return carve_validation(splits["train"])
+    return carve_validation(splits["train"], seed=seed)
 
 
 def featurize(pipeline: list[dict], train: list, val: list, workdir: pathlib.Path):
@@ -93,17 +93,35 @@ def featurize(pipeline: list[dict], train: list, val: list, workdir: pathlib.Pat
     return storage, train_data, val_messages
 
 
+def without_origin(messages: list, origin: str | None):
+    """Copies of the messages without the features of one featurizer (None: the messages themselves)."""
+    from rasa.shared.nlu.training_data.message import Message
+
+    if origin is None:
+        return list(messages)
+    return [Message(data=dict(m.data), features=[f for f in m.features if str(f.origin) != origin]) for m in messages]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", type=pathlib.Path)
     ap.add_argument("--config", type=pathlib.Path, default=bench_nlu.PROJECT_CONFIG)
     ap.add_argument("--per-intent", type=int, default=None, help="a quick check on the first N examples per intent")
+    ap.add_argument("--grid-c", type=float, nargs="+", default=GRID_C, help="values of C to try")
+    ap.add_argument("--grid-dense-weight", type=float, nargs="+", default=GRID_DENSE_WEIGHT,
+                    help="weights of the transformer block(s) against the count vectors")
+    ap.add_argument("--carve-seed", type=int, default=0,
+                    help="seed of the held-out share when the data set has no validation split (a second draw "
+                         "checks that a choice is not an accident of one)")
+    ap.add_argument("--ablate", action="store_true",
+                    help="also score every grid point without each transformer block (same features, same run)")
     args = ap.parse_args(argv)
 
     import numpy as np
     import yaml
     from rasa.engine.graph import ExecutionContext, GraphSchema
     from rasa.engine.storage.resource import Resource
+    from rasa.shared.nlu.training_data.training_data import TrainingData
     from rasa.utils.common import configure_logging_and_warnings
 
     from nlu.classifiers.linear_intent_classifier import LinearIntentClassifier
@@ -115,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = ROOT.parent / "shared" / "benchmarks" / dataset
     layout, splits = bench_nlu.load_dataset(dataset.resolve())
     splits["train"] = bench_nlu.subset(splits["train"], args.per_intent)
-    train, val = split_for_tuning(layout, splits)
+    train, val = split_for_tuning(layout, splits, args.carve_seed)
     print(f"==> {dataset.name}: tuning on {len(train)} examples, validating on {len(val)}", flush=True)
     pipeline = yaml.safe_load(args.config.read_text())["pipeline"]
     workdir = bench_nlu.TMP_DIR / dataset.name / "tune"
@@ -124,26 +142,32 @@ def main(argv: list[str] | None = None) -> int:
     configured = next((e for e in pipeline if e["name"] == CLASSIFIER), {})
     gold = np.array([l for _, l in val])
 
+    variants = {"all blocks": None}
+    if args.ablate:
+        dense = sorted({str(f.origin) for m in train_data.intent_examples for f in m.features if not f.is_sparse()})
+        variants.update({f"without {origin}": origin for origin in dense})
     points = []
-    for c, dense_weight in itertools.product(GRID_C, GRID_DENSE_WEIGHT):
+    for (variant, dropped), c, dense_weight in itertools.product(variants.items(), args.grid_c, args.grid_dense_weight):
         config = {**LinearIntentClassifier.get_default_config(),
                   **{k: v for k, v in configured.items() if k != "name"}, "C": c, "dense_weight": dense_weight}
-        node = f"clf_{c}_{dense_weight}"
+        node = f"clf_{len(points)}"
         classifier = LinearIntentClassifier.create(config, storage, Resource(node),
                                                    ExecutionContext(GraphSchema({}), node_name=node))
         started = time.perf_counter()
-        classifier.train(train_data)
-        predicted = np.array(classifier.classes)[classifier.predict_proba(val_messages).argmax(axis=1)]
-        accuracy = float((predicted == gold).mean())
-        points.append({"C": c, "dense_weight": dense_weight, "val_accuracy": round(accuracy, 4),
+        classifier.train(TrainingData(without_origin(train_data.intent_examples, dropped)))
+        probas = classifier.predict_proba(without_origin(val_messages, dropped))
+        accuracy = float((np.array(classifier.classes)[probas.argmax(axis=1)] == gold).mean())
+        points.append({"blocks": variant, "C": c, "dense_weight": dense_weight, "val_accuracy": round(accuracy, 4),
                        "fit_seconds": round(time.perf_counter() - started, 1)})
-        print(f"    C={c:<5} dense_weight={dense_weight:<4} val accuracy {accuracy:.4f}", flush=True)
-    best = max(points, key=lambda p: (p["val_accuracy"], -abs(p["dense_weight"] - 1.0), -p["C"]))
+        print(f"    {variant}: C={c:<5} dense_weight={dense_weight:<4} val accuracy {accuracy:.4f}", flush=True)
+    points_all = [p for p in points if p["blocks"] == "all blocks"]
+    best = max(points_all, key=lambda p: (p["val_accuracy"], -abs(p["dense_weight"] - 1.0), -p["C"]))
     result = {"dataset": dataset.name, "config": str(args.config), "train_examples": len(train),
               "val_examples": len(val), "validation": "official val split" if "val" in splits else
-              "stratified 15 % of train (seed 0)", "grid": points, "best": best}
+              f"stratified 15 % of train (seed {args.carve_seed})", "grid": points, "best": best}
     bench_nlu.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = bench_nlu.RESULTS_DIR / f"tune-{dataset.name}.json"
+    suffix = "" if args.config.resolve() == bench_nlu.PROJECT_CONFIG.resolve() else f"-{args.config.stem}"
+    out = bench_nlu.RESULTS_DIR / f"tune-{dataset.name}{suffix}{'-seed%d' % args.carve_seed if args.carve_seed else ''}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(best))
     print(f"==> wrote {out.relative_to(ROOT)}")

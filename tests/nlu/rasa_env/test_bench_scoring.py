@@ -85,10 +85,15 @@ def test_clinc_training_split_holds_the_out_of_scope_intent_but_never_its_evalua
     assert splits["oos_test"] == [("tell me about mars", "oos")]
 
 
-def test_tuning_holds_out_a_seeded_stratified_share_of_each_intent_and_trains_on_the_rest():
+def load_tune_nlu():
     spec = importlib.util.spec_from_file_location("tune_nlu", ROOT / "bench" / "tune_nlu.py")
-    tune_nlu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune_nlu)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tuning_holds_out_a_seeded_stratified_share_of_each_intent_and_trains_on_the_rest():
+    tune_nlu = load_tune_nlu()
     train = [(f"{intent} text {i}", intent) for intent in ("card_lost", "refund") for i in range(20)]
     train += [("top up once", "top_up")]
     rest, held = tune_nlu.carve_validation(train, share=0.15, seed=0)
@@ -99,3 +104,22 @@ def test_tuning_holds_out_a_seeded_stratified_share_of_each_intent_and_trains_on
     # A data set with a validation split is tuned on it, without its out-of-scope questions.
     splits = {"train": train, "val": [("a", "refund"), ("b", "oos")]}
     assert tune_nlu.split_for_tuning("clinc150", splits) == (train, [("a", "refund")])
+
+
+def test_ablation_drops_one_featurizers_features_and_leaves_the_messages_untouched():
+    import numpy as np
+    import scipy.sparse
+    from rasa.shared.nlu.training_data.features import Features
+    from rasa.shared.nlu.training_data.message import Message
+
+    tune_nlu = load_tune_nlu()
+    message = Message.build(text="my card is lost", intent="card_lost")
+    message.add_features(Features(np.ones((1, 4)), "sentence", "text", "frozen"))
+    message.add_features(Features(np.ones((1, 4)), "sentence", "text", "tuned"))
+    message.add_features(Features(scipy.sparse.coo_matrix(np.ones((1, 3))), "sentence", "text", "counts"))
+
+    (copy,) = tune_nlu.without_origin([message], "frozen")
+    assert sorted(f.origin for f in copy.features) == ["counts", "tuned"]
+    assert copy.get("text") == "my card is lost" and copy.get("intent") == "card_lost"
+    assert sorted(f.origin for f in message.features) == ["counts", "frozen", "tuned"]
+    assert tune_nlu.without_origin([message], None) == [message]
