@@ -1,4 +1,15 @@
-"""Engine and session factory for the CRM database (SQLite by default, PostgreSQL in production)."""
+"""Engine and session factories for the CRM database (SQLite by default, PostgreSQL in production).
+
+Two kinds of unit of work:
+
+* **write** (``session_scope(url)``, the default): on SQLite ``BEGIN IMMEDIATE`` takes the database's
+  single write lock up front, so concurrent writers queue on ``busy_timeout`` instead of failing half way
+  when a read transaction tries to upgrade to a write.
+* **read-only** (``session_scope(url, write=False)``, ``read_session_factory``): on SQLite a deferred
+  ``BEGIN`` (WAL readers never wait for the writer and never block it) with ``PRAGMA query_only``; on
+  PostgreSQL ``SET TRANSACTION READ ONLY``. A write in a read-only unit of work fails at once
+  (``sqlalchemy.exc.OperationalError``/``InternalError``) instead of silently taking the lock.
+"""
 
 from __future__ import annotations
 
@@ -36,10 +47,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# The execution option that marks a read-only engine view (see read_engine).
+WRITE_OPTION = "crm_write"
+
+
 def _sqlite_begin(conn: Any) -> None:
-    # IMMEDIATE takes the write lock up front, so concurrent writers wait (busy_timeout) instead of
-    # failing when a read transaction later tries to write.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if conn.get_execution_options().get(WRITE_OPTION, True):
+        # IMMEDIATE takes the write lock up front, so concurrent writers wait (busy_timeout) instead of
+        # failing when a read transaction later tries to write.
+        conn.exec_driver_sql("PRAGMA query_only = 0")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        # Deferred: a reader takes no lock in WAL mode. query_only turns an accidental write into an
+        # error here rather than a lock upgrade that can fail under load (SQLITE_BUSY_SNAPSHOT).
+        conn.exec_driver_sql("PRAGMA query_only = 1")
+        conn.exec_driver_sql("BEGIN")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -65,14 +87,28 @@ def get_engine(url: str) -> Engine:
     return make_engine(url)
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+def read_engine(url: str) -> Engine:
+    """A read-only view of ``get_engine(url)`` (same pool, cheap to make): deferred BEGIN on SQLite, READ ONLY on PostgreSQL."""
+    engine = get_engine(url)
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(**{WRITE_OPTION: False}, postgresql_readonly=True)
+    return engine.execution_options(**{WRITE_OPTION: False})
+
+
+def session_factory(url: str, *, write: bool = True) -> sessionmaker[Session]:
+    """Sessions whose transactions may write (``write=True``) or are read-only (see the module doc)."""
+    return sessionmaker(bind=get_engine(url) if write else read_engine(url), expire_on_commit=False)
+
+
+def read_session_factory(url: str) -> sessionmaker[Session]:
+    """Read-only sessions: they never take SQLite's write lock."""
+    return session_factory(url, write=False)
 
 
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """A unit of work: commits on success, rolls back on error."""
-    session = session_factory(url)()
+def session_scope(url: str, *, write: bool = True) -> Iterator[Session]:
+    """A unit of work: commits on success, rolls back on error. ``write=False``: read-only (see the module doc)."""
+    session = session_factory(url, write=write)()
     try:
         yield session
         session.commit()

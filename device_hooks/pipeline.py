@@ -42,6 +42,7 @@ from crm_store.models import (
     utcnow,
 )
 from crm_store.repositories.catalogue import get_fault
+from crm_store.repositories.ingest import increment_counters
 from crm_store.repositories.proactive import queue_notification
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status, find_open_ticket, open_ticket
 from device_hooks.rules import Raised, Rule, RuleState, Transition, device_fault, evaluate
@@ -365,11 +366,7 @@ class Pipeline:
         counts.update({f"rejected:{k}": v for k, v in result.rejected.items()})
         counts = Counter({k: v for k, v in counts.items() if v})
         self.totals.update(counts)
-        if not counts:
-            return
-        stmt = self._insert(IngestCounter)
-        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"value": IngestCounter.value + stmt.excluded.value})
-        session.execute(stmt, [{"name": k, "value": v} for k, v in sorted(counts.items())])
+        increment_counters(session, counts)  # one atomic upsert, shared with the HTTP route
 
 
 def counters(session: Session) -> dict[str, int]:

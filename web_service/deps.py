@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -20,9 +20,12 @@ from web_service.settings import WebSettings, get_settings
 bearer = HTTPBearer(auto_error=False)
 
 
-def get_session(settings: Annotated[WebSettings, Depends(get_settings)]) -> Iterator[Session]:
-    """One session per request; the route commits its unit of work."""
-    session = session_factory(settings.database_url)()
+# Safe methods do not write: their session is read-only and never takes SQLite's write lock.
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _session(url: str, *, write: bool) -> Iterator[Session]:
+    session = session_factory(url, write=write)()
     try:
         yield session
     except Exception:
@@ -32,7 +35,22 @@ def get_session(settings: Annotated[WebSettings, Depends(get_settings)]) -> Iter
         session.close()
 
 
+def get_session(request: Request, settings: Annotated[WebSettings, Depends(get_settings)]) -> Iterator[Session]:
+    """One session per request; the route commits its unit of work.
+
+    Read-only for GET/HEAD/OPTIONS (a write there fails loudly), a write session for other methods.
+    FastAPI runs this sync dependency, and every sync route using it, in its worker threadpool.
+    """
+    yield from _session(settings.database_url, write=request.method not in READ_ONLY_METHODS)
+
+
+def get_read_session(settings: Annotated[WebSettings, Depends(get_settings)]) -> Iterator[Session]:
+    """A read-only session for a POST that only reads (sign-in), so it does not queue on the write lock."""
+    yield from _session(settings.database_url, write=False)
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 
 def get_current_user(

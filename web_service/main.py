@@ -6,14 +6,15 @@ import logging
 import pathlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import text
 
-from web_service.deps import SessionDep
+from web_service.health import run_checks
 from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, telemetry, tickets
-from web_service.settings import get_settings
+from web_service.settings import WebSettings, get_settings
 from web_service.sweeper import start_sweeper
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         title="Appliance care: CRM and support API",
         version="0.1.0",
-        description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health needs a bearer token.",
+        description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health and /health/ready needs a bearer token.",
     )
     for router in (auth.router, customers.router, devices.router, telemetry.router, tickets.router, ingest.router,
                    chat.router, handoffs.router, console.router):
@@ -41,8 +42,16 @@ def create_app() -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health", tags=["health"])
-    def health(session: SessionDep) -> dict[str, str]:
-        session.execute(text("SELECT 1"))
-        return {"status": "ok", "database": session.bind.dialect.name if session.bind else "unknown"}
+    async def health(settings: Annotated[WebSettings, Depends(get_settings)]) -> dict[str, Any]:
+        """Liveness: 200 whenever this process can answer, with each dependency's status in the body
+        (``status``: ok, or degraded when one is down). A degraded dependency must not get the web service
+        restarted, so this never fails because of one; see /health/ready."""
+        return await run_checks(settings)
+
+    @app.get("/health/ready", tags=["health"], responses={503: {"description": "the database is unreachable"}})
+    async def ready(settings: Annotated[WebSettings, Depends(get_settings)]) -> JSONResponse:
+        """Readiness: as /health, but 503 while a dependency the API cannot work without (the database) is down."""
+        report = await run_checks(settings)
+        return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
     return app

@@ -28,6 +28,12 @@ class WebSettings(BaseSettings):
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: SecretStr = SecretStr("")
     rasa_timeout_seconds: float = 30.0
+    # The action server as Rasa calls it (run_stack sets it); /health checks its /health beside it.
+    action_endpoint_url: str = "http://127.0.0.1:5055/webhook"
+    # Redis, when the stack uses one (e.g. redis://127.0.0.1:6379/0); /health checks it only when set.
+    redis_url: SecretStr = SecretStr("")
+    # Each dependency check of /health gives up after this long.
+    health_timeout_seconds: float = 2.0
     # A conversation no agent has taken after this long becomes a callback and the bot resumes.
     handoff_max_wait_minutes: int = 30
     handoff_sweep_seconds: float = 30.0

@@ -17,7 +17,7 @@ def _concrete(path: str) -> str:
 
 def test_every_route_but_health_and_login_refuses_anonymous_and_forged_tokens(client):
     schema = client.get("/openapi.json").json()
-    public = {("/health", "get"), ("/api/auth/token", "post"), ("/chat", "get"), ("/chat/presence", "post")}
+    public = {("/health", "get"), ("/health/ready", "get"), ("/api/auth/token", "post"), ("/chat", "get"), ("/chat/presence", "post")}
     checked = 0
     for path, methods in schema["paths"].items():
         for method in methods:
@@ -58,7 +58,7 @@ def _required_roles(app, path: str, method: str) -> frozenset | None:
 def test_every_route_checks_the_role_and_refuses_the_wrong_ones(client):
     """A route without a role check, or one that admits a role it should not, fails here."""
     schema = client.get("/openapi.json").json()
-    public = {("/health", "get"), ("/api/auth/token", "post"), ("/chat", "get"), ("/chat/presence", "post")}
+    public = {("/health", "get"), ("/health/ready", "get"), ("/api/auth/token", "post"), ("/chat", "get"), ("/chat/presence", "post")}
     # Devices authenticate with their own token: no person's login, whatever the role, is accepted there.
     device_only = {("/api/ingest/devices/{serial}/{kind}", "post")}
     tokens = {role: login(client, name) for role, name in (("agent", "agent1"), ("supervisor", "super1"), ("admin", "admin1"))}
@@ -140,7 +140,11 @@ def test_bad_ticket_payloads_get_a_clear_422(client, payload):
 
 def test_health_is_public_and_checks_the_database(client):
     resp = client.get("/health")
-    assert resp.status_code == 200 and resp.json()["status"] == "ok"
+    assert resp.status_code == 200  # Rasa is down here (RASA_URL points nowhere): degraded, still alive
+    body = resp.json()
+    assert body["checks"]["database"]["status"] == "up" and body["ready"] is True
+    assert body["checks"]["rasa"]["status"] == "down" and body["status"] == "degraded"
+    assert client.get("/health/ready").status_code == 200
 
 
 def test_chat_page_points_at_the_configured_rasa(client, monkeypatch):

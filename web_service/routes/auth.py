@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 
 from crm_store.repositories.users import authenticate_user
 from web_service import errors
-from web_service.deps import SessionDep, StaffUser
+from web_service.deps import ReadSessionDep, StaffUser
 from web_service.schemas import LoginRequest, TokenPublic
 from web_service.security import issue_token
 from web_service.settings import WebSettings, get_settings
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
 @router.post("/token", response_model=TokenPublic)
-def login(body: LoginRequest, session: SessionDep, settings: Annotated[WebSettings, Depends(get_settings)]) -> TokenPublic:
+def login(body: LoginRequest, session: ReadSessionDep, settings: Annotated[WebSettings, Depends(get_settings)]) -> TokenPublic:
     user = authenticate_user(session, username=body.username, password=body.password)
     if user is None:
         logger.info("failed sign-in for a user name of %d characters", len(body.username))

@@ -3,19 +3,23 @@ topics, authenticated by the device's own token, handed to the broker so one wor
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 
-from crm_store.models import DeadLetter, IngestCounter, utcnow
+from crm_store.db import session_scope
+from crm_store.models import utcnow
+from crm_store.repositories.ingest import record_dead_letter
 from device_hooks.bridge import Bridge, BrokerUnavailable
 from device_hooks.broker import BRIDGE_USER, device_for_token
 from device_hooks.validation import MAX_PAYLOAD_BYTES, Rejected, validate
 from web_service import errors
-from web_service.deps import SessionDep, bearer
+from web_service.deps import bearer
 from web_service.schemas import IngestAccepted
 from web_service.settings import WebSettings, get_settings
 
@@ -32,10 +36,17 @@ def get_bridge(settings: Annotated[WebSettings, Depends(get_settings)]) -> Bridg
     return _bridge(settings.mqtt_host, settings.mqtt_port, settings.mqtt_bridge_password.get_secret_value())
 
 
-def _count(session: SessionDep, name: str) -> None:
-    counter = session.get(IngestCounter, name) or IngestCounter(name=name, value=0)
-    counter.value += 1
-    session.add(counter)
+def _authenticate(database_url: str, serial: str, token: str) -> str | None:
+    """The device's serial if ``token`` is its current secret (a read-only unit of work, off the event loop)."""
+    with session_scope(database_url, write=False) as session:
+        device = device_for_token(session, serial=serial, token=token)
+        return device.serial if device is not None else None
+
+
+def _keep_dead_letter(database_url: str, rej: Rejected, *, topic: str, body: bytes, received_at: dt.datetime) -> None:
+    with session_scope(database_url) as session:
+        record_dead_letter(session, received_at=received_at, source="http", topic=topic, reason=rej.reason,
+                           detail=rej.detail, payload=body, keep_bytes=MAX_PAYLOAD_BYTES)
 
 
 @router.post("/api/ingest/devices/{serial}/{kind}", status_code=status.HTTP_202_ACCEPTED, response_model=IngestAccepted,
@@ -44,14 +55,20 @@ async def ingest(
     serial: str,
     kind: str,
     request: Request,
-    session: SessionDep,
+    settings: Annotated[WebSettings, Depends(get_settings)],
     bridge: Annotated[Bridge, Depends(get_bridge)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> IngestAccepted:
     """One device message; ``kind`` is telemetry, fault or status, the body as on MQTT. 202: handed to the broker; 422: refused (kept as a
-    dead letter with the reason)."""
-    device = device_for_token(session, serial=serial, token=credentials.credentials) if credentials else None
-    if device is None:
+    dead letter with the reason).
+
+    Async only to read the body as a stream with a cap; every blocking step (the token lookup, the dead
+    letter, the broker's acknowledgement) runs in the threadpool, so a burst of devices never stalls the
+    event loop, and no database transaction is open while the body is read or the broker is waited for.
+    """
+    device_serial = (await run_in_threadpool(_authenticate, settings.database_url, serial, credentials.credentials)
+                     if credentials else None)
+    if device_serial is None:
         # Not a dead letter: unauthenticated callers must not be able to fill the table.
         logger.warning("refused device message over HTTP for %r: bad credentials", serial[:64])
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, errors.DEVICE_TOKEN_INVALID, headers={"WWW-Authenticate": "Bearer"})
@@ -60,21 +77,18 @@ async def ingest(
         body += chunk
         if len(body) > MAX_PAYLOAD_BYTES * 4:
             break  # enough to keep as evidence; the rest is not read
-    topic = f"devices/{device.serial}/{kind[:32]}"  # a wrong kind is refused by validation, after auth
+    topic = f"devices/{device_serial}/{kind[:32]}"  # a wrong kind is refused by validation, after auth
     received_at = utcnow()
     try:
         validate(topic, bytes(body), now=received_at)
     except Rejected as rej:
-        session.add(DeadLetter(received_at=received_at, source="http", topic=topic, reason=rej.reason,
-                               detail=rej.detail[:500], payload=bytes(body[:MAX_PAYLOAD_BYTES]).decode("utf-8", errors="replace"),
-                               payload_size=len(body)))
-        _count(session, f"rejected:{rej.reason}")
-        session.commit()
-        logger.warning("refused device message over HTTP from %s: %s", device.serial, rej.reason)
+        await run_in_threadpool(_keep_dead_letter, settings.database_url, rej, topic=topic, body=bytes(body),
+                                received_at=received_at)
+        logger.warning("refused device message over HTTP from %s: %s", device_serial, rej.reason)
         code = status.HTTP_413_CONTENT_TOO_LARGE if rej.reason == "too_large" else status.HTTP_422_UNPROCESSABLE_CONTENT
         raise HTTPException(code, {"reason": rej.reason, "message": rej.detail}) from None
     try:
-        bridge.publish(topic, bytes(body))
+        await run_in_threadpool(bridge.publish, topic, bytes(body))
     except BrokerUnavailable as err:
         logger.error("could not hand a device message to the broker: %s", err)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, errors.BROKER_UNAVAILABLE) from None

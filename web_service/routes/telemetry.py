@@ -12,9 +12,9 @@ from sqlalchemy import select
 from crm_store.enums import LotStatus
 from crm_store.models import DeadLetter, utcnow
 from crm_store.repositories.devices import get_device_by_serial
+from crm_store.repositories.ingest import counter_totals
 from crm_store.repositories.lots import customers_of_lot, get_lot, list_lots
 from crm_store.repositories.telemetry import device_health, telemetry_series
-from device_hooks.pipeline import counters
 from web_service import errors
 from web_service.deps import SessionDep, StaffUser
 from web_service.schemas import DeadLetterPublic, DeviceHealthPublic, LotCustomer, LotPublic, TelemetryPoint
@@ -52,7 +52,7 @@ def read_health(serial: str, session: SessionDep, _user: StaffUser) -> DeviceHea
 @router.get("/api/ingest/stats")
 def read_ingest_stats(session: SessionDep, _user: StaffUser) -> dict[str, int]:
     """Messages accepted, duplicates, rejections per reason, tickets opened, dead letters kept."""
-    return counters(session)
+    return counter_totals(session)
 
 
 @router.get("/api/ingest/dead-letters", response_model=list[DeadLetterPublic])
