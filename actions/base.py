@@ -1,5 +1,11 @@
 """Shared behaviour of actions: a CRM unit of work per action, customer resolution, safe failure.
 
+Event-loop rule: rasa-sdk runs every action's ``run`` on the action server's single event loop, so
+CRM work (blocking SQLAlchemy calls that can wait seconds on a locked database) always runs in a worker
+thread: ``CrmAction`` runs ``act`` there, ``CrmFormValidationAction`` runs the whole form validation
+(its sync ``extract_*``/``validate_*`` methods query the CRM) there, and any other ``async def run``
+that touches the CRM uses ``asyncio.to_thread``.
+
 Slots this module needs in domain.yml: ``customer_id`` (float) and ``customer_name`` (text), both custom.
 """
 
@@ -11,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -31,9 +37,13 @@ CRM_UNAVAILABLE = (
 
 
 @contextmanager
-def crm_session() -> Iterator[Session]:
-    """A CRM unit of work owned by the calling action: committed when the block succeeds."""
-    with session_scope(get_settings().database_url) as session:
+def crm_session(*, write: bool = True) -> Iterator[Session]:
+    """A CRM unit of work owned by the calling action: committed when the block succeeds.
+
+    ``write=False`` for lookups: a read-only transaction, which on SQLite never takes the write lock.
+    Blocking: call it from a worker thread, never on the event loop.
+    """
+    with session_scope(get_settings().database_url, write=write) as session:
         yield session
 
 
@@ -85,7 +95,10 @@ class CrmAction(Action, ABC):
 
     Runs ``act`` in a worker thread (database calls must not block the action server's event
     loop) inside one unit of work, and turns any failure into a helpful reply, never silence.
+    An action that only reads sets ``writes = False``: its unit of work is read-only.
     """
+
+    writes: ClassVar[bool] = True
 
     @abstractmethod
     def name(self) -> str:
@@ -106,13 +119,18 @@ class CrmAction(Action, ABC):
             return []
 
     def _run_sync(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
-        with crm_session() as session:
+        with crm_session(write=self.writes) as session:
             customer, events = resolve_customer(session, tracker)
             return events + self.act(Turn(dispatcher, tracker, domain, session, customer))
 
 
 class CrmFormValidationAction(FormValidationAction, ABC):
-    """A form validation action that first links the chat to its customer when it can."""
+    """A form validation action that first links the chat to its customer when it can.
+
+    rasa-sdk calls ``extract_<slot>``/``validate_<slot>`` directly from its async ``run``; ours are plain
+    functions that query the CRM. So the whole validation runs in a worker thread, on an event loop of
+    its own, and the action server's loop keeps serving other conversations meanwhile.
+    """
 
     @abstractmethod
     def name(self) -> str:
@@ -121,15 +139,21 @@ class CrmFormValidationAction(FormValidationAction, ABC):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
+        return await asyncio.to_thread(self._run_in_thread, dispatcher, tracker, domain)
+
+    def _run_in_thread(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
         try:
-            identity_events = await asyncio.to_thread(self._identity_events, tracker)
+            identity_events = self._identity_events(tracker)
         except Exception:
             logger.exception("customer lookup failed (conversation %s)", tracker.sender_id)
             identity_events = []
         tracker.add_slots(identity_events)
-        return identity_events + await super().run(dispatcher, tracker, domain)
+        validation = super(CrmFormValidationAction, self).run(dispatcher, tracker, domain)
+        return identity_events + asyncio.run(validation)
 
     @staticmethod
     def _identity_events(tracker: Tracker) -> list[EventType]:
-        with crm_session() as session:
+        with crm_session(write=False) as session:
             return resolve_customer(session, tracker)[1]

@@ -7,6 +7,7 @@ A reply that is no rating ends the survey without nagging: a rigid survey is wor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -110,6 +111,16 @@ class ActionSessionStart(Action):
     def name(self) -> str:
         return "action_session_start"
 
+    @staticmethod
+    def _record_start(tracker: Tracker) -> bool:
+        """Counts the conversation; True while an agent owns it."""
+        with crm_session() as session:
+            customer_id = tracker.get_slot("customer_id")
+            record_interaction(session, customer_id=int(customer_id) if customer_id is not None else None,
+                               stage=JourneyStage.START, event="conversation_started",
+                               channel=sender_channel(tracker), conversation_id=tracker.sender_id)
+            return get_active_handoff(session, conversation_id=tracker.sender_id) is not None
+
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
@@ -117,17 +128,13 @@ class ActionSessionStart(Action):
         if (domain.get("session_config") or {}).get("carry_over_slots_to_new_session", True):
             events += [SlotSet(name, value) for name, value in tracker.slots.items()
                        if value is not None and name != "requested_slot"]
-        with_agent = False
         try:
-            with crm_session() as session:
-                customer_id = tracker.get_slot("customer_id")
-                record_interaction(session, customer_id=int(customer_id) if customer_id is not None else None,
-                                   stage=JourneyStage.START, event="conversation_started",
-                                   channel=sender_channel(tracker), conversation_id=tracker.sender_id)
-                with_agent = get_active_handoff(session, conversation_id=tracker.sender_id) is not None
+            # The CRM is blocking I/O: off the action server's event loop.
+            with_agent = await asyncio.to_thread(self._record_start, tracker)
         except Exception:
             # Counting is not worth failing the customer's conversation over.
             logger.exception("could not record the start of conversation %s", tracker.sender_id)
+            with_agent = False
         events.append(ActionExecuted("action_listen"))
         if with_agent:
             events.append(ConversationPaused())

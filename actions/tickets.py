@@ -139,7 +139,7 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
         if tracker.get_slot("device_serial") or customer_id is None:
             return {}
         asked = tracker.get_slot("requested_slot") == "device_serial"
-        with crm_session() as session:
+        with crm_session(write=False) as session:
             devices = list_devices_for_customer(session, customer_id=int(customer_id))
             if not devices:
                 return {"device_serial": NO_DEVICE}
@@ -163,7 +163,7 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
         serial, first = tracker.get_slot("device_serial"), tracker.get_slot("problem_text")
         if tracker.get_slot("symptom") or not serial or serial == NO_DEVICE or not first:
             return {}
-        with crm_session() as session:
+        with crm_session(write=False) as session:
             devices = {d.serial: d for d in list_devices_for_customer(session, customer_id=int(tracker.get_slot("customer_id")))}
             device = devices.get(serial)
             if device is not None and match_fault(session, model_id=device.model_id, text=first) is not None:
@@ -182,6 +182,8 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
 
 class ActionAskDeviceSerial(CrmAction):
     """Asks which appliance, offering the customer's devices as buttons."""
+
+    writes = False
 
     def name(self) -> str:
         return "action_ask_device_serial"
