@@ -1,7 +1,9 @@
 """Dependency checks behind ``/health`` (liveness) and ``/health/ready`` (readiness).
 
-Each check is blocking I/O with a short timeout; :func:`run_checks` runs them all at once in the
-threadpool, so a dead dependency costs one timeout, never the event loop. A check's result::
+Each check is blocking I/O with a short timeout; :func:`run_checks` runs them all at once on a small
+thread pool of their own (not the request threadpool: a hung dependency polled every few seconds must
+not take the threads that serve requests), so a dead dependency costs one timeout, never the event
+loop. A check's result::
 
     {"status": "up" | "down" | "not_configured", "latency_ms": float, "detail": str}
 
@@ -13,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import paho.mqtt.client as mqtt
 import redis
-from fastapi.concurrency import run_in_threadpool
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import text
 
@@ -30,6 +32,8 @@ from web_service.settings import WebSettings
 UP, DOWN, NOT_CONFIGURED = "up", "down", "not_configured"
 # Without these the web service cannot answer anything but /health: readiness fails when one is down.
 REQUIRED = ("database",)
+# Five checks per probe; a second probe while one is stuck queues here and is answered "no answer".
+_EXECUTOR = ThreadPoolExecutor(max_workers=10, thread_name_prefix="health-check")
 
 
 class CheckFailed(Exception):
@@ -124,7 +128,8 @@ async def _run(name: str, check: Callable[[WebSettings, float], dict[str, Any] |
     started = time.perf_counter()
     try:
         # The thread may outlive the wait (a driver stuck in connect); the answer does not wait for it.
-        info = await asyncio.wait_for(run_in_threadpool(check, settings, timeout), timeout + 0.5)
+        work = asyncio.get_running_loop().run_in_executor(_EXECUTOR, check, settings, timeout)
+        info = await asyncio.wait_for(work, timeout + 0.5)
     except asyncio.TimeoutError:
         return {"status": DOWN, "latency_ms": round((time.perf_counter() - started) * 1000, 1),
                 "detail": f"no answer within {timeout:g} s"}
