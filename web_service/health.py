@@ -7,12 +7,13 @@ loop. A check's result::
 
     {"status": "up" | "down" | "not_configured", "latency_ms": float, "detail": str}
 
-(``detail`` only when down: the kind of failure, never a URL or a credential).
+(``detail`` only when down: the kind of failure, e.g. ``ConnectError``; never a host, URL or credential).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from crm_store.db import session_scope
 from device_hooks.broker import BRIDGE_USER
 from web_service.settings import WebSettings
 
+logger = logging.getLogger(__name__)
 UP, DOWN, NOT_CONFIGURED = "up", "down", "not_configured"
 # Without these the web service cannot answer anything but /health: readiness fails when one is down.
 REQUIRED = ("database",)
@@ -115,11 +117,11 @@ CHECKS: dict[str, Callable[[WebSettings, float], dict[str, Any] | None]] = {
 }
 
 
-def _failure(exc: BaseException) -> str:
-    # The exception's kind and a short message; driver messages can hold host names but no secrets.
-    if isinstance(exc, CheckFailed):
-        return str(exc)
-    return exc.__class__.__name__ + (f": {str(exc).splitlines()[0][:160]}" if str(exc) else "")
+def _failure(name: str, exc: BaseException) -> str:
+    # /health is public: the body names only the kind of failure; the driver's message (host names,
+    # ports) goes to the log for operators.
+    logger.warning("health check %s failed: %s: %s", name, exc.__class__.__name__, exc)
+    return str(exc) if isinstance(exc, CheckFailed) else exc.__class__.__name__
 
 
 async def _run(name: str, check: Callable[[WebSettings, float], dict[str, Any] | None],
@@ -134,7 +136,7 @@ async def _run(name: str, check: Callable[[WebSettings, float], dict[str, Any] |
         return {"status": DOWN, "latency_ms": round((time.perf_counter() - started) * 1000, 1),
                 "detail": f"no answer within {timeout:g} s"}
     except Exception as exc:  # noqa: BLE001 - any failure of a dependency is reported, not raised
-        return {"status": DOWN, "latency_ms": round((time.perf_counter() - started) * 1000, 1), "detail": _failure(exc)}
+        return {"status": DOWN, "latency_ms": round((time.perf_counter() - started) * 1000, 1), "detail": _failure(name, exc)}
     if info is None:
         return {"status": NOT_CONFIGURED}
     return {"status": UP, "latency_ms": round((time.perf_counter() - started) * 1000, 1), **info}
