@@ -1,0 +1,81 @@
+"""Issue 14: an action waiting on the CRM does not stall the action server for other conversations.
+
+A real action server (``python -m actions``) on a SQLite CRM whose write lock another connection holds:
+a writing action (session start) and a writing form validator (verification links the chat) queue on the
+lock in worker threads, while the server's /health and another conversation's form validation (CRM
+reads) answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.actions.conftest import DOMAIN, SNAPSHOTS
+from tests.live import action_server, sqlite_write_lock
+
+TOKEN = "actions-loop-token"
+
+
+@pytest.fixture(scope="module")
+def server(seeded_db: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, pathlib.Path]]:
+    work = tmp_path_factory.mktemp("actions-loop")
+    db = work / "crm.db"
+    shutil.copy(seeded_db, db)
+    with action_server({"DATABASE_URL": f"sqlite:///{db}", "ACTION_SERVER_TOKEN": TOKEN}, work) as url:
+        yield url, db
+
+
+def call(url: str, action: str, tracker: dict[str, Any], timeout: float = 30) -> httpx.Response:
+    return httpx.post(f"{url}/webhook", timeout=timeout, headers={"Authorization": f"Bearer {TOKEN}"},
+                      json={"next_action": action, "sender_id": tracker["sender_id"], "tracker": tracker,
+                            "domain": DOMAIN, "version": "3.6.21"})
+
+
+def snapshot(name: str, sender: str) -> dict[str, Any]:
+    state = json.loads((SNAPSHOTS / f"{name}.json").read_text())
+    return {**state, "sender_id": sender}
+
+
+def test_an_action_waiting_on_a_locked_crm_does_not_stall_other_conversations(server):
+    url, db = server
+    answers: dict[str, httpx.Response] = {}
+
+    def run(action: str, tracker: dict[str, Any]) -> None:
+        answers[action] = call(url, action, tracker)
+
+    with sqlite_write_lock(db):
+        waiting = [threading.Thread(target=run, args=("action_session_start", snapshot("greet_socketio", "loop-start"))),
+                   threading.Thread(target=run, args=("validate_verify_form", snapshot("verify_reference", "loop-verify")))]
+        for thread in waiting:
+            thread.start()
+        deadline = time.monotonic() + 1.5
+        probes = 0
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+            assert time.perf_counter() - t0 < 0.5
+            probes += 1
+        # Another conversation's form: its validators read the CRM (which devices, which fault) and answer.
+        t0 = time.perf_counter()
+        resp = call(url, "validate_problem_form", snapshot("problem_reported", "loop-other"), timeout=8)
+        assert time.perf_counter() - t0 < 3  # far below SQLite's 10 s busy timeout: reads take no lock
+        assert resp.status_code == 200
+        slots = {e["name"]: e["value"] for e in resp.json()["events"] if e["event"] == "slot"}
+        assert slots["device_serial"] == "WM80-23000102" and slots["symptom"] == "my washing machine won't drain"
+        assert all(t.is_alive() for t in waiting) and probes >= 3  # both writers were queued on the lock all along
+    for thread in waiting:
+        thread.join(20)
+    start = answers["action_session_start"]
+    assert start.status_code == 200 and start.json()["events"][0]["event"] == "session_started"
+    verified = answers["validate_verify_form"]
+    assert verified.status_code == 200
+    assert {e["name"]: e["value"] for e in verified.json()["events"] if e["event"] == "slot"}["customer_id"] == 1.0
