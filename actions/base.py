@@ -75,6 +75,12 @@ def resolve_customer(session: Session, tracker: Tracker) -> tuple[CustomerProfil
     return profile, customer_slots(profile)
 
 
+def resolving_writes(tracker: Tracker) -> bool:
+    """Whether :func:`resolve_customer` may write: finding a chat's linked identity touches its last-seen time.
+    With the ``customer_id`` slot set (or no channel to look up) it only reads."""
+    return tracker.get_slot("customer_id") is None and bool(sender_channel(tracker))
+
+
 def customer_slots(profile: CustomerProfile) -> list[EventType]:
     return [SlotSet("customer_id", float(profile.id)), SlotSet("customer_name", profile.first_name)]
 
@@ -95,7 +101,8 @@ class CrmAction(Action, ABC):
 
     Runs ``act`` in a worker thread (database calls must not block the action server's event
     loop) inside one unit of work, and turns any failure into a helpful reply, never silence.
-    An action that only reads sets ``writes = False``: its unit of work is read-only.
+    An action that only reads sets ``writes = False``: its unit of work is then read-only unless
+    resolving the customer writes (see :func:`resolving_writes`).
     """
 
     writes: ClassVar[bool] = True
@@ -119,7 +126,7 @@ class CrmAction(Action, ABC):
             return []
 
     def _run_sync(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
-        with crm_session(write=self.writes) as session:
+        with crm_session(write=self.writes or resolving_writes(tracker)) as session:
             customer, events = resolve_customer(session, tracker)
             return events + self.act(Turn(dispatcher, tracker, domain, session, customer))
 
@@ -155,5 +162,5 @@ class CrmFormValidationAction(FormValidationAction, ABC):
 
     @staticmethod
     def _identity_events(tracker: Tracker) -> list[EventType]:
-        with crm_session(write=False) as session:
+        with crm_session(write=resolving_writes(tracker)) as session:
             return resolve_customer(session, tracker)[1]

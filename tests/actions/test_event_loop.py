@@ -79,3 +79,30 @@ def test_an_action_waiting_on_a_locked_crm_does_not_stall_other_conversations(se
     verified = answers["validate_verify_form"]
     assert verified.status_code == 200
     assert {e["name"]: e["value"] for e in verified.json()["events"] if e["event"] == "slot"}["customer_id"] == 1.0
+
+
+def test_a_form_links_a_known_chat_and_only_reads_when_the_customer_is_known(crm_url):
+    """The identity lookup touches the chat's last-seen time (a write); with customer_id set it only reads,
+    so it does not wait for a held write lock."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from actions.tickets import ValidateProblemForm
+    from crm_store.db import session_scope
+    from crm_store.models import ChannelIdentity, utcnow
+    from tests.actions.conftest import run_action, slots_of, tracker_from
+
+    with session_scope(crm_url) as s:
+        s.add(ChannelIdentity(channel="socketio", external_id="web-linked-7", customer_id=1,
+                              last_seen_at=utcnow() - dt.timedelta(days=1)))
+    anonymous = tracker_from("problem_reported", sender_id="web-linked-7", slots={"customer_id": None, "customer_name": None})
+    slots = slots_of(run_action(ValidateProblemForm(), anonymous)[0])
+    assert slots["customer_id"] == 1.0 and slots["device_serial"] == "WM80-23000102"
+    with session_scope(crm_url, write=False) as s:
+        identity = s.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "web-linked-7"))
+        assert utcnow() - identity.last_seen_at < dt.timedelta(minutes=1)
+    with sqlite_write_lock(crm_url.removeprefix("sqlite:///")):
+        started = time.perf_counter()
+        slots = slots_of(run_action(ValidateProblemForm(), tracker_from("problem_reported"))[0])
+        assert time.perf_counter() - started < 3 and slots["device_serial"] == "WM80-23000102"
