@@ -83,7 +83,7 @@ def load_fleet(tokens_file: pathlib.Path, serials: list[str] | None = None, limi
     if not tokens_file.exists():
         raise SystemExit(f"{tokens_file} not found: provision the devices first (python -m device_hooks.broker provision)")
     tokens: dict[str, str] = json.loads(tokens_file.read_text())
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database_url, write=False) as session:
         stmt = select(Device.serial, ProductModel.category, Device.model_id).join(ProductModel).order_by(Device.id)
         rules: dict[int, list[TelemetryRule]] = {}
         for rule in session.scalars(select(TelemetryRule).where(TelemetryRule.enabled.is_(True))):

@@ -98,6 +98,13 @@ def get_profile(session: Session, *, customer_id: int) -> CustomerProfile | None
     )
 
 
+def is_linked(session: Session, *, channel: str, external_id: str) -> bool:
+    """Whether a chat sender is linked to a customer; reads only (unlike :func:`find_customer_by_identity`)."""
+    return session.scalar(
+        select(ChannelIdentity.id).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+    ) is not None
+
+
 def find_customer_by_identity(session: Session, *, channel: str, external_id: str) -> Customer | None:
     """The customer linked to a chat sender, touching its last-seen time."""
     identity = session.scalar(

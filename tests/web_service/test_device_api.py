@@ -109,3 +109,17 @@ def test_presence_refreshes_only_a_linked_chat_and_releases_held_messages(client
         assert utcnow() - identity.last_seen_at < dt.timedelta(minutes=1)
         message = session.scalar(select(ProactiveMessage).where(ProactiveMessage.ticket_id == ticket.id))
         assert message.status is ProactiveStatus.PENDING
+
+
+def test_an_anonymous_chats_presence_report_takes_no_write_lock(client, api_db):
+    """Most open chats are not linked to a customer: their reports every 20 s must not queue on SQLite's lock."""
+    if not api_db.startswith("sqlite"):
+        pytest.skip("SQLite's single write lock")
+    import time
+
+    from tests.live import sqlite_write_lock
+
+    with sqlite_write_lock(api_db.removeprefix("sqlite:///")):
+        started = time.perf_counter()
+        assert client.post("/chat/presence", json={"session_id": "anonymous-visitor-1"}).status_code == 204
+        assert time.perf_counter() - started < 3  # busy_timeout is 10 s

@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import HTMLResponse
 
+from crm_store.db import session_scope
 from crm_store.enums import Channel
+from crm_store.repositories.customers import is_linked
 from crm_store.repositories.proactive import touch_presence
-from web_service.deps import SessionDep
 from web_service.schemas import PresenceReport
 from web_service.settings import WebSettings, get_settings
 
@@ -28,12 +29,17 @@ def chat_page(settings: Annotated[WebSettings, Depends(get_settings)]) -> HTMLRe
 
 
 @router.post("/chat/presence", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def report_presence(report: PresenceReport, session: SessionDep) -> Response:
+def report_presence(report: PresenceReport, settings: Annotated[WebSettings, Depends(get_settings)]) -> Response:
     """The open web chat says it is still there (every 20 s), so the bot knows a push would reach it.
 
     Public like the chat page itself; it only refreshes a chat already linked to a customer and reveals
-    nothing (always 204).
+    nothing (always 204). Most open chats are anonymous: their reports only read, so they never queue on
+    SQLite's write lock; only a linked chat's report opens a write unit of work.
     """
-    if touch_presence(session, channel=Channel.SOCKETIO.value, external_id=report.session_id):
-        session.commit()
+    channel = Channel.SOCKETIO.value
+    with session_scope(settings.database_url, write=False) as session:
+        linked = is_linked(session, channel=channel, external_id=report.session_id)
+    if linked:
+        with session_scope(settings.database_url) as session:
+            touch_presence(session, channel=channel, external_id=report.session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
