@@ -55,3 +55,11 @@ def counter_totals(session: Session) -> dict[str, int]:
     totals = {name: value for name, value in session.execute(select(IngestCounter.name, IngestCounter.value))}
     totals["dead_letters"] = session.scalar(select(func.count(DeadLetter.id))) or 0
     return totals
+
+
+def list_dead_letters(session: Session, *, reason: str | None = None, limit: int = 50) -> list[DeadLetter]:
+    """The newest dead letters first, optionally of one ``reason``."""
+    stmt = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
+    if reason:
+        stmt = stmt.where(DeadLetter.reason == reason)
+    return list(session.scalars(stmt))

@@ -7,12 +7,11 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from sqlalchemy import select
 
 from crm_store.enums import LotStatus
-from crm_store.models import DeadLetter, utcnow
+from crm_store.models import utcnow
 from crm_store.repositories.devices import get_device_by_serial
-from crm_store.repositories.ingest import counter_totals
+from crm_store.repositories.ingest import counter_totals, list_dead_letters
 from crm_store.repositories.lots import customers_of_lot, get_lot, list_lots
 from crm_store.repositories.telemetry import device_health, telemetry_series
 from web_service import errors
@@ -60,10 +59,7 @@ def read_dead_letters(
     session: SessionDep, _user: StaffUser, reason: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[DeadLetterPublic]:
-    stmt = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
-    if reason:
-        stmt = stmt.where(DeadLetter.reason == reason)
-    return [DeadLetterPublic.model_validate(d) for d in session.scalars(stmt)]
+    return [DeadLetterPublic.model_validate(d) for d in list_dead_letters(session, reason=reason, limit=limit)]
 
 
 @router.get("/api/lots", response_model=list[LotPublic])
