@@ -12,7 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from web_service.deps import SessionDep
-from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, telemetry, tickets
+from web_service import http_security
+from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, lockouts, telemetry, tickets
 from web_service.settings import get_settings
 from web_service.sweeper import start_sweeper
 
@@ -36,8 +37,9 @@ def create_app() -> FastAPI:
         description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health needs a bearer token.",
     )
     for router in (auth.router, customers.router, devices.router, telemetry.router, tickets.router, ingest.router,
-                   chat.router, handoffs.router, console.router):
+                   chat.router, handoffs.router, console.router, lockouts.router):
         app.include_router(router)
+    http_security.install(app, get_settings())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health", tags=["health"])
