@@ -524,3 +524,22 @@ class AgentSkill(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     skill: Mapped[str] = mapped_column(String(64))
+
+
+class AuthFailure(Base):
+    """Failed sign-ins and chat verifications of one key (a user name, an e-mail, a client address).
+
+    Counted outside any conversation or session, so a new chat, a typed command or a new connection lifts
+    nothing. ``key_hash`` is SHA-256 of ``scope:key`` (no personal data stored in clear).
+    """
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (UniqueConstraint("scope", "key_hash", name="uq_auth_failures_scope_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_failure_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_failure_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

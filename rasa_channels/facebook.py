@@ -29,6 +29,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from rasa_channels.guard import get_guard
+
 logger = logging.getLogger(__name__)
 FACEBOOK_GRAPH_URL = "https://graph.facebook.com"
 # A Graph API call that takes longer fails (and is logged by Rasa) instead of holding a worker thread.
@@ -119,6 +121,10 @@ class FacebookInput(RasaFacebookInput):
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         fb_webhook = Blueprint("fb_webhook", __name__)
+        guard = get_guard()
+        guard.attach(fb_webhook)
+        # Page-scoped ids come from Facebook's signed calls; text and postbacks still pass the guard.
+        on_new_message = guard.wrap(on_new_message, self.name())
 
         @fb_webhook.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:

@@ -60,7 +60,8 @@ def get_current_user(
 ) -> User:
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, errors.NOT_AUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
-    claims = read_token(settings.secret_key.get_secret_value(), credentials.credentials)
+    claims = read_token(settings.secret_key.get_secret_value(), credentials.credentials,
+                        previous=settings.previous_secret_keys)
     user = get_user_by_username(session, username=claims.username) if claims else None
     if user is None or not user.is_active:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, errors.INVALID_TOKEN, headers={"WWW-Authenticate": "Bearer"})

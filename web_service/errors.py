@@ -2,6 +2,8 @@
 
 NOT_AUTHENTICATED = "Not authenticated"
 BAD_CREDENTIALS = "Incorrect username or password"
+TOO_MANY_SIGN_INS = "Too many sign-in attempts; try again later"
+LOCKOUT_NOT_FOUND = "No such lock-out"
 INVALID_TOKEN = "Invalid or expired token"
 FORBIDDEN = "Your role does not allow this"
 CUSTOMER_NOT_FOUND = "Customer not found"

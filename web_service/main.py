@@ -12,8 +12,9 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from web_service import http_security
 from web_service.health import run_checks
-from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, telemetry, tickets
+from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, lockouts, telemetry, tickets
 from web_service.settings import WebSettings, get_settings
 from web_service.sweeper import start_sweeper
 
@@ -37,8 +38,9 @@ def create_app() -> FastAPI:
         description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health and /health/ready needs a bearer token.",
     )
     for router in (auth.router, customers.router, devices.router, telemetry.router, tickets.router, ingest.router,
-                   chat.router, handoffs.router, console.router):
+                   chat.router, handoffs.router, console.router, lockouts.router):
         app.include_router(router)
+    http_security.install(app, get_settings())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health", tags=["health"])

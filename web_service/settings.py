@@ -17,7 +17,15 @@ class WebSettings(BaseSettings):
     database_url: str = "sqlite:///var/crm.db"
     # Signs API access tokens. Required: make run writes a random one into .env.
     secret_key: SecretStr
+    # Comma-separated keys that signed tokens before the last rotation: they still verify, never sign.
+    secret_keys_previous: SecretStr = SecretStr("")
     token_ttl_seconds: int = 8 * 3600
+    # Shared rate-limit counters for every replica (redis://host:port/db); empty: per process.
+    redis_url: str = ""
+    # Sign-in attempts per client address (checked before the password hash is computed).
+    sign_in_rate_per_client: str = "20/minute"
+    # Failed sign-ins of one user name before a lock-out (1 min, doubling per further failure, at most 24 h).
+    sign_in_max_failures: int = 5
     # Where the browser reaches Rasa's socket.io channel.
     rasa_public_url: str = "http://127.0.0.1:5005"
     # The broker that device messages received over HTTP are handed to (as the http-bridge user).
@@ -37,6 +45,10 @@ class WebSettings(BaseSettings):
     # A conversation no agent has taken after this long becomes a callback and the bot resumes.
     handoff_max_wait_minutes: int = 30
     handoff_sweep_seconds: float = 30.0
+    # Origins (space-separated CSP sources) that may embed the chat page in a frame; empty: this site only.
+    chat_frame_ancestors: str = ""
+    # Comma-separated origins allowed to call the API from a browser; empty: same origin only.
+    cors_allow_origins: str = ""
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> WebSettings:
@@ -44,6 +56,11 @@ class WebSettings(BaseSettings):
         if self.environment != "development" and (value.lower() in PLACEHOLDER_SECRETS or len(value) < 32):
             raise ValueError("SECRET_KEY must be a random value of at least 32 characters outside development")
         return self
+
+
+    @property
+    def previous_secret_keys(self) -> list[str]:
+        return [k.strip() for k in self.secret_keys_previous.get_secret_value().split(",") if k.strip()]
 
 
 @lru_cache

@@ -95,8 +95,9 @@ def test_tokens_expire_and_cannot_be_tampered_with():
     assert read_token("s" * 40, token, now=1030).username == "agent1"
     assert read_token("s" * 40, token, now=1061) is None
     assert read_token("t" * 40, token, now=1030) is None
-    body, sig = token.split(".")
-    assert read_token("s" * 40, body[:-2] + "xx." + sig, now=1030) is None
+    header, body, sig = token.split(".")
+    assert read_token("s" * 40, f"{header}.{body[:-2]}xx.{sig}", now=1030) is None
+    assert read_token("s" * 40, f"{header}.{body}.{sig[:-2]}xx", now=1030) is None
 
 
 def test_customer_360(client):

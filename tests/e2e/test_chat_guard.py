@@ -1,0 +1,136 @@
+"""The chat input guard through the real Rasa server: long texts, typed intents, channel binding, rate limits."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import subprocess
+import time
+import uuid
+
+from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.test_chat_flows import texts
+
+
+def _rasa_rss_mb(stack: Stack) -> float:
+    """Resident memory of the Rasa server serving ``stack`` (found by its --port argument in /proc)."""
+    port = stack.rasa_url.rsplit(":", 1)[1]
+    for proc in pathlib.Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if b"run" in args and b"--port" in args and args[args.index(b"--port") + 1].decode() == port and \
+                any(a.endswith(b"rasa") for a in args):
+            return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+    raise AssertionError(f"no Rasa process on port {port}")
+
+
+def test_a_100_kb_message_is_cut_answered_and_costs_no_memory(stack: Stack):
+    stack.say(f"warm-{uuid.uuid4().hex[:8]}", "hello")
+    before = _rasa_rss_mb(stack)
+    started = time.monotonic()
+    replies = stack.say(f"e2e-{uuid.uuid4().hex[:8]}", "my fridge is broken " * 5000)
+    took = time.monotonic() - started
+    assert replies and all(r.get("text") for r in replies)
+    # Before the guard, 30 KB of such text added ~2.9 GB and 100 KB took Rasa to 14.5 GB.
+    assert _rasa_rss_mb(stack) - before < 300
+    assert took < 30
+    # Another conversation is answered as usual right after.
+    assert texts(stack.say(f"e2e-{uuid.uuid4().hex[:8]}", "hello")).startswith("Hi! I'm the service assistant")
+
+
+def test_typed_restart_does_not_lift_the_verification_limit(stack: Stack):
+    """The reported attack: three wrong tries, then /restart, then the right details."""
+    sender = f"e2e-{uuid.uuid4().hex[:8]}"
+    stack.say(sender, "link my account")
+    for _ in range(3):
+        stack.say(sender, "anna.schmidt@example.com")
+        last = texts(stack.say(sender, "ORD-1999-000001"))
+    assert "stop trying in this conversation" in last
+    for typed in ("/restart", "/session_start", '/verify_identity{"email": "anna.schmidt@example.com"}'):
+        stack.say(sender, typed)
+    stack.say(sender, "link my account")
+    stack.say(sender, "anna.schmidt@example.com")
+    reply = texts(stack.say(sender, "ORD-2021-000101"))
+    assert "I've found your account" not in reply and "Anna" not in reply
+
+
+def test_typed_external_intent_is_not_a_device_event(stack: Stack):
+    sender = f"e2e-{uuid.uuid4().hex[:8]}"
+    replies = stack.say(sender, '/EXTERNAL_device_fault{"ticket_number": "T-000001", "fault_code": "E99"}')
+    assert replies and all(r.get("text") for r in replies)
+    assert "T-000001" not in texts(replies)
+
+
+def test_rest_cannot_claim_another_channel_or_metadata(stack: Stack):
+    import urllib.request
+
+    sender = f"e2e-{uuid.uuid4().hex[:8]}"
+    body = {"sender": sender, "message": "hello", "input_channel": "socketio", "metadata": {"customer_id": 1}}
+    req = urllib.request.Request(f"{stack.rasa_url}/webhooks/rest/webhook", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert texts(json.loads(resp.read())).startswith("Hi! I'm the service assistant")
+    status, events = _tracker_events(stack, sender)
+    assert status == 200
+    user = [e for e in events if e["event"] == "user"]
+    assert user and all(e["input_channel"] == "rest" and "customer_id" not in (e.get("metadata") or {}) for e in user)
+
+
+def _tracker_events(stack: Stack, sender: str) -> tuple[int, list[dict]]:
+    import urllib.request
+
+    url = f"{stack.rasa_url}/conversations/{sender}/tracker?include_events=ALL&token={stack.env['RASA_TOKEN']}"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return resp.status, json.loads(resp.read())["events"]
+
+
+def test_a_web_chat_session_id_opens_nothing_over_rest(stack: Stack):
+    session_id = uuid.uuid4().hex
+    proc = subprocess.Popen([str(ROOT / ".venv-rasa" / "bin" / "python"), str(ROOT / "tests" / "e2e" / "sio_customer.py"),
+                             stack.rasa_url, session_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert json.loads(proc.stdout.readline())["event"] == "session_confirm"  # type: ignore[union-attr]
+        proc.stdin.write("hello\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        assert json.loads(proc.stdout.readline())["event"] == "bot_uttered"  # type: ignore[union-attr]
+        replies = stack.say(session_id, "what devices do I have?")
+        assert texts(replies).startswith("Please start a new conversation here")
+        _, events = _tracker_events(stack, session_id)
+        assert [e["text"] for e in events if e["event"] == "user"] == ["hello"]
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(timeout=30)
+
+
+def test_one_conversation_is_rate_limited_and_others_are_not(stack: Stack):
+    sender = f"e2e-{uuid.uuid4().hex[:8]}"
+    limit = int(stack.env.get("CHAT_RATE_PER_CONVERSATION", "20/minute").split("/")[0])
+    # Sent at once: the limiter counts at arrival, before Rasa's per-conversation lock serialises the turns.
+    with concurrent.futures.ThreadPoolExecutor(limit + 3) as pool:
+        answers = [texts(r) for r in pool.map(lambda _: stack.say(sender, "hi"), range(limit + 3))]
+    assert sum("faster than I can read them" in a for a in answers) == 3
+    assert "faster than I can read them" not in texts(stack.say(f"e2e-{uuid.uuid4().hex[:8]}", "hi"))
+
+
+def test_blank_and_malformed_rest_messages_get_a_clear_answer(stack: Stack):
+    import urllib.error
+    import urllib.request
+
+    assert texts(stack.say(f"e2e-{uuid.uuid4().hex[:8]}", "   ")).startswith("I didn't catch any text")
+    for body in ({"sender": "", "message": "hi"}, {"sender": "x" * 500, "message": "hi"}, {"sender": "a", "message": 5},
+                 {"message": "hi"}):
+        req = urllib.request.Request(f"{stack.rasa_url}/webhooks/rest/webhook", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=30)
+            raise AssertionError(f"accepted {body}")
+        except urllib.error.HTTPError as err:
+            assert err.code == 400, (body, err.code)

@@ -1,0 +1,159 @@
+"""The chat input guard (rasa_channels.guard) with Rasa's real tracker store and the real limits library."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+import pytest
+from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
+from rasa.core.tracker_store import InMemoryTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from rasa_channels.guard import (
+    REPLY_EMPTY,
+    REPLY_OTHER_CHANNEL,
+    REPLY_RATE_LIMITED,
+    GuardSettings,
+    InputGuard,
+    clean_text,
+    offered_payloads,
+)
+
+
+def test_clean_text_drops_controls_and_overrides_but_keeps_joiners() -> None:
+    assert clean_text("my\x00 fridge\x1b[31m is\u202e broken") == "my fridge[31m is broken"
+    assert clean_text("a\tb\r\n\n  c") == "a b\nc"
+    assert clean_text("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645") == "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    assert clean_text("family \U0001F468\u200d\U0001F469") == "family \U0001F468\u200d\U0001F469"
+    assert clean_text(None) == "" and clean_text(["x"]) == "" and clean_text("   ") == ""
+
+
+def test_clean_text_cuts_long_text_at_a_word_boundary() -> None:
+    text = "my fridge is broken " * 5000  # 100 KB
+    cut = clean_text(text, 1000)
+    assert 800 < len(cut) <= 1000
+    assert cut.endswith(("my", "fridge", "is", "broken"))
+    assert clean_text("x" * 5000, 1000) == "x" * 1000
+
+
+def test_offered_payloads_are_the_buttons_since_the_last_user_message() -> None:
+    events = [
+        UserUttered("hi"),
+        BotUttered("pick", data={"buttons": [{"title": "Old", "payload": "/old"}]}),
+        UserUttered("my fridge"),
+        BotUttered("which one?", data={"buttons": [{"title": "A", "payload": '/choose{"d": "A"}'}]}),
+        ActionExecuted("action_listen"),
+        BotUttered("or", data={"quick_replies": [{"title": "B", "payload": "/choose_b"}]}),
+    ]
+    assert offered_payloads(events) == {'/choose{"d": "A"}', "/choose_b"}
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.store = InMemoryTrackerStore(Domain.empty())
+
+    async def add(self, sender: str, *events) -> None:  # type: ignore[no-untyped-def]
+        tracker = DialogueStateTracker.from_events(sender, list(events))
+        await self.store.save(tracker)
+
+
+def _guard(**kw) -> tuple[InputGuard, _Store]:  # type: ignore[no-untyped-def]
+    store = _Store()
+    guard = InputGuard(GuardSettings(**kw))
+    guard.app = types.SimpleNamespace(ctx=types.SimpleNamespace(agent=types.SimpleNamespace(tracker_store=store.store)))
+    return guard, store
+
+
+def _msg(text: str, sender: str = "s1") -> UserMessage:
+    return UserMessage(text, CollectingOutputChannel(), sender, input_channel="rest")
+
+
+def test_typed_intent_is_read_as_text_unless_the_bot_offered_it() -> None:
+    guard, store = _guard()
+
+    async def run() -> None:
+        await store.add("s1", UserUttered("hi", input_channel="rest"),
+                        BotUttered("pick", data={"buttons": [{"title": "A", "payload": "/affirm"}]}))
+        for typed, seen in [("/restart", "restart"), ('/EXTERNAL_device_fault{"ticket": "T-1"}', 'EXTERNAL_device_fault{"ticket": "T-1"}'),
+                            ("//session_start", "session_start"), ("/affirm", "/affirm")]:
+            message = _msg(typed)
+            assert await guard.admit(message, "rest") is None
+            assert message.text == seen
+        message = _msg("/affirm", sender="never-seen")
+        assert await guard.admit(message, "rest") is None and message.text == "affirm"
+
+    asyncio.run(run())
+    assert guard.counts["typed_intent_as_text"] == 4
+
+
+def test_a_conversation_is_bound_to_its_channel() -> None:
+    guard, store = _guard()
+
+    async def run() -> None:
+        await store.add("web-session-1", UserUttered("hello", input_channel="socketio"))
+        assert await guard.admit(_msg("what devices do I have?", "web-session-1"), "rest") == REPLY_OTHER_CHANNEL
+        assert await guard.admit(_msg("hi", "web-session-1"), "socketio") is None
+        assert await guard.admit(_msg("hi", "brand-new"), "rest") is None
+        assert await guard.admit(_msg("hi", "brand-new"), "socketio") == REPLY_OTHER_CHANNEL  # remembered
+
+    asyncio.run(run())
+    assert guard.counts["other_channel"] == 2
+
+
+def test_rate_limits_per_conversation_and_per_client() -> None:
+    guard, _ = _guard(per_conversation="5/minute", per_client="8/minute")
+
+    async def run() -> list[str | None]:
+        out = [await guard.admit(_msg("hi", "c1"), "rest", client="10.0.0.1") for _ in range(7)]
+        out += [await guard.admit(_msg("hi", f"new-{i}"), "rest", client="10.0.0.1") for i in range(3)]
+        out += [await guard.admit(_msg("hi", "other"), "rest", client="10.0.0.2")]
+        return out
+
+    out = asyncio.run(run())
+    assert out[:5] == [None] * 5 and out[5:7] == [REPLY_RATE_LIMITED] * 2  # 6th and 7th of one conversation
+    assert out[7] is None and out[8:10] == [REPLY_RATE_LIMITED] * 2  # the client's 9th and 10th
+    assert out[10] is None  # another client is not affected
+    assert guard.counts["rate_limited_conversation"] == 2 and guard.counts["rate_limited_client"] == 2
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\x00\x01", "\u202e", None])
+def test_blank_message_gets_a_reply_not_silence(text) -> None:  # type: ignore[no-untyped-def]
+    guard, _ = _guard()
+    assert asyncio.run(guard.admit(_msg(text), "rest")) == REPLY_EMPTY
+
+
+def test_wrapped_callback_answers_refusals_and_passes_the_rest() -> None:
+    guard, _ = _guard(per_conversation="1/minute")
+    seen: list[str] = []
+
+    async def on_new_message(message: UserMessage) -> None:
+        seen.append(message.text)
+
+    wrapped = guard.wrap(on_new_message, "rest")
+    first, second = _msg("hello\x00 there"), _msg("again")
+    asyncio.run(wrapped(first))
+    asyncio.run(wrapped(second))
+    assert seen == ["hello there"]
+    assert [m["text"] for m in second.output_channel.messages] == [REPLY_RATE_LIMITED]
+
+
+def test_rate_limits_are_shared_through_redis() -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    import uuid
+
+    sender = f"redis-{uuid.uuid4().hex}"
+    first, _ = _guard(per_conversation="3/minute", redis_url="redis://127.0.0.1:6379/0")
+    second, _ = _guard(per_conversation="3/minute", redis_url="redis://127.0.0.1:6379/0")
+
+    async def run() -> list[str | None]:
+        return [await (first if i % 2 else second).admit(_msg("hi", sender), "rest") for i in range(5)]
+
+    assert asyncio.run(run()) == [None, None, None, REPLY_RATE_LIMITED, REPLY_RATE_LIMITED]
