@@ -18,6 +18,10 @@ class ActionSettings(BaseSettings):
     action_server_token: SecretStr
     # Wrong verification details allowed per conversation before the bot stops trying.
     verify_max_attempts: int = 3
+    # Failures of one e-mail address (any conversation) and of one chat client address before a lock-out of
+    # 1 min, doubling with each further failure up to 24 h (crm_store.repositories.lockouts).
+    verify_max_failures_per_identity: int = 5
+    verify_max_failures_per_client: int = 20
 
 
 @lru_cache

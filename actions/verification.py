@@ -14,10 +14,31 @@ from actions.settings import get_settings
 from crm_store.enums import JourneyStage
 from crm_store.repositories.customers import get_profile, link_identity, verify_customer
 from crm_store.repositories.interactions import record_interaction
+from crm_store.repositories.lockouts import (
+    VERIFY_CLIENT,
+    VERIFY_IDENTITY,
+    LockoutPolicy,
+    clear_failures,
+    locked_until,
+    record_failure,
+)
 
 logger = logging.getLogger(__name__)
 
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+LOCKED_OUT_TEXT = (
+    "I'm sorry, there have been too many attempts to verify these details, so I can't check them right now. "
+    "Please try again later, or contact our service team by phone or e-mail."
+)
+
+
+def client_key(tracker: Tracker) -> str | None:
+    """The chat client's key set by the input guard (a hash of its address), when the channel knows it."""
+    metadata = (tracker.latest_message or {}).get("metadata") or {}
+    key = metadata.get("client") if isinstance(metadata, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
 REFERENCE_RE = re.compile(r"\b(ORD-\d{4}-\d{6}|(?:FR|WM|DW|BL|AC)\d{2}-\d{8})\b", re.IGNORECASE)
 
 
@@ -56,9 +77,24 @@ class VerificationMixin:
             )
             return {"verify_reference": None}
         email = tracker.get_slot("verify_email") or ""
+        client = client_key(tracker)
+        settings = get_settings()
+        identity_policy = LockoutPolicy(max_failures=settings.verify_max_failures_per_identity)
+        client_policy = LockoutPolicy(max_failures=settings.verify_max_failures_per_client)
         with crm_session() as session:
+            # Counted outside the conversation: a new chat, a new session or a typed command lifts nothing.
+            if locked_until(session, scope=VERIFY_IDENTITY, key=email) or (
+                    client and locked_until(session, scope=VERIFY_CLIENT, key=client)):
+                logger.info("verification refused while locked out (conversation %s)", tracker.sender_id)
+                dispatcher.utter_message(text=LOCKED_OUT_TEXT)
+                return {"verify_email": None, "verify_reference": None, "verify_locked": True}
             customer = verify_customer(session, email=email, reference=match.group(1))
-            if customer is not None:
+            if customer is None:
+                record_failure(session, scope=VERIFY_IDENTITY, key=email, policy=identity_policy)
+                if client:
+                    record_failure(session, scope=VERIFY_CLIENT, key=client, policy=client_policy)
+            else:
+                clear_failures(session, scope=VERIFY_IDENTITY, key=email)
                 channel = sender_channel(tracker)
                 if channel:
                     link_identity(session, channel=channel, external_id=tracker.sender_id, customer_id=customer.id)
@@ -68,7 +104,7 @@ class VerificationMixin:
                 )
                 profile = get_profile(session, customer_id=customer.id)
         if customer is not None and profile is not None:
-            logger.info("conversation %s verified as customer %s", tracker.sender_id, customer.id)
+            logger.info("conversation %s verified", tracker.sender_id)
             dispatcher.utter_message(text=f"Thank you, {profile.first_name}, I've found your account.")
             slots = {e["name"]: e["value"] for e in customer_slots(profile)}
             return {"verify_reference": match.group(1).upper(), "verify_attempts": 0, **slots}

@@ -25,9 +25,12 @@ Refusals are counted (``InputGuard.counts``) and logged without the text or the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import re
+import secrets
 import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
@@ -102,6 +105,14 @@ def offered_payloads(events: list[Any]) -> set[str]:
                 if isinstance(reply, dict) and isinstance(reply.get("payload"), str):
                     payloads.add(reply["payload"].strip())
     return payloads
+
+
+_CLIENT_SALT = (os.environ.get("SECRET_KEY") or secrets.token_hex(16)).encode()
+
+
+def client_digest(address: str) -> str:
+    """A keyed hash of a client address (16 hex characters): countable, not the address itself."""
+    return hmac.new(_CLIENT_SALT, address.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -222,6 +233,9 @@ class InputGuard:
             self._refuse("empty", channel)
             return REPLY_EMPTY
         message.text = text
+        if client:
+            # Server-set, never client-claimed: the actions count verification failures per client with it.
+            message.metadata = {**(message.metadata or {}), "client": client_digest(client)}
         if sender:
             self._remember(sender, channel)
         return None

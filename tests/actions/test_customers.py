@@ -100,3 +100,47 @@ def test_locked_out_visitor_is_not_served(crm_url):
     tracker = tracker_from("verify_reference", slots={"verify_locked": True, "pending_request": "list_devices"})
     _events, messages = run_action(ActionResumeRequest(), tracker)
     assert messages[0]["text"].startswith("I can only do that for a verified customer")
+
+
+def _guess(email: str, reference: str, sender: str, client: str | None = None):  # type: ignore[no-untyped-def]
+    """One verification try in a brand-new conversation (new sender id, fresh slots)."""
+    tracker = tracker_from("verify_reference", sender_id=sender, slots={"verify_email": email, "verify_attempts": 0},
+                           latest_message={"text": reference, "entities": [],
+                                           **({"metadata": {"client": client}} if client else {})},
+                           events=tracker_from("verify_reference").events[:-1] + [
+                               {"event": "slot", "name": "verify_reference", "value": reference}])
+    events, messages = run_action(ValidateVerifyForm(), tracker)
+    return slots_of(events), messages[-1]["text"]
+
+
+@pytest.mark.parametrize("email", [ANNA_EMAIL, "nobody.here@example.com"])
+def test_failures_count_across_conversations_and_lock_the_email(crm_url, email):
+    """The reported brute force: every guess from a fresh conversation. Five failures lock the e-mail
+    (existing or not, the same answers), and then even the right details are refused."""
+    answers = [_guess(email, f"ORD-1999-00000{i}", sender=f"attacker-{i}")[1] for i in range(5)]
+    assert all("don't match an account" in a for a in answers)
+    slots, text = _guess(email, "ORD-2021-000101", sender="attacker-final")
+    assert "too many attempts" in text and "customer_id" not in slots
+    assert slots["verify_locked"] is True
+
+
+def test_a_client_is_locked_after_twenty_failures_whatever_the_email(crm_url):
+    for i in range(20):
+        _guess(f"person{i}@example.com", "ORD-1999-000001", sender=f"spray-{i}", client="c0ffee")
+    slots, text = _guess(ANNA_EMAIL, "ORD-2021-000101", sender="spray-final", client="c0ffee")
+    assert "too many attempts" in text and "customer_id" not in slots
+    # Another client with the right details is not affected.
+    slots, text = _guess(ANNA_EMAIL, "ORD-2021-000101", sender="someone-else", client="beef")
+    assert slots["customer_id"] == 1.0
+
+
+def test_staff_lifting_the_lock_lets_the_customer_verify(crm_url):
+    from crm_store.repositories.lockouts import VERIFY_IDENTITY, lift_lockout
+
+    for i in range(5):
+        _guess(ANNA_EMAIL, f"ORD-1999-00000{i}", sender=f"a-{i}")
+    assert "too many attempts" in _guess(ANNA_EMAIL, "ORD-2021-000101", sender="anna")[1]
+    with session_scope(crm_url) as s:
+        assert lift_lockout(s, scope=VERIFY_IDENTITY, key=ANNA_EMAIL) == 1
+    slots, text = _guess(ANNA_EMAIL, "ORD-2021-000101", sender="anna")
+    assert slots["customer_id"] == 1.0 and "I've found your account" in text
