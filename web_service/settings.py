@@ -28,6 +28,10 @@ class WebSettings(BaseSettings):
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: SecretStr = SecretStr("")
     rasa_timeout_seconds: float = 30.0
+    # Reading a live transcript for the console: short, it falls back to the handoff packet's copy.
+    rasa_transcript_timeout_seconds: float = 3.0
+    # Agent replies not delivered (Rasa was down) are retried this often, for up to a day; 0 switches it off.
+    relay_retry_seconds: float = 15.0
     # A conversation no agent has taken after this long becomes a callback and the bot resumes.
     handoff_max_wait_minutes: int = 30
     handoff_sweep_seconds: float = 30.0
