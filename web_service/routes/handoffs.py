@@ -200,6 +200,8 @@ def _close(handoff_id: int, body: HandoffClose, session: SessionDep, user: User,
     if closed_before and handoff.bot_resumed_at is None and (handoff.assigned_user_id == user.id or user.role in SUPERVISING):
         # Closed, but Rasa did not confirm the handback last time: only retry giving the bot the conversation.
         return _resume(handoff, session, client)
+    if closed_before:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"this conversation is already {handoff.status.value}")
     owner_only = handoff.status is not HandoffStatus.CALLBACK and user.role not in SUPERVISING
     if owner_only:
         _own(handoff, user)
