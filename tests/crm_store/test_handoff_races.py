@@ -18,7 +18,7 @@ from crm_store.db import session_scope
 from crm_store.enums import HandoffMessageKind, HandoffReason, HandoffStatus, TicketPriority, UserRole
 from crm_store.errors import ConflictError, InvalidTransitionError
 from crm_store.locks import try_singleton
-from crm_store.models import Handoff, HandoffMessage, User, utcnow
+from crm_store.models import CsatRating, Handoff, HandoffMessage, User, utcnow
 from crm_store.repositories.handoffs import (
     claim_handoff,
     close_handoff,
@@ -27,6 +27,7 @@ from crm_store.repositories.handoffs import (
     list_overdue_handoffs,
     move_to_callback,
 )
+from crm_store.repositories.interactions import record_handoff_csat
 from crm_store.repositories.users import create_user
 from tests.races import race
 
@@ -159,3 +160,16 @@ def test_a_singleton_job_runs_in_one_session_at_a_time(database_url):
         assert [o.value for o in outcomes].count(True) == 1, outcomes
     with session_scope(database_url) as s:  # released with the winner's commit
         assert try_singleton(s, name)
+
+
+def test_racing_csat_answers_for_one_handoff_store_one_rating(database_url):
+    def rate(handoff_id: int, i: int) -> bool:
+        with session_scope(database_url) as s:
+            return record_handoff_csat(s, handoff_id=handoff_id, score=1 + i % 5, customer_id=None)[1]
+
+    for _ in range(ROUNDS // 2):
+        handoff_id = queued(database_url)
+        outcomes = race(4, lambda i: rate(handoff_id, i))
+        assert [o.value for o in outcomes].count(True) == 1, outcomes
+        with session_scope(database_url) as s:
+            assert len(s.scalars(select(CsatRating).where(CsatRating.handoff_id == handoff_id)).all()) == 1

@@ -112,3 +112,22 @@ def test_failed_pushes_are_recorded_and_bounded(database_url):
     with session_scope(database_url) as s:  # held: no worker takes it again; the next chat shows it
         assert not claim_for_push(s, message_id=message_id, conversation_id="tab-A")
     assert deliver(database_url, message_id, f"tab-{uuid.uuid4().hex[:4]}")
+
+
+def test_racing_verifications_of_one_chat_link_it_once(database_url):
+    from crm_store.models import ChannelIdentity
+    from crm_store.repositories.customers import link_identity
+
+    with session_scope(database_url) as s:
+        customer_id = Factory(s).customer().id
+
+    def link(sender: str) -> int:
+        with session_scope(database_url) as s:
+            return link_identity(s, channel="socketio", external_id=sender, customer_id=customer_id).id
+
+    for _ in range(ROUNDS // 2):
+        sender = f"tab-{uuid.uuid4().hex[:8]}"
+        outcomes = race(4, lambda i: link(sender))
+        assert all(o.ok for o in outcomes) and len({o.value for o in outcomes}) == 1, outcomes
+        with session_scope(database_url) as s:
+            assert len(s.scalars(select(ChannelIdentity).where(ChannelIdentity.external_id == sender)).all()) == 1

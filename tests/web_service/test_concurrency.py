@@ -129,8 +129,6 @@ def test_sweeps_in_two_replicas_tell_each_waiting_customer_once_and_never_take_a
 
 
 def test_a_reply_saved_while_rasa_was_down_is_delivered_later_once_and_in_order(clean_queue, monkeypatch):
-    from web_service.relay import relay_once
-
     url = clean_queue
     rasa = RasaStandIn("down")
     try:
@@ -150,6 +148,8 @@ def test_a_reply_saved_while_rasa_was_down_is_delivered_later_once_and_in_order(
             # No new reply from the agent: the relay job of the web service delivers them.
             wait_for(lambda: len(rasa.told(conversation)) == 2, what="the relay job to deliver the saved replies")
             # Three replicas' relay jobs and a third reply, all at once.
+            from web_service.relay import relay_once
+
             settings = get_settings()
             outcomes = race(4, lambda i: relay_once(settings) if i < 3 else httpx.post(
                 f"{base}/api/handoffs/{handoff_id}/messages", json={"body": "third"}, headers=agent, timeout=30))
