@@ -19,7 +19,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.base import CrmAction, Turn, crm_session, sender_channel
 from crm_store.enums import JourneyStage
 from crm_store.repositories.handoffs import get_active_handoff, get_handoff
-from crm_store.repositories.interactions import record_csat, record_interaction
+from crm_store.repositories.interactions import record_csat, record_handoff_csat, record_interaction
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +87,19 @@ class ActionSubmitCsat(CrmAction):
         handoff = get_handoff(turn.session, handoff_id=int(handoff_id)) if handoff_id is not None else None
         customer_id = turn.customer.id if turn.customer else (handoff.customer_id if handoff else None)
         comment = turn.tracker.get_slot("csat_comment") or None
-        rating = record_csat(
-            turn.session, score=score, customer_id=customer_id, ticket_id=handoff.ticket_id if handoff else None,
-            conversation_id=turn.tracker.sender_id, comment=comment,
-        )
+        if handoff is not None:
+            # One rating per handoff: a second answer (a repeated survey, a double submit) is not counted.
+            rating, created = record_handoff_csat(
+                turn.session, handoff_id=handoff.id, score=score, customer_id=customer_id,
+                ticket_id=handoff.ticket_id, conversation_id=turn.tracker.sender_id, comment=comment,
+            )
+            if not created:
+                turn.dispatcher.utter_message(text="You've already rated this conversation, thank you! "
+                                                   "Anything else I can do for you?")
+                return reset
+        else:
+            rating = record_csat(turn.session, score=score, customer_id=customer_id,
+                                 conversation_id=turn.tracker.sender_id, comment=comment)
         record_interaction(turn.session, customer_id=customer_id, stage=JourneyStage.FEEDBACK, event="csat_given",
                            channel=sender_channel(turn.tracker), conversation_id=turn.tracker.sender_id,
                            data={"score": score, "handoff": handoff.id if handoff else None, "rating": rating.id})

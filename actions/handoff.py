@@ -32,16 +32,17 @@ from crm_store.models import Ticket, utcnow
 from crm_store.repositories.customers import CustomerProfile, get_customer
 from crm_store.repositories.devices import list_devices_for_customer
 from crm_store.repositories.handoffs import (
+    claim_agent_messages,
+    claim_bot_resume,
     create_handoff,
     get_active_handoff,
     get_latest_handoff,
-    pending_agent_messages,
     queue_position,
     recent_trigger_exists,
 )
 from crm_store.repositories.interactions import count_ticket_contacts, record_interaction
 from crm_store.repositories.telemetry import device_health
-from crm_store.repositories.tickets import get_ticket_by_number, list_tickets, open_ticket
+from crm_store.repositories.tickets import get_ticket_by_number, list_tickets, open_ticket, problem_key
 from crm_store.repositories.users import get_user_by_username
 
 logger = logging.getLogger(__name__)
@@ -275,9 +276,15 @@ def _ticket_for(turn: Turn, trigger: Trigger) -> Ticket:
         ticket = get_ticket_by_number(turn.session, number=str(number), customer_id=customer_id)
         if ticket is not None and ticket.status.is_open:
             return ticket
+    # A known customer's escalation joins their open general problem (the key the chat and the API use for
+    # a problem with no device); an unverified one gets a ticket per conversation.
+    if customer_id is not None:
+        dedup_key, _fault = problem_key(turn.session, model_id=None, category="general")
+    else:
+        dedup_key = f"handoff:{turn.tracker.sender_id}"[:128]
     ticket, _created = open_ticket(
         turn.session, customer_id=customer_id, device_id=None, source=TicketSource.CHAT, category="escalation",
-        title=f"Chat escalated to an agent: {trigger.reason.label}", dedup_key=f"handoff:{turn.tracker.sender_id}"[:128],
+        title=f"Chat escalated to an agent: {trigger.reason.label}", dedup_key=dedup_key,
         author="bot", description=trigger.detail,
     )
     return ticket
@@ -397,12 +404,15 @@ class ActionRelayAgentMessages(CrmAction):
         return "action_relay_agent_messages"
 
     def act(self, turn: Turn) -> list[EventType]:
-        now = utcnow()
-        for message in pending_agent_messages(turn.session, conversation_id=turn.tracker.sender_id):
-            name = agent_display_name(turn.session, message.author)
+        # Claimed (conditional UPDATE per reply) and committed before anything is said: of racing relays
+        # (the reply route, the retry job of another replica) each reply goes out once, and a reply is
+        # never shown without being recorded as delivered.
+        claimed = claim_agent_messages(turn.session, conversation_id=turn.tracker.sender_id)
+        lines = [(agent_display_name(turn.session, m.author), m.author, m.body) for m in claimed]
+        turn.session.commit()
+        for name, author, body in lines:
             # "agent" ends up in the BotUttered metadata: the console tells agents' lines from the bot's by it.
-            turn.dispatcher.utter_message(text=f"{name}: {message.body}", agent=message.author)
-            message.delivered_at = now
+            turn.dispatcher.utter_message(text=f"{name}: {body}", agent=author)
         return []
 
 
@@ -439,7 +449,12 @@ class ActionHandback(CrmAction):
         events: list[EventType] = [ConversationResumed()]
         if handoff is None:
             return events
+        # Recorded (conditionally) and committed before speaking: a repeated or racing handback call
+        # resumes the bot again but tells the customer and asks for a rating once.
+        if not claim_bot_resume(turn.session, handoff_id=handoff.id):
+            return events
         agent = handoff.assignee.full_name.split()[0] if handoff.assignee and handoff.assignee.full_name else "Our team"
+        turn.session.commit()
         if handoff.status is HandoffStatus.RESOLVED:
             text = f"{agent} has marked your request as solved and handed you back to me, the virtual assistant."
         else:

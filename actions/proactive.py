@@ -32,7 +32,7 @@ from crm_store.repositories.catalogue import get_fault
 from crm_store.repositories.customers import CustomerProfile, find_customer_by_identity, get_profile
 from crm_store.repositories.devices import list_devices_for_customer
 from crm_store.repositories.interactions import record_interaction
-from crm_store.repositories.proactive import get_message, mark_sent, undelivered_for_customer
+from crm_store.repositories.proactive import claim_for_delivery, get_message, undelivered_for_customer
 from crm_store.repositories.telemetry import DeviceHealth, describe_reading, device_health
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status, get_ticket_by_number, list_tickets
 
@@ -190,16 +190,27 @@ def _recovered_text(session: Session, message: ProactiveMessage, ticket: Ticket,
 
 
 def deliver_held_messages(turn: Turn, customer_id: int) -> list[EventType]:
-    """Sends what the customer has not been told yet (held, delayed or failed pushes) and marks it sent."""
+    """Sends what the customer has not been told yet (held, delayed or failed pushes).
+
+    Each message is claimed (``claim_for_delivery``: a conditional UPDATE, one winner) and the claims
+    committed before anything is said: a push into another tab at the same moment, or a second greeting,
+    does not show it again, and a failed commit shows nothing.
+    """
     channel = sender_channel(turn.tracker) or DEFAULT_CHANNEL
-    events: list[EventType] = []
+    claimed: list[tuple[int, Reply]] = []
     for message in undelivered_for_customer(turn.session, customer_id=customer_id):
         reply = render_proactive(turn.session, message)
         if reply is None:
             continue
+        if claim_for_delivery(turn.session, message, channel=channel, conversation_id=turn.tracker.sender_id):
+            claimed.append((message.id, reply))
+    if not claimed:
+        return []
+    turn.session.commit()
+    events: list[EventType] = []
+    for message_id, reply in claimed:
         events += reply.send(turn.dispatcher)
-        mark_sent(turn.session, message, channel=channel, conversation_id=turn.tracker.sender_id)
-        logger.info("delivered held proactive message %s in conversation %s", message.id, turn.tracker.sender_id)
+        logger.info("delivered held proactive message %s in conversation %s", message_id, turn.tracker.sender_id)
     return events
 
 
@@ -260,9 +271,14 @@ class ActionNotifyDevice(CrmAction):
         if reply is None:
             logger.warning("%s: proactive message %s has no ticket", self.name(), message.id)
             return events
-        events += reply.send(turn.dispatcher)
-        mark_sent(turn.session, message, channel=channel, conversation_id=turn.tracker.sender_id)
-        return events
+        # Recorded as sent, and committed, before it is said: of racing deliveries (a greeting in another
+        # tab, a retried push) exactly one shows it; if the commit fails nothing is said and the worker
+        # retries (a bounded, recorded number of times).
+        if not claim_for_delivery(turn.session, message, channel=channel, conversation_id=turn.tracker.sender_id):
+            logger.info("%s: proactive message %s was delivered elsewhere", self.name(), message.id)
+            return events
+        turn.session.commit()
+        return events + reply.send(turn.dispatcher)
 
 
 class ActionNotifyDeviceFault(ActionNotifyDevice):

@@ -22,7 +22,7 @@ from crm_store.repositories.catalogue import match_fault
 from crm_store.repositories.customers import CustomerProfile
 from crm_store.repositories.devices import list_devices_for_customer
 from crm_store.repositories.interactions import record_interaction
-from crm_store.repositories.tickets import get_ticket_by_number, list_tickets, open_ticket
+from crm_store.repositories.tickets import get_ticket_by_number, list_tickets, open_ticket, problem_key
 
 logger = logging.getLogger(__name__)
 
@@ -240,12 +240,15 @@ class ActionOpenTicket(CrmAction):
             (d for d in list_devices_for_customer(turn.session, customer_id=turn.customer.id) if d.serial == serial),
             None,
         )
-        fault = match_fault(turn.session, model_id=device.model_id, text=symptom) if device else None
+        # The duplicate key every source uses (fault:<code> from the device's catalogue, else topic:general),
+        # so this report joins a ticket the device or staff opened for the same problem.
+        dedup, fault = problem_key(turn.session, model_id=device.model_id if device else None, category="general",
+                                   text=symptom)
         if fault is not None:
-            category, title, dedup = fault.code, f"{fault.title} ({device.model.name})", f"fault:{fault.code}"  # type: ignore[union-attr]
+            category, title = fault.code, f"{fault.title} ({device.model.name})"  # type: ignore[union-attr]
         else:
             what = device.model.category.label if device else "appliance"
-            category, title, dedup = "general", f"{what.capitalize()} problem reported in chat", "chat:general"
+            category, title = "general", f"{what.capitalize()} problem reported in chat"
         ticket, created = open_ticket(
             turn.session,
             customer_id=turn.customer.id,

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Time,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -232,6 +233,11 @@ class Ticket(Base):
         # open_dedup_key is set while the ticket is open and cleared when it closes, so this
         # constraint lets the database itself refuse a second open ticket for the same problem.
         UniqueConstraint("device_id", "open_dedup_key", name="uq_tickets_open_problem"),
+        # The same for every source, with or without a device: one open ticket per (scope, problem).
+        # dedup_scope is "device:<id>", "customer:<id>" or "anonymous", never NULL, so device-less tickets
+        # collide too; the index is partial (open tickets only, the ones whose open_dedup_key is set).
+        Index("uq_tickets_open_scope_problem", "dedup_scope", "open_dedup_key", unique=True,
+              sqlite_where=text("open_dedup_key IS NOT NULL"), postgresql_where=text("open_dedup_key IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -246,6 +252,7 @@ class Ticket(Base):
     priority: Mapped[TicketPriority] = mapped_column(_enum(TicketPriority), default=TicketPriority.NORMAL)
     status: Mapped[TicketStatus] = mapped_column(_enum(TicketStatus), default=TicketStatus.OPEN)
     dedup_key: Mapped[str] = mapped_column(String(128))
+    dedup_scope: Mapped[str] = mapped_column(String(64), server_default="anonymous")
     open_dedup_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -292,12 +299,17 @@ class Interaction(Base):
 
 class CsatRating(Base):
     __tablename__ = "csat_ratings"
-    __table_args__ = (CheckConstraint("score BETWEEN 1 AND 5", name="score_range"),)
+    __table_args__ = (
+        CheckConstraint("score BETWEEN 1 AND 5", name="score_range"),
+        # One rating per handoff: a repeated survey answer cannot count twice (NULL: not about a handoff).
+        Index("uq_csat_ratings_handoff", "handoff_id", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
     conversation_id: Mapped[str | None] = mapped_column(String(255))
+    handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id", ondelete="SET NULL"))
     score: Mapped[int] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -451,6 +463,10 @@ class ProactiveMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(300))
     reason: Mapped[str | None] = mapped_column(String(64))  # why it was held or delayed
+    # A push in flight: the worker took the message for this conversation until this time (a lease, so a
+    # worker that dies mid-push does not keep it). Only that conversation's action may show it meanwhile.
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     ticket: Mapped[Ticket] = relationship()
     customer: Mapped[Customer] = relationship()
@@ -509,8 +525,10 @@ class HandoffMessage(Base):
     author: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Set when the bot relayed the reply to the customer's channel.
+    # Set when a relay took the reply for delivery (committed before the bot shows it: shown at most once).
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_delivery_error: Mapped[str | None] = mapped_column(String(300))
 
     handoff: Mapped[Handoff] = relationship(back_populates="messages")
 

@@ -1,5 +1,12 @@
 """Delivers the bot's proactive messages: the customer's reachable chat gets a message from the bot,
-through Rasa's ``trigger_intent`` with an ``EXTERNAL_`` intent, so the conversation can go on from it."""
+through Rasa's ``trigger_intent`` with an ``EXTERNAL_`` intent, so the conversation can go on from it.
+
+Exactly once: the worker first takes each due message with a lease for the conversation it pushes into
+(``claim_for_push``, a conditional UPDATE on rows picked with ``FOR UPDATE SKIP LOCKED``) and commits;
+then it calls Rasa, with no transaction open. The bot's action records the message as sent and commits
+before it says it (``claim_for_delivery``). A push that did not show it releases the lease with one
+more recorded attempt (``release_push``); after ``MAX_ATTEMPTS`` it is held for the customer's next chat.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +16,16 @@ import logging
 
 import httpx
 
-from crm_store.enums import ProactiveKind, ProactiveStatus
+from crm_store.enums import ProactiveKind
 from crm_store.models import utcnow
-from crm_store.repositories.proactive import due_messages, get_message, mark_failed, mark_held, reachable_identity
+from crm_store.repositories.proactive import claim_for_push, due_messages, mark_held, reachable_identity, release_push
 from device_hooks.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
 INTENTS = {ProactiveKind.DEVICE_FAULT: "EXTERNAL_device_fault", ProactiveKind.DEVICE_RECOVERED: "EXTERNAL_device_recovered"}
 RETRY_AFTER = dt.timedelta(seconds=30)
+TRIGGER_TIMEOUT = 30.0  # seconds; shorter than the push lease (crm_store.repositories.proactive.PUSH_LEASE)
 
 
 class Notifier:
@@ -30,26 +38,26 @@ class Notifier:
         self.client = client
 
     def _plan(self) -> list[tuple[int, str, str, str]]:
-        """Due messages with where to send them; unreachable ones are held right away."""
+        """Due messages taken for a push, with where to send them; unreachable ones are held right away."""
         plans = []
         with self.sessions() as session, session.begin():
-            for message in due_messages(session):
+            for message in due_messages(session, lock=True):
                 identity = reachable_identity(session, customer_id=message.customer_id)
                 if identity is None:
-                    mark_held(message, reason="unreachable")
-                    logger.info("proactive message %d held: customer %d has no open chat", message.id, message.customer_id)
+                    if mark_held(session, message, reason="unreachable"):
+                        logger.info("proactive message %d held: customer %d has no open chat", message.id, message.customer_id)
                     continue
-                plans.append((message.id, identity.channel, identity.external_id, INTENTS[message.kind]))
+                if claim_for_push(session, message_id=message.id, conversation_id=identity.external_id):
+                    plans.append((message.id, identity.channel, identity.external_id, INTENTS[message.kind]))
         return plans
 
-    def _after(self, message_id: int, error: str | None) -> None:
+    def _after(self, message_id: int, conversation_id: str, error: str | None) -> None:
         with self.sessions() as session, session.begin():
-            message = get_message(session, message_id=message_id)
-            if message is None or message.status is ProactiveStatus.SENT:
-                return
-            # The bot's action marks the message sent when it has produced it; anything else is a failure.
-            mark_failed(message, error=error or "the bot did not confirm the message", retry_at=utcnow() + RETRY_AFTER)
-            logger.warning("proactive message %d not delivered: %s", message_id, message.last_error)
+            # The bot's action marks the message sent (and drops the lease) when it shows it; a message
+            # still leased to this push was not shown: a failure, retried later.
+            if release_push(session, message_id=message_id, conversation_id=conversation_id,
+                            error=error or "the bot did not confirm the message", retry_at=utcnow() + RETRY_AFTER):
+                logger.warning("proactive message %d not delivered: %s", message_id, error or "not confirmed")
 
     async def run_once(self) -> int:
         """Sends what is due now; returns how many were attempted."""
@@ -71,10 +79,10 @@ class Notifier:
                 f"{self.rasa_url}/conversations/{conversation_id}/trigger_intent",
                 params={"output_channel": channel, "token": self.rasa_token},
                 json={"name": intent, "entities": {"proactive_id": str(message_id)}},
-                timeout=30,
+                timeout=TRIGGER_TIMEOUT,
             )
             if resp.status_code != 200:
                 error = f"Rasa answered {resp.status_code}: {resp.text[:200]}"
         except httpx.HTTPError as err:
             error = f"Rasa unreachable: {err!r}"[:300]
-        await asyncio.to_thread(self._after, message_id, error)
+        await asyncio.to_thread(self._after, message_id, conversation_id, error)

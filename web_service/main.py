@@ -16,6 +16,7 @@ from web_service import http_security
 from web_service.health import run_checks
 from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, lockouts, telemetry, tickets
 from web_service.settings import WebSettings, get_settings
+from web_service.relay import start_relay
 from web_service.sweeper import start_sweeper
 
 logger = logging.getLogger(__name__)
@@ -24,10 +25,13 @@ STATIC = pathlib.Path(__file__).resolve().parent / "static"
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    stop = start_sweeper(get_settings())  # queued conversations nobody took become callbacks
+    settings = get_settings()
+    # Queued conversations nobody took become callbacks; agent replies Rasa missed are delivered later.
+    stops = [start_sweeper(settings), start_relay(settings)]
     yield
-    if stop is not None:
-        stop.set()
+    for stop in stops:
+        if stop is not None:
+            stop.set()
 
 
 def create_app() -> FastAPI:

@@ -27,16 +27,19 @@ class RasaError(Exception):
 
 
 class RasaClient:
+    """Blocking calls to Rasa. Callers hold no database transaction or connection while they wait."""
+
     def __init__(self, settings: WebSettings) -> None:
         self.base = settings.rasa_url.rstrip("/")
         self.token = settings.rasa_token.get_secret_value()
         self.timeout = settings.rasa_timeout_seconds
+        self.read_timeout = settings.rasa_transcript_timeout_seconds
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
         url = f"{self.base}{path}"
         try:
             resp = httpx.request(method, url, params={"token": self.token, **kwargs.pop("params", {})},
-                                 timeout=self.timeout, **kwargs)
+                                 timeout=timeout or self.timeout, **kwargs)
         except httpx.HTTPError as exc:
             raise RasaError(f"Rasa unreachable: {exc.__class__.__name__}") from exc
         if not resp.is_success:  # every 3xx/4xx/5xx is a failure here
@@ -52,8 +55,9 @@ class RasaClient:
         return result
 
     def tracker_events(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's events; a short timeout (a console polls it, and has the packet's copy)."""
         tracker = self._call("GET", f"/conversations/{quote(conversation_id, safe='')}/tracker",
-                             params={"include_events": "ALL"})
+                             params={"include_events": "ALL"}, timeout=self.read_timeout)
         return list(tracker.get("events") or [])
 
 

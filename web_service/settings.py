@@ -20,8 +20,6 @@ class WebSettings(BaseSettings):
     # Comma-separated keys that signed tokens before the last rotation: they still verify, never sign.
     secret_keys_previous: SecretStr = SecretStr("")
     token_ttl_seconds: int = 8 * 3600
-    # Shared rate-limit counters for every replica (redis://host:port/db); empty: per process.
-    redis_url: str = ""
     # Sign-in attempts per client address (checked before the password hash is computed).
     sign_in_rate_per_client: str = "20/minute"
     # Failed sign-ins of one user name before a lock-out (1 min, doubling per further failure, at most 24 h).
@@ -38,10 +36,15 @@ class WebSettings(BaseSettings):
     rasa_timeout_seconds: float = 30.0
     # The action server as Rasa calls it (run_stack sets it); /health checks its /health beside it.
     action_endpoint_url: str = "http://127.0.0.1:5055/webhook"
-    # Redis, when the stack uses one (e.g. redis://127.0.0.1:6379/0); /health checks it only when set.
+    # Redis, when the stack uses one (e.g. redis://127.0.0.1:6379/0): /health checks it, and every replica
+    # shares its rate-limit counters there (per process without it).
     redis_url: SecretStr = SecretStr("")
     # Each dependency check of /health gives up after this long.
     health_timeout_seconds: float = 2.0
+    # Reading a live transcript for the console: short, it falls back to the handoff packet's copy.
+    rasa_transcript_timeout_seconds: float = 3.0
+    # Agent replies not delivered (Rasa was down) are retried this often, for up to a day; 0 switches it off.
+    relay_retry_seconds: float = 15.0
     # A conversation no agent has taken after this long becomes a callback and the bot resumes.
     handoff_max_wait_minutes: int = 30
     handoff_sweep_seconds: float = 30.0

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from crm_store.enums import LoyaltyTier
@@ -125,8 +126,18 @@ def link_identity(session: Session, *, channel: str, external_id: str, customer_
     )
     now = utcnow()
     if identity is None:
-        identity = ChannelIdentity(channel=channel, external_id=external_id, customer_id=customer_id)
-        session.add(identity)
+        identity = ChannelIdentity(channel=channel, external_id=external_id, customer_id=customer_id,
+                                   verified_at=now, last_seen_at=now)
+        try:
+            # The unique (channel, sender) key decides between two racing verifications of one chat.
+            with session.begin_nested():
+                session.add(identity)
+                session.flush()
+        except IntegrityError:
+            identity = session.scalars(
+                select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+                .execution_options(populate_existing=True)
+            ).one()
     identity.customer_id = customer_id
     identity.verified_at = now
     identity.last_seen_at = now

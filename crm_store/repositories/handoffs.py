@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -163,24 +163,56 @@ def set_skills(session: Session, *, user_id: int, categories: Iterable[Appliance
     return get_skills(session, user_id=user_id)
 
 
+CLAIMABLE = (HandoffStatus.QUEUED, HandoffStatus.CALLBACK)
+CLOSABLE = (HandoffStatus.QUEUED, HandoffStatus.ASSIGNED, HandoffStatus.CALLBACK)
+
+
+def _reload(session: Session, handoff: Handoff) -> Handoff:
+    """Re-read the row (and its customer, ticket, assignee) after a Core UPDATE changed it behind the ORM."""
+    stmt = select(Handoff).where(Handoff.id == handoff.id).options(*_load()).execution_options(populate_existing=True)
+    return session.scalars(stmt).one()
+
+
+def _transition(session: Session, handoff: Handoff, *conditions: Any, **values: Any) -> int:
+    """``UPDATE handoffs SET values WHERE id = handoff.id AND conditions``; returns the row count.
+
+    The database decides: of two racing transitions from the same status, the second finds the row
+    changed (PostgreSQL re-checks the WHERE after the first commits) and updates nothing.
+    """
+    stmt = (
+        update(Handoff).where(Handoff.id == handoff.id, *conditions).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).rowcount
+
+
 def claim_handoff(session: Session, *, handoff: Handoff, user: User) -> Handoff:
-    """Assign a queued handoff to ``user``; claiming one's own again is a no-op."""
+    """Assign a queued (or callback) handoff to ``user``; claiming one's own again is a no-op.
+
+    One conditional UPDATE: of racing agents exactly one wins and gets the "joined" note; the others
+    get ConflictError (the API answers 409).
+    """
     if handoff.status is HandoffStatus.ASSIGNED and handoff.assigned_user_id == user.id:
         return handoff
-    if handoff.status is not HandoffStatus.QUEUED and handoff.status is not HandoffStatus.CALLBACK:
+    if handoff.status not in CLAIMABLE:
         raise ConflictError(f"this conversation is {handoff.status.value}")
-    now = utcnow()
-    handoff.status = HandoffStatus.ASSIGNED
-    handoff.assigned_user_id = user.id
-    handoff.claimed_at = now
-    handoff.active_key = handoff.conversation_id
-    session.add(HandoffMessage(handoff=handoff, kind=HandoffMessageKind.SYSTEM, author=user.username,
-                               body=f"{user.full_name} joined the conversation"))
     try:
         with session.begin_nested():
-            session.flush()
-    except IntegrityError as exc:
+            won = _transition(
+                session, handoff, Handoff.status.in_(CLAIMABLE),
+                status=HandoffStatus.ASSIGNED, assigned_user_id=user.id, claimed_at=utcnow(),
+                active_key=Handoff.conversation_id,
+            )
+    except IntegrityError as exc:  # a callback claimed while the conversation escalated again
         raise ConflictError("this conversation already has an active handoff") from exc
+    _reload(session, handoff)
+    if won != 1:
+        if handoff.status is HandoffStatus.ASSIGNED and handoff.assigned_user_id == user.id:
+            return handoff
+        raise ConflictError(f"this conversation is {handoff.status.value}")
+    session.add(HandoffMessage(handoff=handoff, kind=HandoffMessageKind.SYSTEM, author=user.username,
+                               body=f"{user.full_name} joined the conversation"))
+    session.flush()
     return handoff
 
 
@@ -190,9 +222,11 @@ def add_handoff_message(
     """Record an agent reply or a private note; the first reply stops the first-response clock."""
     message = HandoffMessage(handoff=handoff, kind=kind, author=author, body=body)
     session.add(message)
-    if kind is HandoffMessageKind.AGENT and handoff.first_response_at is None:
-        handoff.first_response_at = utcnow()
     session.flush()
+    if kind is HandoffMessageKind.AGENT and handoff.first_response_at is None:
+        # Conditional, so of two racing first replies the earlier-committed one keeps the SLA time.
+        if _transition(session, handoff, Handoff.first_response_at.is_(None), first_response_at=message.created_at):
+            session.refresh(handoff, attribute_names=["first_response_at"])
     return message
 
 
@@ -211,20 +245,95 @@ def pending_agent_messages(session: Session, *, conversation_id: str) -> list[Ha
     return list(session.scalars(stmt))
 
 
-def close_handoff(session: Session, *, handoff: Handoff, status: HandoffStatus, author: str, note: str = "") -> Handoff:
-    """Resolve a handoff or hand the conversation back to the bot."""
+def claim_agent_messages(session: Session, *, conversation_id: str, now: dt.datetime | None = None) -> list[HandoffMessage]:
+    """Take the conversation's undelivered agent replies for delivery, oldest first; each is taken once.
+
+    Each reply is marked delivered by ``UPDATE … WHERE id = :id AND delivered_at IS NULL``; only the
+    replies whose row count is 1 are returned, so of two racing relays each reply goes out through one.
+    The caller commits before showing them (a reply is never shown without being recorded).
+    """
+    now = now or utcnow()
+    claimed = []
+    for message in pending_agent_messages(session, conversation_id=conversation_id):
+        stmt = (
+            update(HandoffMessage)
+            .where(HandoffMessage.id == message.id, HandoffMessage.delivered_at.is_(None))
+            .values(delivered_at=now, delivery_attempts=HandoffMessage.delivery_attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if session.execute(stmt).rowcount == 1:
+            claimed.append(message)
+    for message in claimed:
+        session.refresh(message)
+    return claimed
+
+
+def conversations_with_undelivered_replies(session: Session, *, since: dt.datetime, limit: int = 100) -> list[str]:
+    """Conversations holding agent replies written after ``since`` that no relay has delivered yet."""
+    stmt = (
+        select(Handoff.conversation_id)
+        .join(HandoffMessage, HandoffMessage.handoff_id == Handoff.id)
+        .where(HandoffMessage.kind == HandoffMessageKind.AGENT, HandoffMessage.delivered_at.is_(None),
+               HandoffMessage.created_at >= since)
+        .group_by(Handoff.conversation_id)
+        .order_by(func.min(HandoffMessage.id))
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def record_relay_failure(session: Session, *, conversation_id: str, error: str) -> None:
+    """Count a failed relay on each undelivered reply of the conversation (shown to supervisors)."""
+    ids = [m.id for m in pending_agent_messages(session, conversation_id=conversation_id)]
+    if ids:
+        session.execute(
+            update(HandoffMessage).where(HandoffMessage.id.in_(ids), HandoffMessage.delivered_at.is_(None))
+            .values(delivery_attempts=HandoffMessage.delivery_attempts + 1, last_delivery_error=error[:300])
+            .execution_options(synchronize_session=False)
+        )
+
+
+def close_handoff(
+    session: Session, *, handoff: Handoff, status: HandoffStatus, author: str, note: str = "",
+    assigned_user_id: int | None = None,
+) -> Handoff:
+    """Resolve a handoff or hand the conversation back to the bot.
+
+    A conditional UPDATE from the status read (and, with ``assigned_user_id``, only while that agent owns
+    it): a racing close or claim makes this one raise ConflictError instead of closing twice.
+    Raises InvalidTransitionError for a handoff that was already closed when read.
+    """
     if status not in (HandoffStatus.RESOLVED, HandoffStatus.HANDED_BACK):
         raise InvalidTransitionError(f"a handoff closes as resolved or handed_back, not {status.value}")
-    if not handoff.status.is_active and handoff.status is not HandoffStatus.CALLBACK:
+    if handoff.status not in CLOSABLE:
         raise InvalidTransitionError(f"this conversation is already {handoff.status.value}")
-    handoff.status = status
-    handoff.active_key = None
-    handoff.closed_at = utcnow()
+    conditions = [Handoff.status == handoff.status]
+    if assigned_user_id is not None:
+        conditions.append(Handoff.assigned_user_id == assigned_user_id)
+    won = _transition(session, handoff, *conditions, status=status, active_key=None, closed_at=utcnow())
+    _reload(session, handoff)
+    if won != 1:
+        raise ConflictError(f"this conversation changed meanwhile: it is {handoff.status.value} now")
     body = "resolved the conversation" if status is HandoffStatus.RESOLVED else "handed the conversation back to the bot"
     session.add(HandoffMessage(handoff=handoff, kind=HandoffMessageKind.SYSTEM, author=author,
                                body=f"{author} {body}" + (f": {note}" if note else "")))
     session.flush()
     return handoff
+
+
+def claim_bot_resume(session: Session, *, handoff_id: int) -> bool:
+    """The bot's handback (and CSAT question) is shown once: True for the one caller that records it.
+
+    ``bot_resumed_at`` is set by a conditional UPDATE on a closed handoff that has not resumed yet.
+    """
+    stmt = (
+        update(Handoff)
+        .where(Handoff.id == handoff_id, Handoff.bot_resumed_at.is_(None),
+               Handoff.status.in_([HandoffStatus.RESOLVED, HandoffStatus.HANDED_BACK]))
+        .values(bot_resumed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).rowcount == 1
 
 
 def sla_breached(handoff: Handoff, now: dt.datetime | None = None) -> bool:
@@ -276,18 +385,32 @@ def handoff_metrics(session: Session, *, since: dt.datetime, now: dt.datetime | 
     }
 
 
-def list_overdue_handoffs(session: Session, *, queued_before: dt.datetime) -> list[Handoff]:
-    """Handoffs still waiting for an agent since before ``queued_before``."""
+def list_overdue_handoffs(session: Session, *, queued_before: dt.datetime, lock: bool = False) -> list[Handoff]:
+    """Handoffs still waiting for an agent since before ``queued_before``.
+
+    ``lock=True`` (a sweep about to move them) takes their rows with ``FOR UPDATE SKIP LOCKED``: a row an
+    agent is claiming right now is skipped, not waited for (PostgreSQL; SQLite serialises writers anyway).
+    """
     stmt = select(Handoff).where(Handoff.status == HandoffStatus.QUEUED, Handoff.created_at < queued_before)
-    return list(session.scalars(stmt.options(*_load()).order_by(Handoff.id)))
+    stmt = stmt.options(*_load()).order_by(Handoff.id)
+    if lock:
+        stmt = stmt.with_for_update(skip_locked=True, of=Handoff)
+    return list(session.scalars(stmt))
 
 
-def move_to_callback(session: Session, *, handoff: Handoff, note: str) -> Handoff:
-    """Nobody took the conversation in time: it leaves the live queue and becomes a callback."""
+def move_to_callback(session: Session, *, handoff: Handoff, note: str) -> bool:
+    """Nobody took the conversation in time: it leaves the live queue and becomes a callback.
+
+    ``UPDATE … WHERE status = 'queued'``: True only for the caller whose update moved it, and only that
+    caller may tell the customer. A handoff claimed meanwhile stays with its agent (False).
+    """
     if handoff.status is not HandoffStatus.QUEUED:
         raise InvalidTransitionError(f"only a queued conversation becomes a callback, not a {handoff.status.value} one")
-    handoff.status = HandoffStatus.CALLBACK
-    handoff.active_key = None
+    won = _transition(session, handoff, Handoff.status == HandoffStatus.QUEUED,
+                      status=HandoffStatus.CALLBACK, active_key=None)
+    _reload(session, handoff)
+    if won != 1:
+        return False
     session.add(HandoffMessage(handoff=handoff, kind=HandoffMessageKind.SYSTEM, author="system", body=note))
     session.flush()
-    return handoff
+    return True

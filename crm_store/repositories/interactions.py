@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_store.enums import JourneyStage
@@ -62,6 +63,37 @@ def record_csat(
     session.add(rating)
     session.flush()
     return rating
+
+
+def record_handoff_csat(
+    session: Session,
+    *,
+    handoff_id: int,
+    score: int,
+    customer_id: int | None,
+    ticket_id: int | None = None,
+    conversation_id: str | None = None,
+    comment: str | None = None,
+) -> tuple[CsatRating, bool]:
+    """The rating of one handoff, stored once: ``(rating, created)``.
+
+    The unique index on ``csat_ratings.handoff_id`` decides between racing or repeated answers; the
+    later ones get the stored rating back with ``created`` False.
+    """
+    if not 1 <= score <= 5:
+        raise ValueError("a CSAT score is between 1 and 5")
+    rating = CsatRating(score=score, customer_id=customer_id, ticket_id=ticket_id, conversation_id=conversation_id,
+                        comment=comment, handoff_id=handoff_id)
+    try:
+        with session.begin_nested():
+            session.add(rating)
+            session.flush()
+    except IntegrityError:
+        existing = session.scalar(select(CsatRating).where(CsatRating.handoff_id == handoff_id))
+        if existing is None:
+            raise
+        return existing, False
+    return rating, True
 
 
 def count_ticket_contacts(

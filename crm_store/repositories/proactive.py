@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 # reports presence every 20 s while it is open; Messenger allows business messages within 24 hours.
 PRESENCE_WINDOW = {Channel.SOCKETIO.value: dt.timedelta(seconds=60), Channel.FACEBOOK.value: dt.timedelta(hours=24)}
 MAX_ATTEMPTS = 5
+# How long a worker's push keeps a message to itself: longer than a trigger_intent call can take.
+PUSH_LEASE = dt.timedelta(seconds=90)
+UNDELIVERED = (ProactiveStatus.PENDING, ProactiveStatus.HELD, ProactiveStatus.FAILED)
 
 
 def _zone(name: str) -> dt.tzinfo:
@@ -106,27 +109,44 @@ def touch_presence(session: Session, *, channel: str, external_id: str, now: dt.
     if identity is None:
         return False
     identity.last_seen_at = now
-    for message in session.scalars(
-        select(ProactiveMessage).where(
+    # One conditional UPDATE, not read-then-write: a message the greeting delivered meanwhile stays sent.
+    session.execute(
+        update(ProactiveMessage)
+        .where(
             ProactiveMessage.customer_id == identity.customer_id,
             ProactiveMessage.status == ProactiveStatus.HELD,
             ProactiveMessage.reason.in_(["unreachable", "delivery_failed"]),
         )
-    ):
-        message.status, message.due_at, message.attempts = ProactiveStatus.PENDING, now, 0
+        .values(status=ProactiveStatus.PENDING, due_at=now, attempts=0)
+        .execution_options(synchronize_session=False)
+    )
     return True
 
 
-def due_messages(session: Session, *, now: dt.datetime | None = None, limit: int = 50) -> list[ProactiveMessage]:
+def _unleased(now: dt.datetime, conversation_id: str | None = None):  # type: ignore[no-untyped-def]
+    """Not taken by a push in flight (or taken for ``conversation_id`` itself, or the lease ran out)."""
+    free = [ProactiveMessage.claimed_until.is_(None), ProactiveMessage.claimed_until < now]
+    if conversation_id is not None:
+        free.append(ProactiveMessage.claimed_by == conversation_id)
+    return or_(*free)
+
+
+def due_messages(session: Session, *, now: dt.datetime | None = None, limit: int = 50, lock: bool = False) -> list[ProactiveMessage]:
+    """Pending messages due now and not being pushed by another worker, safety-critical first.
+
+    ``lock=True`` takes the rows with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL): a worker planning a push
+    skips the rows another worker is planning, instead of waiting and pushing them again.
+    """
     now = now or utcnow()
     stmt = (
         select(ProactiveMessage)
-        .where(ProactiveMessage.status == ProactiveStatus.PENDING, ProactiveMessage.due_at <= now)
-        .order_by(ProactiveMessage.safety_critical.desc(), ProactiveMessage.due_at)
-        .options(selectinload(ProactiveMessage.ticket))
+        .where(ProactiveMessage.status == ProactiveStatus.PENDING, ProactiveMessage.due_at <= now, _unleased(now))
+        .order_by(ProactiveMessage.safety_critical.desc(), ProactiveMessage.due_at, ProactiveMessage.id)
         .limit(limit)
     )
-    return list(session.scalars(stmt))
+    if lock:
+        stmt = stmt.with_for_update(skip_locked=True, of=ProactiveMessage)
+    return list(session.scalars(stmt.options(selectinload(ProactiveMessage.ticket))))
 
 
 def undelivered_for_customer(session: Session, *, customer_id: int) -> list[ProactiveMessage]:
@@ -135,39 +155,87 @@ def undelivered_for_customer(session: Session, *, customer_id: int) -> list[Proa
         select(ProactiveMessage)
         .where(
             ProactiveMessage.customer_id == customer_id,
-            ProactiveMessage.status.in_([ProactiveStatus.HELD, ProactiveStatus.PENDING, ProactiveStatus.FAILED]),
+            ProactiveMessage.status.in_(UNDELIVERED),
         )
-        .order_by(ProactiveMessage.created_at)
+        .order_by(ProactiveMessage.created_at, ProactiveMessage.id)
         .options(selectinload(ProactiveMessage.ticket))
     )
     return list(session.scalars(stmt))
 
 
-def mark_sent(session: Session, message: ProactiveMessage, *, channel: str, conversation_id: str, now: dt.datetime | None = None) -> None:
-    message.status, message.channel, message.conversation_id = ProactiveStatus.SENT, channel, conversation_id
-    message.sent_at = now or utcnow()
-    message.attempts += 1
-    add_ticket_event(
-        session, ticket=message.ticket, kind=TicketEventKind.CUSTOMER_NOTIFIED, author="bot",
-        body=f"Customer told about the {message.kind.value.replace('_', ' ')} on {channel}.",
-        data={"proactive_message_id": message.id, "channel": channel},
+def _update(session: Session, message_id: int, *conditions: object, **values: object) -> bool:
+    stmt = (
+        update(ProactiveMessage).where(ProactiveMessage.id == message_id, *conditions).values(**values)  # type: ignore[arg-type]
+        .execution_options(synchronize_session=False)
     )
+    return session.execute(stmt).rowcount == 1
 
 
-def mark_held(message: ProactiveMessage, *, reason: str) -> None:
-    message.status, message.reason = ProactiveStatus.HELD, reason
+def claim_for_push(session: Session, *, message_id: int, conversation_id: str, now: dt.datetime | None = None,
+                   lease: dt.timedelta = PUSH_LEASE) -> bool:
+    """A worker takes a due message to push it into ``conversation_id``; True for one worker only.
+
+    ``UPDATE … WHERE status = 'pending' AND (no lease or lease expired)``. Until the lease ends, only the
+    action running in ``conversation_id`` may show the message (``claim_for_delivery``).
+    """
+    now = now or utcnow()
+    return _update(session, message_id, ProactiveMessage.status == ProactiveStatus.PENDING, _unleased(now),
+                   claimed_by=conversation_id, claimed_until=now + lease)
 
 
-def mark_failed(message: ProactiveMessage, *, error: str, retry_at: dt.datetime) -> None:
-    """A failed push is retried a few times, then held for the customer's next chat."""
-    message.attempts += 1
-    message.last_error = error[:300]
-    if message.attempts >= MAX_ATTEMPTS:
-        message.status, message.reason = ProactiveStatus.HELD, "delivery_failed"
-    else:
-        message.due_at = retry_at
+def claim_for_delivery(session: Session, message: ProactiveMessage, *, channel: str, conversation_id: str,
+                       now: dt.datetime | None = None) -> bool:
+    """The bot is about to show ``message`` in ``conversation_id``: True for exactly one caller.
+
+    ``UPDATE … SET status = 'sent' WHERE id = :id AND status <> 'sent' AND sent_at IS NULL AND`` (no push
+    of another conversation in flight). The caller must commit before showing the message, so a message
+    is never shown without being recorded as sent (a failed commit shows nothing, and is retried).
+    """
+    now = now or utcnow()
+    won = _update(
+        session, message.id, ProactiveMessage.status.in_(UNDELIVERED), ProactiveMessage.sent_at.is_(None),
+        _unleased(now, conversation_id),
+        status=ProactiveStatus.SENT, sent_at=now, channel=channel, conversation_id=conversation_id,
+        attempts=ProactiveMessage.attempts + 1, claimed_by=None, claimed_until=None,
+    )
+    session.refresh(message)
+    if won:
+        add_ticket_event(
+            session, ticket=message.ticket, kind=TicketEventKind.CUSTOMER_NOTIFIED, author="bot",
+            body=f"Customer told about the {message.kind.value.replace('_', ' ')} on {channel}.",
+            data={"proactive_message_id": message.id, "channel": channel},
+        )
+    return won
+
+
+def mark_sent(session: Session, message: ProactiveMessage, *, channel: str, conversation_id: str, now: dt.datetime | None = None) -> bool:
+    """Record ``message`` as sent (``claim_for_delivery``); False if it was sent already."""
+    return claim_for_delivery(session, message, channel=channel, conversation_id=conversation_id, now=now)
+
+
+def mark_held(session: Session, message: ProactiveMessage, *, reason: str) -> bool:
+    """Hold a pending message for the customer's next chat (conditional: not one that was sent meanwhile)."""
+    won = _update(session, message.id, ProactiveMessage.status == ProactiveStatus.PENDING,
+                  status=ProactiveStatus.HELD, reason=reason)
+    session.refresh(message)
+    return won
+
+
+def release_push(session: Session, *, message_id: int, conversation_id: str, error: str, retry_at: dt.datetime) -> bool:
+    """A push that did not show the message gives it back: one more recorded attempt, retried at
+    ``retry_at``, held for the customer's next chat after ``MAX_ATTEMPTS``. Only the lease holder's
+    release counts, and never for a message that was sent."""
+    won = _update(
+        session, message_id, ProactiveMessage.status == ProactiveStatus.PENDING,
+        ProactiveMessage.claimed_by == conversation_id,
+        attempts=ProactiveMessage.attempts + 1, last_error=error[:300], due_at=retry_at,
+        claimed_by=None, claimed_until=None,
+    )
+    if won:
+        _update(session, message_id, ProactiveMessage.status == ProactiveStatus.PENDING,
+                ProactiveMessage.attempts >= MAX_ATTEMPTS, status=ProactiveStatus.HELD, reason="delivery_failed")
+    return won
 
 
 def get_message(session: Session, *, message_id: int) -> ProactiveMessage | None:
     return session.get(ProactiveMessage, message_id, options=[selectinload(ProactiveMessage.ticket)])
-

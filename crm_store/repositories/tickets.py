@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -17,7 +17,8 @@ from crm_store.enums import (
     TicketStatus,
 )
 from crm_store.errors import ConflictError, InvalidTransitionError
-from crm_store.models import Ticket, TicketEvent, utcnow
+from crm_store.models import FaultDefinition, Ticket, TicketEvent, utcnow
+from crm_store.repositories.catalogue import get_fault, match_fault
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +82,36 @@ def list_tickets(
     return list(session.scalars(stmt.offset(offset).limit(limit)))
 
 
-def find_open_ticket(session: Session, *, device_id: int | None, dedup_key: str, customer_id: int | None = None) -> Ticket | None:
-    """The open ticket for the same device and problem, if any."""
-    stmt = select(Ticket).where(Ticket.open_dedup_key == dedup_key)
+def ticket_scope(*, device_id: int | None, customer_id: int | None) -> str:
+    """Whose problem a ticket is about, for duplicates: the device, else the customer, else nobody known."""
     if device_id is not None:
-        stmt = stmt.where(Ticket.device_id == device_id)
-    else:
-        stmt = stmt.where(Ticket.device_id.is_(None), Ticket.customer_id == customer_id)
+        return f"device:{device_id}"
+    if customer_id is not None:
+        return f"customer:{customer_id}"
+    return "anonymous"
+
+
+def problem_key(session: Session, *, model_id: int | None, category: str, text: str = "") -> tuple[str, FaultDefinition | None]:
+    """The one duplicate key every source (API, chat, device, escalation) gives the same problem.
+
+    ``fault:<code>`` when the device's fault catalogue knows it (the category is one of its codes, or the
+    words match a fault: "drainage", "won't drain" → ``fault:E21`` on a washing machine, the key the device
+    itself reports under); otherwise ``topic:<category>`` ("topic:general"). Returns the key and the fault.
+    """
+    fault = None
+    if model_id is not None:
+        fault = get_fault(session, model_id=model_id, code=category) if category.strip() else None
+        fault = fault or match_fault(session, model_id=model_id, text=f"{category} {text}")
+    if fault is not None:
+        return f"fault:{fault.code}", fault
+    topic = "-".join(category.strip().lower().split()) or "general"
+    return f"topic:{topic}"[:128], None
+
+
+def find_open_ticket(session: Session, *, device_id: int | None, dedup_key: str, customer_id: int | None = None) -> Ticket | None:
+    """The open ticket for the same problem of the same device (or, without a device, the same customer)."""
+    scope = ticket_scope(device_id=device_id, customer_id=customer_id)
+    stmt = select(Ticket).where(Ticket.dedup_scope == scope, Ticket.open_dedup_key == dedup_key)
     return session.scalar(stmt.options(*_load()))
 
 
@@ -129,7 +153,9 @@ def open_ticket(
     racing insert fails and the winner's ticket is returned.
     """
     existing = find_open_ticket(session, device_id=device_id, dedup_key=dedup_key, customer_id=customer_id)
-    if existing is None:
+    for _attempt in range(3):
+        if existing is not None:
+            break
         ticket = Ticket(
             customer_id=customer_id,
             device_id=device_id,
@@ -141,6 +167,7 @@ def open_ticket(
             priority=priority,
             status=TicketStatus.OPEN,
             dedup_key=dedup_key,
+            dedup_scope=ticket_scope(device_id=device_id, customer_id=customer_id),
             open_dedup_key=dedup_key,
         )
         try:
@@ -151,13 +178,15 @@ def open_ticket(
                 session.add(TicketEvent(ticket=ticket, kind=TicketEventKind.CREATED, author=author, body=description))
                 session.flush()
         except IntegrityError:
+            # PostgreSQL made this insert wait for the racing one and refused it once that committed; a
+            # new statement (READ COMMITTED) sees the winner. Had the winner closed already, insert again.
             logger.info("concurrent ticket for device=%s key=%s; using the existing one", device_id, dedup_key)
             existing = find_open_ticket(session, device_id=device_id, dedup_key=dedup_key, customer_id=customer_id)
-            if existing is None:
-                raise
         else:
             logger.info("opened ticket %s (source=%s, category=%s)", ticket.number, source, category)
             return ticket, True
+    if existing is None:
+        raise ConflictError("could not open a ticket for this problem: it keeps changing; try again")
     add_ticket_event(
         session,
         ticket=existing,
@@ -172,22 +201,39 @@ def open_ticket(
 def change_ticket_status(
     session: Session, *, ticket: Ticket, status: TicketStatus, author: str, note: str = ""
 ) -> Ticket:
-    """Move a ticket through the workflow, recording who did it."""
+    """Move a ticket through the workflow, recording who did it.
+
+    A conditional ``UPDATE … WHERE id = :id AND status = <status read>``: of two racing changes one wins.
+    The loser gets ConflictError, except when both leave the ticket closed (nothing to redo). Reopening
+    while another ticket is open for the same problem raises ConflictError (the partial unique index).
+    """
     if status == ticket.status:
         return ticket
     if status not in ALLOWED_TRANSITIONS[ticket.status]:
         raise InvalidTransitionError(f"cannot move a ticket from {ticket.status} to {status}")
     previous = ticket.status
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "updated_at": now}
     if status.is_open and not previous.is_open:
-        clash = find_open_ticket(session, device_id=ticket.device_id, dedup_key=ticket.dedup_key, customer_id=ticket.customer_id)
-        if clash is not None:
-            raise ConflictError(f"ticket {clash.number} is already open for this problem")
-        ticket.open_dedup_key = ticket.dedup_key
-        ticket.resolved_at = None
+        values.update(open_dedup_key=Ticket.dedup_key, resolved_at=None)
     elif not status.is_open:
-        ticket.open_dedup_key = None
-        ticket.resolved_at = ticket.resolved_at or utcnow()
-    ticket.status = status
+        values.update(open_dedup_key=None, resolved_at=ticket.resolved_at or now)
+    stmt = (
+        update(Ticket).where(Ticket.id == ticket.id, Ticket.status == previous).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    try:
+        with session.begin_nested():
+            won = session.execute(stmt).rowcount == 1
+    except IntegrityError as exc:
+        clash = find_open_ticket(session, device_id=ticket.device_id, dedup_key=ticket.dedup_key, customer_id=ticket.customer_id)
+        number = clash.number if clash is not None else "another ticket"
+        raise ConflictError(f"ticket {number} is already open for this problem") from exc
+    session.refresh(ticket)
+    if not won:
+        if not ticket.status.is_open and not status.is_open:
+            return ticket  # closed by someone else meanwhile: the ticket is where this change wanted it
+        raise ConflictError(f"ticket {ticket.number} changed meanwhile: it is {ticket.status.label} now")
     add_ticket_event(
         session,
         ticket=ticket,

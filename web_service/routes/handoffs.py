@@ -13,11 +13,13 @@ from crm_store.models import Handoff, User, utcnow
 from crm_store.repositories.handoffs import (
     ACTIVE,
     add_handoff_message,
+    claim_bot_resume,
     claim_handoff,
     close_handoff,
     get_handoff,
     get_skills,
     list_handoffs,
+    record_relay_failure,
     sla_breached,
 )
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status
@@ -85,6 +87,16 @@ def _own(handoff: Handoff, user: User) -> None:
         raise HTTPException(status.HTTP_409_CONFLICT, errors.NOT_YOUR_CONVERSATION)
 
 
+def release(session: SessionDep) -> None:
+    """End the request's transaction before calling Rasa.
+
+    Rasa can be slow or hang; no database transaction (SQLite's write lock) or pooled connection may wait
+    with it, or /health and every other route would queue behind a frozen Rasa. Objects stay readable
+    (sessions do not expire them on commit).
+    """
+    session.commit()
+
+
 @router.get("", response_model=list[HandoffPublic])
 def read_queue(
     session: SessionDep,
@@ -105,24 +117,32 @@ def read_queue(
 
 @router.get("/{handoff_id}", response_model=HandoffDetail)
 def read_handoff(handoff_id: int, session: SessionDep, _user: StaffUser, client: RasaDep) -> HandoffDetail:
-    """The packet, the agents' messages and the live transcript from Rasa's tracker."""
+    """The packet, the agents' messages and the live transcript from Rasa's tracker.
+
+    The CRM part is read first and the transaction ended; then the tracker is read with a short timeout,
+    falling back to the packet's transcript.
+    """
     handoff = _get(session, handoff_id)
+    public = to_public(handoff)
+    messages = [HandoffMessagePublic.model_validate(m) for m in handoff.messages]
+    packet, conversation_id = handoff.packet, handoff.conversation_id
+    release(session)
     live, paused = True, None
     try:
-        turns, paused = transcript_from_events(client.tracker_events(handoff.conversation_id))
+        turns, paused = transcript_from_events(client.tracker_events(conversation_id))
     except RasaError as exc:
-        logger.warning("live transcript of handoff %d unavailable: %s", handoff.id, exc)
+        logger.warning("live transcript of handoff %d unavailable: %s", handoff_id, exc)
         live = False
-        turns = list(handoff.packet.get("transcript") or [])
+        turns = list(packet.get("transcript") or [])
     return HandoffDetail(
-        **to_public(handoff).model_dump(), packet=handoff.packet,
-        messages=[HandoffMessagePublic.model_validate(m) for m in handoff.messages],
+        **public.model_dump(), packet=packet, messages=messages,
         transcript=[TranscriptLine.model_validate(t) for t in turns], transcript_live=live, bot_paused=paused,
     )
 
 
 @router.post("/{handoff_id}/claim", response_model=HandoffPublic)
 def claim(handoff_id: int, session: SessionDep, user: StaffUser) -> HandoffPublic:
+    """Take a queued conversation (or a callback). Of agents claiming at once, one gets it; the others 409."""
     handoff = _get(session, handoff_id)
     if user.role is UserRole.AGENT and not get_skills(session, user_id=user.id).accepts(handoff):
         raise HTTPException(status.HTTP_403_FORBIDDEN, errors.OUTSIDE_SKILLS)
@@ -136,21 +156,28 @@ def claim(handoff_id: int, session: SessionDep, user: StaffUser) -> HandoffPubli
 
 @router.post("/{handoff_id}/messages", response_model=AgentReplyResult, status_code=status.HTTP_201_CREATED)
 def reply(handoff_id: int, body: AgentReply, session: SessionDep, user: StaffUser, client: RasaDep) -> AgentReplyResult:
-    """Saves the reply, then has the bot deliver it to the customer's channel."""
+    """Saves the reply, then has the bot deliver it to the customer's channel.
+
+    If Rasa cannot take it now, the reply stays undelivered and the relay job retries it (web_service.relay).
+    """
     handoff = _get(session, handoff_id)
     _own(handoff, user)
     message = add_handoff_message(session, handoff=handoff, kind=HandoffMessageKind.AGENT, author=user.username,
                                   body=body.body.strip())
-    session.commit()
+    session.commit()  # also ends the transaction before the call to Rasa
     error = None
     try:
         client.execute(handoff.conversation_id, "action_relay_agent_messages")
     except RasaError as exc:
-        logger.warning("reply %d of handoff %d not delivered: %s", message.id, handoff.id, exc)
+        logger.warning("reply %d of handoff %d not delivered yet: %s", message.id, handoff.id, exc)
         error = errors.RASA_UNAVAILABLE
+        record_relay_failure(session, conversation_id=handoff.conversation_id, error=str(exc))
+        session.commit()
     session.refresh(message)
-    return AgentReplyResult(message=HandoffMessagePublic.model_validate(message),
-                            delivered=message.delivered_at is not None, delivery_error=error)
+    result = AgentReplyResult(message=HandoffMessagePublic.model_validate(message),
+                              delivered=message.delivered_at is not None, delivery_error=error)
+    session.commit()
+    return result
 
 
 @router.post("/{handoff_id}/notes", response_model=HandoffMessagePublic, status_code=status.HTTP_201_CREATED)
@@ -173,13 +200,18 @@ def _close(handoff_id: int, body: HandoffClose, session: SessionDep, user: User,
     if closed_before and handoff.bot_resumed_at is None and (handoff.assigned_user_id == user.id or user.role in SUPERVISING):
         # Closed, but Rasa did not confirm the handback last time: only retry giving the bot the conversation.
         return _resume(handoff, session, client)
-    if handoff.status is not HandoffStatus.CALLBACK and user.role not in SUPERVISING:
+    if closed_before:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"this conversation is already {handoff.status.value}")
+    owner_only = handoff.status is not HandoffStatus.CALLBACK and user.role not in SUPERVISING
+    if owner_only:
         _own(handoff, user)
     try:
+        # The handoff first: its conditional UPDATE decides which of two racing closes goes on.
+        close_handoff(session, handoff=handoff, status=outcome, author=user.username, note=body.note,
+                      assigned_user_id=user.id if owner_only else None)
         if body.ticket_status is not None and handoff.ticket is not None:
             change_ticket_status(session, ticket=handoff.ticket, status=body.ticket_status, author=user.username,
                                  note=body.note)
-        close_handoff(session, handoff=handoff, status=outcome, author=user.username, note=body.note)
     except InvalidTransitionError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     except ConflictError as exc:
@@ -189,7 +221,12 @@ def _close(handoff_id: int, body: HandoffClose, session: SessionDep, user: User,
 
 
 def _resume(handoff: Handoff, session: SessionDep, client: RasaClient) -> HandoffCloseResult:
-    """The bot resumes and asks for CSAT. On failure the handoff stays closed and the call can be repeated."""
+    """The bot resumes and asks for CSAT. On failure the handoff stays closed and the call can be repeated.
+
+    action_handback itself records ``bot_resumed_at`` (conditionally) before it speaks, so repeated or
+    racing calls show the customer the handback once.
+    """
+    release(session)
     error = None
     try:
         client.execute(handoff.conversation_id, "action_handback")
@@ -197,9 +234,12 @@ def _resume(handoff: Handoff, session: SessionDep, client: RasaClient) -> Handof
         logger.error("handback of handoff %d failed: %s", handoff.id, exc)
         error = str(exc)
     else:
-        handoff.bot_resumed_at = utcnow()
+        claim_bot_resume(session, handoff_id=handoff.id)  # no-op when the action recorded it already
         session.commit()
-    return HandoffCloseResult(handoff=to_public(handoff), bot_resumed=error is None, resume_error=error)
+    session.refresh(handoff)
+    result = HandoffCloseResult(handoff=to_public(handoff), bot_resumed=error is None, resume_error=error)
+    session.commit()
+    return result
 
 
 @router.post("/{handoff_id}/resolve", response_model=HandoffCloseResult)

@@ -17,6 +17,7 @@ from crm_store.repositories.tickets import (
     get_ticket_by_number,
     list_tickets,
     open_ticket,
+    problem_key,
 )
 from web_service import errors
 from web_service.deps import SessionDep, StaffUser
@@ -48,11 +49,18 @@ def create_ticket(body: TicketCreate, session: SessionDep, user: StaffUser, resp
         device = get_device_by_serial(session, serial=body.device_serial)
         if device is None or device.customer_id != body.customer_id:
             raise HTTPException(status.HTTP_404_NOT_FOUND, errors.DEVICE_NOT_FOUND)
-    ticket, created = open_ticket(
-        session, customer_id=body.customer_id, device_id=device.id if device else None, source=TicketSource.API,
-        category=body.category, title=body.title, dedup_key=f"api:{body.category}", author=user.username,
-        description=body.description, priority=body.priority,
-    )
+    # The same duplicate key the chat and the device use: staff's "drainage" ticket and the customer's
+    # "my washing machine won't drain" are one problem (fault:E21 on that washing machine).
+    dedup_key, fault = problem_key(session, model_id=device.model_id if device else None, category=body.category,
+                                   text=f"{body.title} {body.description}")
+    try:
+        ticket, created = open_ticket(
+            session, customer_id=body.customer_id, device_id=device.id if device else None, source=TicketSource.API,
+            category=body.category, title=body.title, dedup_key=dedup_key, author=user.username,
+            description=body.description, priority=body.priority, fault_code=fault.code if fault else None,
+        )
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     session.commit()
     if not created:
         response.status_code = status.HTTP_200_OK
