@@ -131,6 +131,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_graph: FakeGraphApi) ->
         "ESCALATION_CONFIG": str(work / "escalation.yml"),
         # Every test customer shares 127.0.0.1: the per-address chat limit would count the whole suite.
         "CHAT_RATE_PER_CLIENT": "100000/minute",
+        "VERIFY_MAX_FAILURES_PER_CLIENT": "100000",
     })
     (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
     for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
