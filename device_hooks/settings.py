@@ -18,7 +18,20 @@ class DeviceSettings(BaseSettings):
     # password file). Empty: connect anonymously, for a development broker without authentication.
     mqtt_worker_username: str = "crm-worker"
     mqtt_worker_password: SecretStr = SecretStr("")
+    # Each worker needs its own client id (its persistent session). Workers of one share group split the
+    # stream (MQTT shared subscription); empty: a plain subscription, every worker gets every message.
     mqtt_client_id: str = "crm-device-worker"
+    mqtt_share_group: str = "crm-workers"
+    # How long the broker keeps a disconnected worker's session and queued messages (MQTT 5 session expiry).
+    mqtt_session_expiry_seconds: int = 7 * 24 * 3600
+    # Unacknowledged messages the broker may have in flight to a worker (MQTT 5 Receive Maximum): with
+    # acknowledgements after commit it must cover a few batches.
+    mqtt_receive_maximum: int = 10000
+    # TLS to the broker (paho's tls_set): CA bundle to verify the broker, optional client certificate.
+    mqtt_tls: bool = False
+    mqtt_ca_file: str = ""
+    mqtt_cert_file: str = ""
+    mqtt_key_file: str = ""
     # A message is acknowledged after its batch is committed: bigger batches, fewer commits.
     batch_max: int = 2000
     batch_wait_ms: int = 10
