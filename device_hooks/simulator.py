@@ -104,8 +104,11 @@ class Connection:
     """One device's paho MQTT connection, driven from the caller's thread (paho's external-loop API:
     ``loop_read``/``loop_write``/``loop_misc``), with at most ``window`` unacknowledged QoS 1 publishes."""
 
-    def __init__(self, device: SimDevice, window: int = 1000) -> None:
-        self.device, self.window = device, window
+    def __init__(self, device: SimDevice, window: int = 1000, *, reconnect: bool = False) -> None:
+        """``reconnect``: when the broker goes away, sign in again (for up to a minute) and let paho send
+        the unacknowledged publishes again, instead of raising ConnectionError."""
+        self.device, self.window, self.reconnect = device, window, reconnect
+        self.down_since: float | None = None
         self.published = 0
         self.acked = 0
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device.serial, protocol=mqtt.MQTTv311,
@@ -134,18 +137,37 @@ class Connection:
                 raise ConnectionError(f"{self.device.serial}: the broker refused the connection: {self.refused or 'timeout'}")
             pump([self], 0.05)
 
+    def lost(self) -> None:
+        if not self.reconnect:
+            raise ConnectionError(f"{self.device.serial}: the broker closed the connection")
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+
+    def revive(self) -> None:
+        """One attempt to sign in again after a lost connection; raises after a minute of failures."""
+        assert self.down_since is not None
+        try:
+            self.client.reconnect()
+            self.down_since = None
+        except OSError:
+            if time.monotonic() - self.down_since > 60:
+                raise ConnectionError(f"{self.device.serial}: the broker is still unreachable") from None
+            time.sleep(0.2)
+
     def publish(self, kind: str, data: bytes) -> None:
-        while self.published - self.acked >= self.window:
+        while self.published - self.acked >= self.window or self.down_since is not None:
             pump([self], 0.05)
         info = self.client.publish(f"devices/{self.device.serial}/{kind}", data, qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        self.published += 1  # queued by paho even if the connection just dropped; sent again on reconnect
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            self.lost()
+        elif info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"{self.device.serial}: publish failed: {mqtt.error_string(info.rc)}")
-        self.published += 1
 
     def settle(self, timeout: float = 60.0) -> None:
         """Waits until the broker has acknowledged everything published."""
         deadline = time.monotonic() + timeout
-        while self.acked < self.published and time.monotonic() < deadline:
+        while (self.acked < self.published or self.down_since is not None) and time.monotonic() < deadline:
             pump([self], 0.05)
 
     def close(self) -> None:
@@ -155,16 +177,21 @@ class Connection:
 def pump(conns: list[Connection], timeout: float) -> None:
     """One round of paho's external loop over these connections: read what arrived (acknowledgements),
     write what is queued, keep-alive."""
-    socks = {c.client.socket(): c for c in conns if c.client.socket() is not None}
+    for conn in conns:
+        if conn.down_since is not None:
+            conn.revive()
+    socks = {c.client.socket(): c for c in conns if c.down_since is None and c.client.socket() is not None}
     want_write = [s for s, c in socks.items() if c.client.want_write()]
     readable, writable, _ = select.select(list(socks), want_write, [], timeout)
     for sock in readable:
         if socks[sock].client.loop_read(1000) != mqtt.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"{socks[sock].device.serial}: the broker closed the connection")
+            socks[sock].lost()
     for sock in writable:
-        socks[sock].client.loop_write()
+        if socks[sock].down_since is None and socks[sock].client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+            socks[sock].lost()
     for conn in conns:
-        conn.client.loop_misc()
+        if conn.down_since is None and conn.client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+            conn.lost()
 
 
 def connect_all(fleet: list[SimDevice], host: str, port: int, window: int = 1000) -> list[Connection]:

@@ -176,9 +176,8 @@ class Session:
                         logger.info("connection changed while committing %d messages: the broker redelivers them "
                                     "(already stored, they count as duplicates)", len(batch))
                 self.on_committed(result, len(batch))
-        except BaseException:
+        except Exception:  # logged here; the thread ends and the supervisor starts a new session
             logger.exception("the batch processor failed")
-            raise
 
     def _commit(self, batch: list[RawMessage]) -> BatchResult | None:
         """Stores the batch, retrying database failures with back-off; None if the worker stops first."""
