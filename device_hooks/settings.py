@@ -19,9 +19,12 @@ class DeviceSettings(BaseSettings):
     mqtt_worker_username: str = "crm-worker"
     mqtt_worker_password: SecretStr = SecretStr("")
     # Each worker needs its own client id (its persistent session). Workers of one share group split the
-    # stream (MQTT shared subscription); empty: a plain subscription, every worker gets every message.
+    # stream (MQTT shared subscription, e.g. "crm-workers"); empty: a plain subscription, every worker gets
+    # every message. Empty by default (one worker): Mosquitto 2.0.11 loses the messages queued for a shared
+    # subscription's session when the broker restarts, a plain subscription's survive
+    # (tests/device_hooks/test_worker_scale.py).
     mqtt_client_id: str = "crm-device-worker"
-    mqtt_share_group: str = "crm-workers"
+    mqtt_share_group: str = ""
     # How long the broker keeps a disconnected worker's session and queued messages (MQTT 5 session expiry).
     mqtt_session_expiry_seconds: int = 7 * 24 * 3600
     # Unacknowledged messages the broker may have in flight to a worker (MQTT 5 Receive Maximum): with

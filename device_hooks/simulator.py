@@ -159,7 +159,7 @@ class Connection:
             pump([self], 0.05)
         info = self.client.publish(f"devices/{self.device.serial}/{kind}", data, qos=1)
         self.published += 1  # queued by paho even if the connection just dropped; sent again on reconnect
-        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+        if info.rc in (mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_CONN_LOST):
             self.lost()
         elif info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"{self.device.serial}: publish failed: {mqtt.error_string(info.rc)}")
