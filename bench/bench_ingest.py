@@ -186,11 +186,30 @@ def bare_subscriber(port: int, password: str, expected: int) -> dict[str, float]
     return {"first": state["first"], "last": state["last"] or time.perf_counter(), "received": state["got"]}
 
 
-def publish(port: int, devices: list[SimDevice], messages: int) -> dict[str, float]:
-    """The simulator's publishing loop (the same code as ``simulator bench``), in this process."""
+PUBLISHERS = 4
+
+
+def publish(port: int, devices: list[SimDevice], messages: int, processes: int | None = None) -> dict[str, float]:
+    """The simulator's publishing loop (``device_hooks.simulator.bench``) in ``processes`` processes, each
+    with its share of the device connections: one Python process cannot publish fast enough with paho
+    (one ``send`` per message) to load the worker on this machine."""
+    processes = max(1, min(processes or PUBLISHERS, len(devices)))
+    shares = [devices[i::processes] for i in range(processes)]
+    counts = [messages // processes + (1 if i < messages % processes else 0) for i in range(processes)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--publisher", str(port), str(n),
+                               json.dumps([[d.serial, d.token, d.category.value] for d in share])],
+                              stdout=subprocess.PIPE, text=True) for share, n in zip(shares, counts, strict=True)]
+    results = [json.loads(p.communicate(timeout=900)[0].splitlines()[-1]) for p in procs]
+    seconds = max(r["seconds"] for r in results)
+    acked = sum(r["acked_by_broker"] for r in results)
+    return {"published": messages, "acked_by_broker": acked, "seconds": seconds, "publish_msgs_per_s": messages / seconds}
+
+
+def publisher_process(port: int, messages: int, devices_json: str) -> None:
     from device_hooks.simulator import bench
 
-    return bench(devices, "127.0.0.1", port, messages)
+    devices = [SimDevice(serial, token, ApplianceCategory(category)) for serial, token, category in json.loads(devices_json)]
+    print(json.dumps(bench(devices, "127.0.0.1", port, messages)), flush=True)
 
 
 def fault_latency(env: dict[str, str], ports: dict[str, int], database_url: str, tokens: dict[str, str], faults: int,
@@ -306,11 +325,11 @@ def stream(database_url: str, ports: dict[str, int], devices: list[SimDevice], m
     """Publishes ``messages`` and waits until they are all counted by the worker(s); the rate and the cores
     each process used meanwhile."""
     before = accepted(database_url)
-    publisher = "publisher (this process)"
+    publisher = f"publishers ({PUBLISHERS} processes)"
 
     def cpu() -> dict[str, float]:
         out = {name: sum(cpu_seconds(pid) for pid in pids if pathlib.Path(f"/proc/{pid}").exists()) for name, pids in procs.items()}
-        out[publisher] = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+        out[publisher] = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])  # the publishers, waited for
         return out
 
     cpu_before = cpu()
@@ -329,10 +348,11 @@ def stream(database_url: str, ports: dict[str, int], devices: list[SimDevice], m
             "publisher_msgs_per_s": round(result.get("publish_msgs_per_s", 0))}
 
 
-def start_second_worker(work: pathlib.Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_second_worker(work: pathlib.Path, env: dict[str, str], ports: dict[str, int]) -> subprocess.Popen[bytes]:
     log = work / "log" / "worker-2.log"
     proc = subprocess.Popen([str(ROOT / ".venv-app/bin/python"), "-m", "device_hooks.worker"], cwd=ROOT,
-                            env=dict(env, MQTT_CLIENT_ID="bench-worker-2"), stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+                            env=dict(env, MQTT_CLIENT_ID="bench-worker-2", RASA_URL=f"http://127.0.0.1:{ports['rasa']}"),
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline and "connected to mqtt" not in log.read_text():
         if proc.poll() is not None:
@@ -342,6 +362,9 @@ def start_second_worker(work: pathlib.Path, env: dict[str, str]) -> subprocess.P
 
 
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--publisher":
+        publisher_process(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        return
     if len(sys.argv) == 4 and sys.argv[1] == "--bare-subscriber":
         print(json.dumps(bare_subscriber(int(sys.argv[2]), os.environ["MQTT_WORKER_PASSWORD"], int(sys.argv[3]))), flush=True)
         return
@@ -353,11 +376,13 @@ def main() -> None:
     parser.add_argument("--model", default=os.environ.get("BOT_MODEL"))
     parser.add_argument("--postgres", action="store_true",
                         help="a fresh PostgreSQL database (BENCH_POSTGRES_URL, default the local server) instead of SQLite")
+    parser.add_argument("--publishers", type=int, default=4, help="publisher processes sharing the connections")
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1,
                         help="2: a second worker joins a shared subscription (measured after the one-worker figure)")
     parser.add_argument("--out", default=None, help="default bench/results/ingest.json; ingest-production.json with "
                                                     "--postgres --workers 2; ingest-postgresql.json with --postgres")
     args = parser.parse_args()
+    globals()["PUBLISHERS"] = args.publishers
     if not args.model:
         raise SystemExit("--model (or BOT_MODEL) is required; make bench-ingest trains one")
     work = ROOT / "bench" / "tmp" / "ingest"
@@ -413,7 +438,7 @@ def main() -> None:
         main_run = one
         if args.workers == 2:
             print("== two workers (shared subscription $share/crm-workers/...): the same stream", flush=True)
-            second = start_second_worker(work, env)
+            second = start_second_worker(work, env, ports)
             procs = {**procs, "worker-2": [second.pid], "postgresql": postgres_backends(database_url)}
             main_run = stream(database_url, ports, devices, args.messages, procs)
             published += int(main_run["acked_by_broker"])  # type: ignore[call-overload]
