@@ -74,6 +74,7 @@ class Session:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_connect_fail = self._on_connect_fail
         self.inbox: collections.deque[tuple[int, RawMessage]] = collections.deque()
         self.cond = threading.Condition()
         # Incremented on every connect and disconnect: message ids are valid only on their connection.
@@ -115,6 +116,10 @@ class Session:
                     s.mqtt_port, s.mqtt_client_id, flags.session_present, s.mqtt_share_group or "plain")
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in topic_filters(s.mqtt_share_group)])
         self.connected.set()
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
+        logger.warning("cannot reach the broker at mqtt://%s:%d; retrying with back-off", self.settings.mqtt_host,
+                       self.settings.mqtt_port)
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, reason_codes: list, _props: object) -> None:
         refused = [str(rc) for rc in reason_codes if rc.is_failure]
