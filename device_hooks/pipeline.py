@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 # last_seen_at is written at most this often per device: it is for "online?", not an audit trail.
 LAST_SEEN_RESOLUTION = dt.timedelta(seconds=30)
+# Longest a batch's statement (or its wait for another worker's lock on a device) may take on PostgreSQL.
+STATEMENT_TIMEOUT_MS = 30_000
 
 
 @dataclass(slots=True)
@@ -111,7 +113,8 @@ class Pipeline:
 
     RULES_TTL = 5.0
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
+        self.statement_timeout_ms = int(statement_timeout_ms)
         self.engine: Engine = get_engine(database_url)
         self.sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
@@ -163,6 +166,10 @@ class Pipeline:
                 dead.append(self._dead_letter(raw, rej))
 
         with self.sessions() as session, session.begin():
+            if self.engine.dialect.name == "postgresql":
+                # No wait on the database is unbounded (a lock held by a stuck session, a server that stopped
+                # answering): the batch fails and the worker retries it. SQLite has its busy_timeout.
+                session.execute(text(f"SET LOCAL statement_timeout = {self.statement_timeout_ms}"))
             self._load_rules(session)
             devices = self._devices(session, {msg.serial for msg, _raw in parsed})
             valid: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]] = []

@@ -38,6 +38,8 @@ class DeviceSettings(BaseSettings):
     # A message is acknowledged after its batch is committed: bigger batches, fewer commits.
     batch_max: int = 2000
     batch_wait_ms: int = 10
+    # PostgreSQL: a batch's statements (lock waits included) fail after this long and the batch is retried.
+    db_statement_timeout_ms: int = 30_000
     # Where proactive messages go: Rasa's HTTP API, with its token.
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: SecretStr = SecretStr("")

@@ -212,3 +212,29 @@ def test_a_database_outage_is_retried_and_loses_and_duplicates_nothing(db_url: s
     finally:
         stop(a, b)
         admin.dispose()
+
+
+def test_a_batch_stuck_behind_a_lock_times_out_is_retried_and_stored(db_url: str, fleet: Fleet, request: pytest.FixtureRequest,
+                                                                      tmp_path: pathlib.Path):
+    device_id, serial, token = fleet.device("FR50")
+    broker: Broker = request.getfixturevalue("broker")
+    log = tmp_path / "worker.log"
+    worker = start_worker(db_url, broker, log, DB_STATEMENT_TIMEOUT_MS="1000")
+    conn = Connection(SimDevice(serial, token, ApplianceCategory.FRIDGE))
+    blocker = create_engine(db_url).connect()
+    try:
+        # Another session (a stuck one) holds the device's row: the worker's batch must not wait for ever.
+        blocker.execute(text("SELECT id FROM devices WHERE id = :id FOR UPDATE"), {"id": device_id})
+        conn.open("127.0.0.1", broker.port)
+        conn.publish("fault", payload(conn.device, utcnow(), code="E09", state="raised"))
+        conn.settle()
+        wait_until(lambda: "statement timeout" in log.read_text(), 20, "the timed-out batch logged")
+        assert worker.poll() is None
+        blocker.rollback()  # the stuck session goes away
+        wait_until(lambda: stored(db_url, [device_id]) == 1, 20, "the retried batch stored")
+        with session_scope(db_url) as session:
+            assert session.scalar(select(func.count(Ticket.id)).where(Ticket.device_id == device_id)) == 1
+    finally:
+        blocker.close()
+        conn.close()
+        stop(worker)
