@@ -66,10 +66,11 @@ Transition = Raised | Recovered
 
 
 def evaluate(rule: Rule, state: RuleState, ts: dt.datetime, value: float | bool) -> Transition | None:
-    """Feeds one reading to a rule. Readings older than the last one seen are ignored (out of order or
-    duplicate): the state only moves forward in the device's time."""
+    """Feeds one reading to a rule. The state moves forward in the device's time: a reading older than
+    the last one seen (a duplicate, or out of order because two workers share the stream) changes only
+    the start of a breach in progress, see :func:`_late`."""
     if state.last_ts is not None and ts <= state.last_ts:
-        return None
+        return _late(rule, state, ts, value)
     state.last_ts = ts
     if rule.breached(value):
         if state.normal_since is not None:
@@ -88,6 +89,23 @@ def evaluate(rule: Rule, state: RuleState, ts: dt.datetime, value: float | bool)
         if (ts - state.normal_since).total_seconds() >= rule.recovery_seconds:
             state.active, state.normal_since, state.changed = False, None, True
             return Recovered(rule.fault_code, ts, rule)
+    return None
+
+
+def _late(rule: Rule, state: RuleState, ts: dt.datetime, value: float | bool) -> Transition | None:
+    """A late breaching reading from before a breach in progress moves the breach's start back to it.
+
+    With two workers sharing the stream, a burst of one device's readings is split between them and the
+    later half may be evaluated first; without this the earlier half would be dropped and a breach held
+    for the hold time could go unnoticed (a CO alarm lost). It assumes no normal reading lay between the
+    late reading and the breach's start: missing a fault is worse than an early ticket."""
+    if state.active or state.breach_since is None or ts >= state.breach_since or not rule.breached(value):
+        return None
+    state.breach_since, state.changed = ts, True
+    assert state.last_ts is not None
+    if (state.last_ts - ts).total_seconds() >= rule.hold_seconds:
+        state.active = True
+        return Raised(rule.fault_code, ts, state.last_ts, value, rule)
     return None
 
 

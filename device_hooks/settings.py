@@ -18,10 +18,28 @@ class DeviceSettings(BaseSettings):
     # password file). Empty: connect anonymously, for a development broker without authentication.
     mqtt_worker_username: str = "crm-worker"
     mqtt_worker_password: SecretStr = SecretStr("")
+    # Each worker needs its own client id (its persistent session). Workers of one share group split the
+    # stream (MQTT shared subscription, e.g. "crm-workers"); empty: a plain subscription, every worker gets
+    # every message. Empty by default (one worker): Mosquitto 2.0.11 loses the messages queued for a shared
+    # subscription's session when the broker restarts, a plain subscription's survive
+    # (tests/device_hooks/test_worker_scale.py).
     mqtt_client_id: str = "crm-device-worker"
+    mqtt_share_group: str = ""
+    # How long the broker keeps a disconnected worker's session and queued messages (MQTT 5 session expiry).
+    mqtt_session_expiry_seconds: int = 7 * 24 * 3600
+    # Unacknowledged messages the broker may have in flight to a worker (MQTT 5 Receive Maximum): with
+    # acknowledgements after commit it must cover a few batches.
+    mqtt_receive_maximum: int = 10000
+    # TLS to the broker (paho's tls_set): CA bundle to verify the broker, optional client certificate.
+    mqtt_tls: bool = False
+    mqtt_ca_file: str = ""
+    mqtt_cert_file: str = ""
+    mqtt_key_file: str = ""
     # A message is acknowledged after its batch is committed: bigger batches, fewer commits.
     batch_max: int = 2000
     batch_wait_ms: int = 10
+    # PostgreSQL: a batch's statements (lock waits included) fail after this long and the batch is retried.
+    db_statement_timeout_ms: int = 30_000
     # Where proactive messages go: Rasa's HTTP API, with its token.
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: SecretStr = SecretStr("")

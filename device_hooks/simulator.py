@@ -13,22 +13,23 @@ that buffered its readings would send); any other code is published on the devic
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import logging
 import pathlib
 import random
+import select
 import sys
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import select as sql_select
 
 from crm_store.db import session_scope
 from crm_store.enums import ApplianceCategory
 from crm_store.models import Device, ProductModel, TelemetryRule, utcnow
-from device_hooks import wire
 from device_hooks.settings import get_settings
 
 logger = logging.getLogger("device_hooks.simulator")
@@ -84,9 +85,9 @@ def load_fleet(tokens_file: pathlib.Path, serials: list[str] | None = None, limi
         raise SystemExit(f"{tokens_file} not found: provision the devices first (python -m device_hooks.broker provision)")
     tokens: dict[str, str] = json.loads(tokens_file.read_text())
     with session_scope(get_settings().database_url, write=False) as session:
-        stmt = select(Device.serial, ProductModel.category, Device.model_id).join(ProductModel).order_by(Device.id)
+        stmt = sql_select(Device.serial, ProductModel.category, Device.model_id).join(ProductModel).order_by(Device.id)
         rules: dict[int, list[TelemetryRule]] = {}
-        for rule in session.scalars(select(TelemetryRule).where(TelemetryRule.enabled.is_(True))):
+        for rule in session.scalars(sql_select(TelemetryRule).where(TelemetryRule.enabled.is_(True))):
             session.expunge(rule)
             rules.setdefault(rule.model_id, []).append(rule)
         fleet = [SimDevice(serial, tokens[serial], category, rules.get(model_id, []))
@@ -100,90 +101,133 @@ def load_fleet(tokens_file: pathlib.Path, serials: list[str] | None = None, limi
 
 
 class Connection:
-    """One device's MQTT connection with a window of unacknowledged QoS 1 publishes."""
+    """One device's paho MQTT connection, driven from the caller's thread (paho's external-loop API:
+    ``loop_read``/``loop_write``/``loop_misc``), with at most ``window`` unacknowledged QoS 1 publishes."""
 
-    def __init__(self, device: SimDevice, window: int = 1000) -> None:
-        self.device, self.window = device, window
-        self.inflight: dict[int, float] = {}
+    def __init__(self, device: SimDevice, window: int = 1000, *, reconnect: bool = False) -> None:
+        """``reconnect``: when the broker goes away, sign in again (for up to a minute) and let paho send
+        the unacknowledged publishes again, instead of raising ConnectionError."""
+        self.device, self.window, self.reconnect = device, window, reconnect
+        self.down_since: float | None = None
+        self.published = 0
         self.acked = 0
-        self._next_id = 0
-        self._space = asyncio.Event()
-        self._space.set()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device.serial, protocol=mqtt.MQTTv311,
+                                  clean_session=True)
+        self.client.username_pw_set(device.serial, device.token)
+        self.client.max_inflight_messages_set(window)
+        self.client.on_publish = self._on_publish
+        self.client.on_connect = self._on_connect
+        self.refused: str | None = None
+        self.up = False
 
-    async def open(self, host: str, port: int) -> None:
-        self.reader, self.writer, self.decoder, _ = await wire.open_connection(
-            host, port, client_id=f"sim-{self.device.serial}", username=self.device.serial, password=self.device.token)
-        self._acks = asyncio.create_task(self._read_acks())
+    def _on_publish(self, *_args: object) -> None:
+        self.acked += 1
 
-    async def _read_acks(self) -> None:
-        while True:
-            data = await self.reader.read(65536)
-            if not data:
-                raise wire.MqttError(f"{self.device.serial}: broker closed the connection")
-            for ptype, _flags, body in self.decoder.feed(data):
-                if ptype == wire.PUBACK:
-                    self.inflight.pop(int.from_bytes(body[:2], "big"), None)
-                    self.acked += 1
-            if len(self.inflight) < self.window:
-                self._space.set()
+    def _on_connect(self, _c: object, _u: object, _f: object, reason_code: object, _p: object) -> None:
+        if getattr(reason_code, "is_failure", False):
+            self.refused = str(reason_code)
+        else:
+            self.up = True
 
-    async def publish(self, kind: str, data: bytes) -> None:
-        while len(self.inflight) >= self.window:
-            self._space.clear()
-            await self._space.wait()
-        self._next_id = self._next_id % 65535 + 1
-        self.inflight[self._next_id] = time.perf_counter()
-        self.writer.write(wire.publish_packet(f"devices/{self.device.serial}/{kind}", data, packet_id=self._next_id))
-        if self.writer.transport.get_write_buffer_size() > 1 << 20:
-            await self.writer.drain()
-
-    async def settle(self, timeout: float = 60.0) -> None:
-        """Waits until the broker has acknowledged everything published."""
-        await self.writer.drain()
+    def open(self, host: str, port: int, timeout: float = 10.0) -> None:
+        self.client.connect(host, port, keepalive=60)
         deadline = time.monotonic() + timeout
-        while self.inflight and time.monotonic() < deadline:
-            if self._acks.done():
-                self._acks.result()
-            await asyncio.sleep(0.01)
+        while not self.up:
+            if self.refused or time.monotonic() > deadline:
+                raise ConnectionError(f"{self.device.serial}: the broker refused the connection: {self.refused or 'timeout'}")
+            pump([self], 0.05)
 
-    async def close(self) -> None:
-        self.writer.write(wire.DISCONNECT_PACKET)
-        await self.writer.drain()
-        self._acks.cancel()
-        self.writer.close()
+    def lost(self) -> None:
+        if not self.reconnect:
+            raise ConnectionError(f"{self.device.serial}: the broker closed the connection")
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+
+    def revive(self) -> None:
+        """One attempt to sign in again after a lost connection; raises after a minute of failures."""
+        assert self.down_since is not None
+        try:
+            self.client.reconnect()
+            self.down_since = None
+        except OSError:
+            if time.monotonic() - self.down_since > 60:
+                raise ConnectionError(f"{self.device.serial}: the broker is still unreachable") from None
+            time.sleep(0.2)
+
+    def publish(self, kind: str, data: bytes) -> None:
+        while self.published - self.acked >= self.window or self.down_since is not None:
+            pump([self], 0.05)
+        info = self.client.publish(f"devices/{self.device.serial}/{kind}", data, qos=1)
+        self.published += 1  # queued by paho even if the connection just dropped; sent again on reconnect
+        if info.rc in (mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_CONN_LOST):
+            self.lost()
+        elif info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"{self.device.serial}: publish failed: {mqtt.error_string(info.rc)}")
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Waits until the broker has acknowledged everything published."""
+        deadline = time.monotonic() + timeout
+        while (self.acked < self.published or self.down_since is not None) and time.monotonic() < deadline:
+            pump([self], 0.05)
+
+    def close(self) -> None:
+        self.client.disconnect()
 
 
-async def connect_all(fleet: list[SimDevice], host: str, port: int) -> list[Connection]:
-    conns = [Connection(d) for d in fleet]
-    await asyncio.gather(*(c.open(host, port) for c in conns))
+def pump(conns: list[Connection], timeout: float) -> None:
+    """One round of paho's external loop over these connections: read what arrived (acknowledgements),
+    write what is queued, keep-alive."""
+    for conn in conns:
+        if conn.down_since is not None:
+            conn.revive()
+    socks = {c.client.socket(): c for c in conns if c.down_since is None and c.client.socket() is not None}
+    want_write = [s for s, c in socks.items() if c.client.want_write()]
+    readable, writable, _ = select.select(list(socks), want_write, [], timeout)
+    for sock in readable:
+        if socks[sock].client.loop_read(1000) != mqtt.MQTT_ERR_SUCCESS:
+            socks[sock].lost()
+    for sock in writable:
+        if socks[sock].down_since is None and socks[sock].client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+            socks[sock].lost()
+    for conn in conns:
+        if conn.down_since is None and conn.client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+            conn.lost()
+
+
+def connect_all(fleet: list[SimDevice], host: str, port: int, window: int = 1000) -> list[Connection]:
+    conns = [Connection(d, window) for d in fleet]
+    for conn in conns:
+        conn.open(host, port)
     return conns
 
 
-async def run_fleet(fleet: list[SimDevice], host: str, port: int, interval: float, duration: float | None) -> None:
+def run_fleet(fleet: list[SimDevice], host: str, port: int, interval: float, duration: float | None) -> None:
     rng = random.Random()
-    conns = await connect_all(fleet, host, port)
+    conns = connect_all(fleet, host, port)
     logger.info("%d devices online, one reading each every %.1f s", len(conns), interval)
     end = time.monotonic() + duration if duration else None
     for conn in conns:
-        await conn.publish("status", payload(conn.device, utcnow(), online=True, firmware="2.4.1", rssi=-55))
+        conn.publish("status", payload(conn.device, utcnow(), online=True, firmware="2.4.1", rssi=-55))
     while end is None or time.monotonic() < end:
         for conn in conns:
-            await conn.publish("telemetry", payload(conn.device, utcnow(), readings=normal_readings(conn.device.category, rng)))
-            await asyncio.sleep(interval / max(1, len(conns)))
+            conn.publish("telemetry", payload(conn.device, utcnow(), readings=normal_readings(conn.device.category, rng)))
+            pause_until = time.monotonic() + interval / max(1, len(conns))
+            while time.monotonic() < pause_until:  # keeps acknowledgements and keep-alive flowing meanwhile
+                pump(conns, max(0.0, pause_until - time.monotonic()))
     for conn in conns:
-        await conn.settle()
-        await conn.close()
+        conn.settle()
+        conn.close()
 
 
-async def inject(device: SimDevice, code: str, host: str, port: int, *, recover: bool = False) -> str:
+def inject(device: SimDevice, code: str, host: str, port: int, *, recover: bool = False) -> str:
     """Publishes what the device would send for this fault (or its recovery); returns a description."""
-    conn = (await connect_all([device], host, port))[0]
+    conn = connect_all([device], host, port)[0]
     rng = random.Random()
     now = utcnow()
     rule = next((r for r in device.rules if r.fault_code == code), None)
     if rule is None:
-        await conn.publish("fault", payload(device, now, code=code, state="cleared" if recover else "raised",
-                                            detail="reported by the appliance's self-test"))
+        conn.publish("fault", payload(device, now, code=code, state="cleared" if recover else "raised",
+                                      detail="reported by the appliance's self-test"))
         what = f"fault topic: {code} {'cleared' if recover else 'raised'}"
     else:
         span = rule.recovery_seconds if recover else rule.hold_seconds
@@ -193,17 +237,17 @@ async def inject(device: SimDevice, code: str, host: str, port: int, *, recover:
             readings = normal_readings(device.category, rng)
             if not recover:
                 readings[rule.metric] = breaching_value(rule)
-            await conn.publish("telemetry", payload(device, ts, readings=readings))
+            conn.publish("telemetry", payload(device, ts, readings=readings))
         what = f"{steps} readings over {span} s with {rule.metric} {'normal' if recover else f'= {breaching_value(rule)}'}"
-    await conn.settle()
-    await conn.close()
+    conn.settle()
+    conn.close()
     return what
 
 
-async def bench(fleet: list[SimDevice], host: str, port: int, messages: int) -> dict[str, float]:
+def bench(fleet: list[SimDevice], host: str, port: int, messages: int) -> dict[str, float]:
     """Publishes ``messages`` telemetry messages round-robin over the fleet's connections, QoS 1."""
     rng = random.Random(1)
-    conns = await connect_all(fleet, host, port)
+    conns = connect_all(fleet, host, port)
     # Pre-built bodies: the simulator should measure the broker and worker, not its own JSON encoding.
     samples = {c.device.serial: [normal_readings(c.device.category, rng) for _ in range(16)] for c in conns}
     base = utcnow()
@@ -211,13 +255,16 @@ async def bench(fleet: list[SimDevice], host: str, port: int, messages: int) -> 
     for i in range(messages):
         conn = conns[i % len(conns)]
         ts = base + dt.timedelta(microseconds=i)
-        await conn.publish("telemetry", payload(conn.device, ts, readings=samples[conn.device.serial][i % 16]))
-    for conn in conns:
-        await conn.settle(timeout=300)
+        conn.publish("telemetry", payload(conn.device, ts, readings=samples[conn.device.serial][i % 16]))
+        if i % 64 == 63:
+            pump(conns, 0)  # read the broker's acknowledgements as they come
+    deadline = time.monotonic() + 300
+    while any(c.acked < c.published for c in conns) and time.monotonic() < deadline:
+        pump(conns, 0.05)
     elapsed = time.perf_counter() - start
     acked = sum(c.acked for c in conns)
     for conn in conns:
-        await conn.close()
+        conn.close()
     return {"published": messages, "acked_by_broker": acked, "seconds": elapsed, "publish_msgs_per_s": messages / elapsed}
 
 
@@ -246,13 +293,13 @@ def main() -> None:
     tokens = pathlib.Path(args.tokens_file)
     if args.command == "run":
         fleet = load_fleet(tokens, args.serial, None if args.serial else args.devices)
-        asyncio.run(run_fleet(fleet, host, port, args.interval, args.duration))
+        run_fleet(fleet, host, port, args.interval, args.duration)
     elif args.command in ("inject", "recover"):
         device = load_fleet(tokens, [args.serial])[0]
-        print(asyncio.run(inject(device, args.code.upper(), host, port, recover=args.command == "recover")))
+        print(inject(device, args.code.upper(), host, port, recover=args.command == "recover"))
     else:
         fleet = [d for d in load_fleet(tokens) if d.category is not ApplianceCategory.COLD_CHAIN_LOGGER][: args.devices]
-        json.dump(asyncio.run(bench(fleet, host, port, args.messages)), sys.stdout)
+        json.dump(bench(fleet, host, port, args.messages), sys.stdout)
         print()
 
 

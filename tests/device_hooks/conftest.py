@@ -83,32 +83,52 @@ def free_port() -> int:
 
 @dataclass
 class Broker:
+    """The project's Mosquitto: devices on ``port``, the worker and the bridge on ``service_port``."""
+
     port: int
     worker_password: str
     bridge_password: str
+    service_port: int
+    conf: pathlib.Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not os.path.exists(mosquitto):
+            pytest.fail("mosquitto is not installed (scripts/setup.sh installs it)")
+        self.proc = subprocess.Popen([mosquitto, "-c", str(self.conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                for port in (self.port, self.service_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.proc.kill()
+        pytest.fail("mosquitto did not start: " + (self.proc.stdout.read().decode() if self.proc.stdout else ""))
+
+    def kill(self) -> None:
+        """kill -9: no chance to save anything beyond what persistence already wrote."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
 
 
 @pytest.fixture
 def broker(db_url: str, tmp_path: pathlib.Path) -> Iterator[Broker]:
-    """Mosquitto with the project's generated config (password file + ACL from the CRM) on a free port."""
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.path.exists(mosquitto):
-        pytest.fail("mosquitto is not installed (scripts/setup.sh installs it)")
-    port = free_port()
+    """Mosquitto with the project's generated config (password files + ACL from the CRM) on free ports."""
+    port, service_port = free_port(), free_port()
     passwords = {WORKER_USER: "worker-secret-" + str(port), BRIDGE_USER: "bridge-secret-" + str(port)}
     with session_scope(db_url) as session:
-        conf = write_config(session, tmp_path / "mosquitto", port=port, service_passwords=passwords)
-    proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("mosquitto did not start: " + (proc.stdout.read().decode() if proc.stdout else ""))
-    yield Broker(port, passwords[WORKER_USER], passwords[BRIDGE_USER])
-    proc.terminate()
-    proc.wait(timeout=10)
+        conf = write_config(session, tmp_path / "mosquitto", port=port, service_passwords=passwords,
+                            service_port=service_port)
+    broker = Broker(port, passwords[WORKER_USER], passwords[BRIDGE_USER], service_port, conf)
+    broker.start()
+    yield broker
+    broker.stop()

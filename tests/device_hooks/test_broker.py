@@ -3,7 +3,6 @@ process (a fault becomes one ticket; kill -9 in the middle of a stream loses and
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pathlib
@@ -22,7 +21,7 @@ from crm_store.db import session_scope
 from crm_store.enums import ApplianceCategory
 from crm_store.models import DeviceMessage, Ticket, utcnow
 from device_hooks.broker import WORKER_USER
-from device_hooks.simulator import Connection, SimDevice, payload
+from device_hooks.simulator import Connection, SimDevice, payload, pump
 from tests.device_hooks.conftest import Broker, Fleet
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -51,7 +50,9 @@ def test_a_device_can_publish_only_as_itself(fleet: Fleet, request: pytest.Fixtu
     broker: Broker = request.getfixturevalue("broker")  # it reads the password file when it starts
     received: list[str] = []
     got = threading.Event()
-    watcher, rc = paho_client(broker.port, WORKER_USER, broker.worker_password)
+    watcher, rc = paho_client(broker.service_port, WORKER_USER, broker.worker_password)
+    assert paho_client(broker.port, WORKER_USER, broker.worker_password)[1] != 0  # not on the devices' listener
+    assert paho_client(broker.service_port, serial_a, token_a)[1] != 0  # nor a device on the services' one
     assert rc == 0
 
     def on_message(_c, _u, msg):  # type: ignore[no-untyped-def]
@@ -81,15 +82,19 @@ def test_a_device_can_publish_only_as_itself(fleet: Fleet, request: pytest.Fixtu
         client.disconnect()
 
 
-def start_worker(db_url: str, broker: Broker, log: pathlib.Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), DATABASE_URL=db_url, MQTT_HOST="127.0.0.1", MQTT_PORT=str(broker.port),
-               MQTT_WORKER_PASSWORD=broker.worker_password, MQTT_CLIENT_ID=f"worker-{broker.port}",
-               RASA_URL="http://127.0.0.1:9", RASA_TOKEN="unused")
+def start_worker(db_url: str, broker: Broker, log: pathlib.Path, *, client_id: str | None = None,
+                 **extra: str) -> subprocess.Popen[bytes]:
+    """``python -m device_hooks.worker`` on the broker's service listener; returns once it has connected."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), DATABASE_URL=db_url, MQTT_HOST="127.0.0.1",
+               MQTT_PORT=str(broker.service_port), MQTT_WORKER_PASSWORD=broker.worker_password,
+               MQTT_CLIENT_ID=client_id or f"worker-{broker.port}", RASA_URL="http://127.0.0.1:9", RASA_TOKEN="unused",
+               **extra)
+    before = log.read_text().count("connected to mqtt") if log.exists() else 0
     proc = subprocess.Popen([sys.executable, "-m", "device_hooks.worker"], cwd=ROOT, env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     deadline = time.time() + 30
     while time.time() < deadline:
-        if "connected to mqtt" in log.read_text():
+        if log.read_text().count("connected to mqtt") > before:
             return proc
         if proc.poll() is not None:
             break
@@ -104,22 +109,19 @@ def stored(db_url: str, device_ids: list[int]) -> int:
 
 
 def publish_stream(broker: Broker, devices: list[SimDevice], count: int, fault_at: int) -> None:
-    async def run() -> None:
-        conns = [Connection(d, window=200) for d in devices]
-        for c in conns:
-            await c.open("127.0.0.1", broker.port)
-        for i in range(count):
-            conn = conns[i % len(conns)]
-            if i == fault_at:
-                await conn.publish("fault", payload(conn.device, utcnow(), code="E09", state="raised"))
-            await conn.publish("telemetry", payload(conn.device, utcnow(), readings={"compartment_temp_c": 4.0}))
-            if i % 500 == 0:
-                await asyncio.sleep(0.01)  # a steady stream, not one burst, so the kill lands mid-stream
-        for c in conns:
-            await c.settle()
-            await c.close()
-
-    asyncio.run(run())
+    conns = [Connection(d, window=200) for d in devices]
+    for c in conns:
+        c.open("127.0.0.1", broker.port)
+    for i in range(count):
+        conn = conns[i % len(conns)]
+        if i == fault_at:
+            conn.publish("fault", payload(conn.device, utcnow(), code="E09", state="raised"))
+        conn.publish("telemetry", payload(conn.device, utcnow(), readings={"compartment_temp_c": 4.0}))
+        if i % 500 == 0:
+            pump(conns, 0.01)  # a steady stream, not one burst, so the kill lands mid-stream
+    for c in conns:
+        c.settle()
+        c.close()
 
 
 def test_a_killed_worker_loses_nothing_and_duplicates_nothing(db_url: str, broker_fleet, tmp_path: pathlib.Path):

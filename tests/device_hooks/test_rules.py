@@ -69,3 +69,21 @@ def test_device_reported_codes_repeat_while_raised_and_clear_once():
     assert isinstance(device_fault("E21", False, state, T0 + dt.timedelta(minutes=2)), Recovered)
     assert device_fault("E21", False, state, T0 + dt.timedelta(minutes=3)) is None
     assert device_fault("E21", True, state, T0) is None  # older than what was seen: ignored
+
+
+def test_a_breach_split_between_two_workers_still_fires_once_when_its_later_half_comes_first():
+    state = RuleState()
+    assert feed(WARM, state, [(10, 9), (12, 9), (16, 9)]) == []  # the later half: 6 minutes, not yet
+    fired = feed(WARM, state, [(0, 9), (2, 9), (4, 9)])  # the earlier half arrives late
+    assert [(m, type(t).__name__) for m, t in fired] == [(0, "Raised")]
+    assert fired[0][1].since == T0 and state.active
+    assert feed(WARM, state, [(17, 9), (1, 9)]) == []  # already raised: once per episode
+
+
+def test_a_late_normal_reading_or_a_late_reading_without_a_breach_in_progress_changes_nothing():
+    state = RuleState()
+    feed(WARM, state, [(10, 4), (12, 9)])
+    assert feed(WARM, state, [(11, 4), (5, 4)]) == [] and state.breach_since == T0 + dt.timedelta(minutes=12)
+    quiet = RuleState()
+    feed(WARM, quiet, [(10, 4)])
+    assert feed(WARM, quiet, [(0, 9)]) == [] and quiet.breach_since is None
