@@ -14,7 +14,9 @@ from fastapi.staticfiles import StaticFiles
 
 from web_service import http_security
 from web_service.health import run_checks
+from web_service.live import start_hub
 from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, lockouts, telemetry, tickets
+from web_service.routes import canned, chat_live, console_live
 from web_service.settings import WebSettings, get_settings
 from web_service.sweeper import start_sweeper
 
@@ -25,7 +27,9 @@ STATIC = pathlib.Path(__file__).resolve().parent / "static"
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     stop = start_sweeper(get_settings())  # queued conversations nobody took become callbacks
+    hub = start_hub(get_settings().database_url)  # push to consoles and chats (web_service.live)
     yield
+    hub.cancel()
     if stop is not None:
         stop.set()
 
@@ -38,7 +42,8 @@ def create_app() -> FastAPI:
         description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health and /health/ready needs a bearer token.",
     )
     for router in (auth.router, customers.router, devices.router, telemetry.router, tickets.router, ingest.router,
-                   chat.router, handoffs.router, console.router, lockouts.router):
+                   chat.router, handoffs.router, console.router, lockouts.router,
+                   console_live.router, chat_live.router, canned.router):
         app.include_router(router)
     http_security.install(app, get_settings())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
