@@ -34,7 +34,7 @@ def test_customer_chats_in_the_browser(stack: Stack, page):
     page.goto(f"{stack.web_url}/chat")
     bot = page.locator("li.msg.bot")
     bot.first.wait_for(timeout=30_000)  # the page greets on its own
-    assert bot.first.inner_text().startswith("Hi! I'm the service assistant")
+    assert bot.first.locator(".text").inner_text().startswith("Hi! I'm the service assistant")
 
     page.fill("#input", "what can you do?")
     page.press("#input", "Enter")

@@ -28,6 +28,7 @@ from crm_store.repositories.console import (
     search_handoffs,
 )
 from crm_store.repositories.handoffs import get_handoff
+from crm_store.repositories.telemetry import METRICS
 from crm_store.repositories.users import get_user_by_username
 from web_service import errors
 from web_service.deps import SessionDep, StaffUser, bearer
@@ -132,11 +133,14 @@ def read_attachment(attachment_id: int, session: SessionDep, _user: StaffUser) -
 
 class FaultInfo(BaseModel):
     titles: dict[str, str]
+    metrics: dict[str, tuple[str, str]] = Field(description="metric -> (label, unit), for chart axes")
     history: list[dict[str, Any]] = Field(description="[{ts, code}] fault reports of the last `hours`")
 
 
 @router.get("/api/console/devices/{serial}/faults", response_model=FaultInfo)
 def read_faults(serial: str, session: SessionDep, _user: StaffUser, hours: float = 24) -> FaultInfo:
-    """Titles of the device model's fault codes, and the device's fault reports (chart markers)."""
+    """Titles of the device model's fault codes, the device's fault reports of the last ``hours`` (chart
+    markers) and each metric's label and unit."""
     since = utcnow() - dt.timedelta(hours=min(max(hours, 1), 24 * 7))
-    return FaultInfo(titles=fault_titles(session, serial=serial), history=fault_history(session, serial=serial, since=since))
+    return FaultInfo(titles=fault_titles(session, serial=serial), metrics=dict(METRICS),
+                     history=fault_history(session, serial=serial, since=since))

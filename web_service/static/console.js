@@ -141,9 +141,9 @@
   // --- alerts --------------------------------------------------------------------------------------------
   function showPrefs() {
     $("sound-toggle").setAttribute("aria-pressed", String(C.prefs.sound));
-    $("sound-toggle").textContent = C.prefs.sound ? "Sound on" : "Sound off";
+    $("sound-toggle").title = C.prefs.sound ? "Sound for new conversations is on" : "Sound for new conversations is off";
     $("desktop-toggle").setAttribute("aria-pressed", String(C.prefs.desktop));
-    $("desktop-toggle").textContent = C.prefs.desktop ? "Desktop alerts on" : "Desktop alerts off";
+    $("desktop-toggle").title = C.prefs.desktop ? "Desktop notifications are on" : "Desktop notifications are off";
   }
   $("sound-toggle").addEventListener("click", () => { C.prefs.sound = !C.prefs.sound; C.savePrefs(); showPrefs(); });
   $("desktop-toggle").addEventListener("click", async () => {
