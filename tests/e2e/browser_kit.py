@@ -48,6 +48,7 @@ def watch(page: Any) -> Watched:
     page.on("console", lambda m: w.errors.append(f"{m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: w.errors.append(f"uncaught: {e}"))
     page.on("request", lambda r: w.requests.append((time.monotonic(), r.method, r.url)))
+    page.on("websocket", lambda ws: w.requests.append((time.monotonic(), "WS", ws.url)))
     return w
 
 

@@ -12,6 +12,11 @@ window.ChatRender = (function () {
   const PURIFY = { ALLOWED_TAGS: ["p", "br", "strong", "em", "b", "i", "a", "ul", "ol", "li", "code", "pre", "blockquote", "del"],
     ALLOWED_ATTR: ["href"], ALLOWED_URI_REGEXP: /^(?:https?:|mailto:|tel:)/i };
 
+  // Raw HTML in a message is shown as text, never parsed (DOMPurify would remove it anyway, but parsing it
+  // could already trip the page's Content-Security-Policy).
+  const esc = (t) => String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  window.marked.use({ renderer: { html: (token) => esc(typeof token === "string" ? token : token.text) } });
+
   function markdown(text) {
     const html = window.marked.parse(String(text || ""), { gfm: true, breaks: true, async: false });
     return window.DOMPurify.sanitize(html, PURIFY);

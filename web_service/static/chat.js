@@ -1,4 +1,4 @@
-// Web chat for Rasa's socket.io channel (socket.io-client: reconnection with back-off, long-polling fallback).
+// Web chat for Rasa's socket.io channel (socket.io-client: reconnection with back-off, transport fallback).
 // Tabs of one browser share the conversation: the transcript lives in localStorage, tabs tell each other of new
 // entries over a BroadcastChannel, and one tab (holding a Web Lock) writes the bot's replies, so every tab shows
 // both the question and the answer exactly once. Agents and their typing come from the web service's
@@ -205,8 +205,10 @@
   }
 
   // --- connection ---------------------------------------------------------------------------------------
-  const socket = window.io(base, { path: "/socket.io", transports: ["polling", "websocket"], reconnectionDelay: 500,
-    reconnectionDelayMax: 10000, randomizationFactor: 0.5 });
+  // WebSocket first: Rasa's socket.io server sends no CORS headers, so long-polling works only where the page
+  // and Rasa share an origin (behind one reverse proxy); there it takes over when WebSocket is blocked.
+  const socket = window.io(base, { path: "/socket.io", transports: ["websocket", "polling"], tryAllTransports: true,
+    reconnectionDelay: 500, reconnectionDelayMax: 10000, randomizationFactor: 0.5 });
   socket.on("connect", function () {
     statusEl.textContent = "connecting…";
     socket.emit("session_request", { session_id: state.sessionId });
