@@ -10,6 +10,7 @@ import json
 import subprocess
 import time
 import urllib.parse
+import uuid
 
 import pytest
 
@@ -61,8 +62,9 @@ def test_console_and_widget_round_trip(stack: Stack, browser):
                    cwd=ROOT, env=dict(stack.env, PW=PASSWORD), check=True)
     _, token = stack.api("POST", "/api/auth/token", body={"username": "admin", "password": stack.env["ADMIN_PASSWORD"]})
     admin = token["access_token"]
+    welcome = f"Welcome {uuid.uuid4().hex[:6]}"
     status, _ = stack.api("POST", "/api/console/canned", admin,
-                          {"title": "Welcome", "body": "Hello {first_name}, this is {agent_name} about {ticket}."})
+                          {"title": welcome, "body": "Hello {first_name}, this is {agent_name} about {ticket}."})
     assert status == 201
     _, lena = stack.api("POST", "/api/auth/token", body={"username": AGENT, "password": PASSWORD})
     assert stack.api("POST", "/api/console/canned", lena["access_token"], {"title": "x", "body": "y"})[0] == 403  # supervisors only
@@ -115,7 +117,7 @@ def test_console_and_widget_round_trip(stack: Stack, browser):
     # A canned response fills in the customer's name, the agent and the ticket.
     ticket = a.evaluate("C.detail.ticket")
     assert ticket
-    a.select_option("#canned", label="Welcome")
+    a.select_option("#canned", label=welcome)
     assert a.input_value("#reply") == f"Hello Anna, this is Lena about {ticket}."
     a.press("#reply", "Enter")
     bubble = c.locator("li.msg.agent", has_text=f"Hello Anna, this is Lena about {ticket}.")
@@ -194,12 +196,13 @@ def test_supervisor_manages_canned_responses(stack: Stack, browser):
     p.goto(f"{stack.web_url}/console?view=supervisor")
     sign_in(p, "admin", stack.env["ADMIN_PASSWORD"], "admin")
     p.locator(".kpi").first.wait_for(timeout=15_000)
-    p.fill("#canned-title", "Follow-up")
+    title = f"Follow-up {uuid.uuid4().hex[:6]}"
+    p.fill("#canned-title", title)
     p.fill("#canned-body", "Hi {first_name}, any news about {ticket}?")
     p.click("#canned-form button[type=submit]")
-    item = p.locator("#canned-list li", has=p.locator('input[value="Follow-up"]'))
+    item = p.locator(f'#canned-list li:has(input[value="{title}"])')
     item.wait_for(timeout=10_000)
-    p.fill("#canned-title", "Follow-up")
+    p.fill("#canned-title", title)
     p.fill("#canned-body", "again")
     p.click("#canned-form button[type=submit]")
     p.locator("#canned-error", has_text="exists").wait_for(timeout=10_000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
+from anyio import from_thread
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -83,23 +84,17 @@ async def console_stream(
 
 
 @router.post("/api/console/typing", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def agent_typing(body: AgentTyping, user: StaffUser, settings: Annotated[WebSettings, Depends(get_settings)]) -> Response:
-    """The agent is typing a reply (throttled by the page): the customer's chat shows it."""
-
-    def record() -> dict[str, Any] | None:
-        with session_scope(settings.database_url) as session:
-            handoff = get_handoff(session, handoff_id=body.handoff_id)
-            if handoff is None:
-                return None
-            name = (user.full_name or user.username).split()[0]
-            signal_id = add_signal(session, conversation_id=handoff.conversation_id, party="agent", kind="typing", author=name)
-            return {"type": "signal", "id": signal_id, "conversation_id": handoff.conversation_id, "party": "agent",
-                    "kind": "typing", "author": name}
-
-    event = await run_in_threadpool(record)
-    if event is None:
+def agent_typing(body: AgentTyping, session: SessionDep, user: StaffUser) -> Response:
+    """The agent is typing a reply (throttled by the page): the customer's chat shows "<first name> is typing"."""
+    handoff = get_handoff(session, handoff_id=body.handoff_id)
+    if handoff is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, errors.HANDOFF_NOT_FOUND)
-    get_hub().publish_local(event)
+    name = (user.full_name or user.username).split()[0]
+    signal_id = add_signal(session, conversation_id=handoff.conversation_id, party="agent", kind="typing", author=name)
+    session.commit()
+    event = {"type": "signal", "id": signal_id, "conversation_id": handoff.conversation_id, "party": "agent",
+             "kind": "typing", "author": name}
+    from_thread.run_sync(get_hub().publish_local, event)  # this route runs in a worker thread; the hub on the loop
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -92,6 +92,7 @@
     emit("user_uttered", { message: payload, session_id: state.sessionId });
     if (!state.agent) showTyping("Assistant is typing…", 20000);
     signal("sent");
+    lastSignal = 0;  // the next keystroke starts a new burst of typing: tell the console at once
   }
   // Tells the service team's console that the customer is typing or sent something (only recorded while a
   // person handles the conversation; the answer is always 204).

@@ -1,0 +1,103 @@
+"""The console's and the chat's live routes: photos (type sniffed, size limit, stored with the ticket), chat
+signals, canned responses' permissions, search of closed conversations, and the push hub reading the change
+feed from the database (a change written elsewhere reaches a subscriber)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from crm_store.db import session_scope
+from crm_store.enums import HandoffStatus
+from crm_store.models import ConversationSignal, Handoff
+from tests.e2e.browser_kit import png
+from tests.web_service.conftest import login
+from tests.web_service.test_handoffs import clean_queue, queue  # noqa: F401  (fixture)
+from web_service.live import Hub
+
+
+def conversation_of(url: str, handoff_id: int) -> str:
+    with session_scope(url, write=False) as s:
+        return s.get(Handoff, handoff_id).conversation_id
+
+
+def upload(client, session_id: str, data: bytes, name: str = "photo.png"):  # type: ignore[no-untyped-def]
+    return client.post("/chat/uploads", content=data, headers={"X-Chat-Session": session_id, "X-Filename": name,
+                                                               "Content-Type": "image/png"})
+
+
+def test_photo_is_sniffed_limited_and_stored_with_the_ticket(client, clean_queue):  # noqa: F811
+    handoff_id = queue(clean_queue)
+    session_id = conversation_of(clean_queue, handoff_id)
+    resp = upload(client, session_id, png(), "door seal.png")
+    assert resp.status_code == 201, resp.text
+    ticket = resp.json()["ticket"]
+    staff = login(client)
+    listed = client.get(f"/api/handoffs/{handoff_id}/attachments", headers=staff).json()
+    assert [a["filename"] for a in listed] == ["door seal.png"] and listed[0]["content_type"] == "image/png"
+    image = client.get(f"/api/attachments/{listed[0]['id']}", headers=staff)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png" and image.content == png()
+    assert client.get(f"/api/attachments/{listed[0]['id']}").status_code == 401  # staff only
+    events = client.get(f"/api/tickets/{ticket}", headers=staff).json()["events"]
+    assert any("Photo from the chat: door seal.png" in e["body"] for e in events)
+
+    assert upload(client, session_id, b"<html>not a photo</html>").status_code == 415  # the declared type is not trusted
+    assert upload(client, session_id, b"\xff\xd8\xff" + b"0" * (5 * 1024 * 1024)).status_code == 413
+    assert upload(client, f"nobody-{uuid.uuid4().hex}", png()).status_code == 409  # no ticket to attach it to
+    assert client.post("/chat/uploads", content=png()).status_code == 400
+
+
+def test_chat_signal_is_always_204_and_recorded_only_during_a_handoff(client, clean_queue):  # noqa: F811
+    stranger = f"anon-{uuid.uuid4().hex}"
+    assert client.post("/chat/signal", json={"session_id": stranger, "kind": "typing"}).status_code == 204
+    session_id = conversation_of(clean_queue, queue(clean_queue))
+    assert client.post("/chat/signal", json={"session_id": session_id, "kind": "sent"}).status_code == 204
+    with session_scope(clean_queue, write=False) as s:
+        kinds = {(c.conversation_id, c.kind) for c in s.query(ConversationSignal)}
+    assert (session_id, "sent") in kinds and not any(c == stranger for c, _ in kinds)
+
+
+def test_canned_responses_are_read_by_agents_and_managed_by_supervisors(client):
+    agent, sup = login(client), login(client, "super1")
+    title = f"Greeting {uuid.uuid4().hex[:6]}"
+    assert client.post("/api/console/canned", json={"title": title, "body": "Hi {first_name}"}, headers=agent).status_code == 403
+    created = client.post("/api/console/canned", json={"title": title, "body": "Hi {first_name}"}, headers=sup)
+    assert created.status_code == 201
+    assert client.post("/api/console/canned", json={"title": title, "body": "again"}, headers=sup).status_code == 409
+    assert title in [c["title"] for c in client.get("/api/console/canned", headers=agent).json()]
+    assert client.put("/api/console/canned/999999", json={"title": "x", "body": "y"}, headers=sup).status_code == 404
+    assert client.delete(f"/api/console/canned/{created.json()['id']}", headers=agent).status_code == 403
+    assert client.delete(f"/api/console/canned/{created.json()['id']}", headers=sup).status_code == 204
+
+
+def test_search_finds_a_closed_conversation(client, clean_queue):  # noqa: F811
+    handoff_id = queue(clean_queue)
+    conversation = conversation_of(clean_queue, handoff_id)
+    with session_scope(clean_queue) as s:
+        h = s.get(Handoff, handoff_id)
+        h.status, h.active_key = HandoffStatus.RESOLVED, None
+    found = client.get("/api/console/search", params={"q": conversation[4:]}, headers=login(client)).json()
+    assert [h["id"] for h in found] == [handoff_id] and found[0]["status"] == "resolved"
+    assert client.get("/api/console/stream").status_code == 401  # the push stream needs the bearer header
+
+
+def test_hub_pushes_a_change_written_by_another_process(api_db, clean_queue):  # noqa: F811
+    async def scenario() -> list[dict]:
+        hub = Hub(api_db, interval=0.05)
+        runner = asyncio.create_task(hub.run())
+        inbox = hub.subscribe(lambda e: e["type"] == "handoff")
+        async def first_read() -> None:  # the first read only sets the cursor
+            while hub._reads < 1:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(first_read(), timeout=10)
+        handoff_id = await asyncio.to_thread(queue, api_db)  # as the bot's action server would
+        try:
+            while True:
+                event = await asyncio.wait_for(inbox.get(), timeout=10)
+                if event["id"] == handoff_id:
+                    return [event]
+        finally:
+            runner.cancel()
+
+    events = asyncio.run(scenario())
+    assert events[0]["change"] == "new" and events[0]["status"] == "queued"
