@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,6 +22,7 @@ from crm_store.repositories.console import FeedCursor, prune_signals, read_feed
 
 logger = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
+CLOSE: dict[str, Any] = {"type": "_close"}  # ends a stream
 
 Event = dict[str, Any]
 
@@ -36,10 +38,13 @@ class Hub:
         self._cursor = FeedCursor()
         self._wake = asyncio.Event()
         self._reads = 0
+        self.closing = False
 
     def subscribe(self, accept: Callable[[Event], bool]) -> asyncio.Queue[Event]:
         queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self.subscribers[queue] = accept
+        if self.closing:
+            queue.put_nowait(CLOSE)
         self._wake.set()
         return queue
 
@@ -53,6 +58,16 @@ class Hub:
                     queue.put_nowait(event)
                 except asyncio.QueueFull:  # a stuck client: drop it, its browser reconnects and reloads
                     self.unsubscribe(queue)
+
+    def close(self) -> None:
+        """The server is stopping: end every stream (browsers reconnect to another replica or after restart),
+        so that the server's graceful shutdown does not wait on them."""
+        self.closing = True
+        for queue in list(self.subscribers):
+            try:
+                queue.put_nowait(CLOSE)
+            except asyncio.QueueFull:
+                pass
 
     def publish_local(self, event: Event) -> None:
         """A signal this process just committed: out now, and not again when the reader sees its row."""
@@ -103,7 +118,26 @@ def start_hub(database_url: str, interval: float = 0.5) -> asyncio.Task[None]:
     """Creates this process's hub and its reader task (call from the app's lifespan)."""
     global _hub
     _hub = Hub(database_url, interval=interval)
+    _close_on_exit_signals(_hub, asyncio.get_running_loop())
     return asyncio.create_task(_hub.run(), name="push-hub")
+
+
+def _close_on_exit_signals(hub: Hub, loop: asyncio.AbstractEventLoop) -> None:
+    """Uvicorn waits for open responses before it stops, and a push stream never ends by itself: chain onto
+    the server's SIGTERM/SIGINT handlers so that the streams end first."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable[..., Any] = previous) -> None:
+            loop.call_soon_threadsafe(hub.close)
+            previous(signum, frame)
+
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (a test client): nothing to chain
+            return
 
 
 async def sse(get: Callable[[], Awaitable[Event]], close: Callable[[], None],
@@ -120,6 +154,8 @@ async def sse(get: Callable[[], Awaitable[Event]], close: Callable[[], None],
             except asyncio.TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
+            if event is CLOSE:
+                return
             yield f"data: {json.dumps(event, default=str)}\n\n".encode()
     finally:
         close()

@@ -101,3 +101,43 @@ def test_hub_pushes_a_change_written_by_another_process(api_db, clean_queue):  #
 
     events = asyncio.run(scenario())
     assert events[0]["change"] == "new" and events[0]["status"] == "queued"
+
+
+def test_open_push_streams_do_not_hold_up_a_server_stop(api_db, tmp_path):
+    """uvicorn waits for open responses on SIGTERM; the streams must end so the server stops promptly."""
+    import http.client
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.e2e.conftest import ROOT, free_port
+
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=api_db, SECRET_KEY="k" * 40, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "web_service.main:create_app", "--host", "127.0.0.1",
+                             "--port", str(port), "--ws", "none"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("POST", "/chat/stream", body='{"session_id": "shutdown-test-1"}',
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # the server is still starting: poll until it answers
+        assert resp.status == 200 and resp.readline().startswith(b"retry:")
+        proc.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        proc.wait(timeout=15)
+        assert time.monotonic() - stopped_at < 10
+        conn.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -19,7 +19,7 @@ from crm_store.db import session_scope
 from crm_store.enums import HandoffStatus, TicketEventKind
 from crm_store.repositories.console import add_attachment, add_signal, current_agent, latest_handoff_for
 from crm_store.repositories.tickets import add_ticket_event
-from web_service.live import get_hub, sse
+from web_service.live import CLOSE, get_hub, sse
 from web_service.settings import WebSettings, get_settings
 
 router = APIRouter(tags=["chat"])
@@ -94,6 +94,8 @@ async def chat_stream(body: ChatStreamRequest,
     async def next_event() -> dict[str, Any]:
         while True:
             event = await queue.get()
+            if event is CLOSE:
+                return event
             if event["type"] == "handoff":
                 return {"type": "agent", "name": event["agent_name"] if event["status"] == "assigned" else None}
             if event["type"] == "signal" and event["party"] == "agent" and event["kind"] == "typing":
