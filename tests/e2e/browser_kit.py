@@ -37,8 +37,10 @@ class Watched:
     errors: list[str] = field(default_factory=list)
     requests: list[tuple[float, str, str]] = field(default_factory=list)  # (monotonic time, method, url)
 
-    def assert_clean(self) -> None:
-        assert not self.errors, "console errors: " + "\n".join(self.errors)
+    def assert_clean(self, expected: tuple[str, ...] = ()) -> None:
+        """No console error but the ``expected`` ones (e.g. the browser's log line of a refusal a test provoked)."""
+        unexpected = [e for e in self.errors if not any(x in e for x in expected)]
+        assert not unexpected, "console errors: " + "\n".join(unexpected)
 
 
 def watch(page: Any) -> Watched:
