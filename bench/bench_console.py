@@ -159,7 +159,7 @@ def main() -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
-    result.update({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    result.update({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_1m": os.getloadavg()[0]},
                    "target_p95_ms": 300, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
