@@ -176,6 +176,8 @@ def test_console_and_widget_round_trip(stack: Stack, browser):
     a.keyboard.press("e")
     c.locator("li.msg.system", has_text="Lena left the conversation").wait_for(timeout=30_000)
     c.locator("li.msg.bot", has_text="How would you rate the help you got today").wait_for(timeout=60_000)
+    c.locator(".buttons button:not([disabled])", has_text="5").last.click()  # "left" lines don't make it stale
+    c.locator("li.msg.bot", has_text="Anything you'd like to add?").wait_for(timeout=60_000)
 
     # Search finds the closed conversation by the customer's name and by its ticket number.
     for query in ("Anna Schmidt", ticket):

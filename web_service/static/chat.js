@@ -28,12 +28,14 @@
 
   // --- transcript --------------------------------------------------------------------------------------
   function renderAll() {
-    const last = state.transcript.length - 1;
+    // Quick replies stay live only on the latest message of a person or the bot ("X joined" lines don't count).
+    let last = state.transcript.length - 1;
+    while (last > 0 && state.transcript[last].who === "system") last -= 1;
     list.replaceChildren(...state.transcript.flatMap((e, i) => R.render(photos.has(e.id) ? Object.assign({}, e, { photo: photos.get(e.id) }) : e, { live: i === last && !e.chosen })));
     list.scrollTop = list.scrollHeight;
   }
   function append(entry) {
-    list.querySelectorAll(".buttons button").forEach((b) => { b.disabled = true; });  // old quick replies go stale
+    if (entry.who !== "system") list.querySelectorAll(".buttons button").forEach((b) => { b.disabled = true; });  // old ones go stale
     if (photos.has(entry.id)) entry = Object.assign({}, entry, { photo: photos.get(entry.id) });
     R.render(entry, { live: true }).forEach((node) => list.appendChild(node));
     list.scrollTop = list.scrollHeight;
