@@ -126,8 +126,13 @@ def run(web: str, admin_password: str, env: dict[str, str], messages: int, idle_
             agent.wait_for_function(f"() => window.seen && '{i}' in window.seen", timeout=30_000)
             c2a.append(agent.evaluate(f"window.seen['{i}']") - sent)
 
+        # The idle window opens once the console has been quiet for 2 s (the last reads done).
+        last_request = [time.monotonic()]
+        agent.on("request", lambda _r: last_request.__setitem__(0, time.monotonic()))
+        deadline = time.monotonic() + 60
+        while time.monotonic() - last_request[0] < 2 and time.monotonic() < deadline:
+            agent.wait_for_timeout(200)
         requests: list[str] = []
-        agent.wait_for_timeout(1_000)  # let the last reads finish before the idle window opens
         agent.on("request", lambda r: requests.append(r.url))
         agent.wait_for_timeout(idle_seconds * 1000)  # the idle window being measured
         browser.close()

@@ -16,7 +16,19 @@
 
   // Re-reads the open conversation. ``expectMore``: the customer just sent something that Rasa may not have
   // logged yet, so read again (at most 3 times, 150 ms apart) until the transcript grows.
-  C.refreshConversation = async function (expectMore) {
+  // One read at a time: events arriving meanwhile ask for one more read after it, so a burst of events
+  // never piles up requests.
+  let inflight = null, again = 0;
+  C.refreshConversation = function (expectMore) {
+    if (inflight) { again = Math.max(again, expectMore || -1); return inflight; }
+    inflight = read(expectMore).finally(() => {
+      inflight = null;
+      if (again) { const e = again; again = 0; C.refreshConversation(e > 0 ? e : undefined); }
+    });
+    return inflight;
+  };
+
+  async function read(expectMore) {
     if (!C.auth || !C.selected || C.view === "supervisor") return;
     const id = C.selected;
     let d;
@@ -29,7 +41,7 @@
     if (expectMore && d.transcript.length <= before && expectMore < 4) {
       setTimeout(() => C.refreshConversation(expectMore + 1), 150);
     }
-  };
+  }
 
   function render(d) {
     const mine = d.status === "assigned" && d.assignee === C.me.username;
