@@ -29,7 +29,7 @@ def upload(client, session_id: str, data: bytes, name: str = "photo.png"):  # ty
 def test_photo_is_sniffed_limited_and_stored_with_the_ticket(client, clean_queue):  # noqa: F811
     handoff_id = queue(clean_queue)
     session_id = conversation_of(clean_queue, handoff_id)
-    resp = upload(client, session_id, png(), "door seal.png")
+    resp = upload(client, session_id, png(), "door%20seal.png")  # the page URL-encodes the name
     assert resp.status_code == 201, resp.text
     ticket = resp.json()["ticket"]
     staff = login(client)
@@ -45,6 +45,9 @@ def test_photo_is_sniffed_limited_and_stored_with_the_ticket(client, clean_queue
     assert upload(client, session_id, b"\xff\xd8\xff" + b"0" * (5 * 1024 * 1024)).status_code == 413
     assert upload(client, f"nobody-{uuid.uuid4().hex}", png()).status_code == 409  # no ticket to attach it to
     assert client.post("/chat/uploads", content=png()).status_code == 400
+    for _ in range(10):  # ten photos an hour per conversation, then a clear refusal
+        last = upload(client, session_id, png())
+    assert last.status_code == 429 and "many photos" in last.json()["detail"]
 
 
 def test_chat_signal_is_always_204_and_recorded_only_during_a_handoff(client, clean_queue):  # noqa: F811

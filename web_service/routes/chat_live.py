@@ -8,6 +8,7 @@ travels in the request body or a header, never in a URL. Signals always answer 2
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
@@ -20,6 +21,7 @@ from crm_store.enums import HandoffStatus, TicketEventKind
 from crm_store.repositories.console import add_attachment, add_signal, current_agent, latest_handoff_for
 from crm_store.repositories.tickets import add_ticket_event
 from web_service.live import CLOSE, get_hub, sse
+from web_service.ratelimit import allow
 from web_service.settings import WebSettings, get_settings
 
 router = APIRouter(tags=["chat"])
@@ -29,6 +31,10 @@ TOO_LARGE = "That photo is larger than 5 MB. Please send a smaller one."
 WRONG_TYPE = "Only JPEG, PNG or WebP photos can be sent."
 NO_TICKET = "Photos can be sent once our team has your request (ask for a person or report a fault first)."
 LIVE = (HandoffStatus.QUEUED, HandoffStatus.ASSIGNED, HandoffStatus.CALLBACK)
+# Photos are up to 5 MB each and stored in the database: bounded per conversation and per client address.
+PHOTO_RATE_PER_CHAT = "10/hour"
+PHOTO_RATE_PER_CLIENT = "60/hour"
+TOO_MANY = "You have sent many photos; please wait a while before sending more."
 
 
 class ChatSignal(BaseModel):
@@ -106,13 +112,18 @@ async def chat_stream(body: ChatStreamRequest,
 
 
 @router.post("/chat/uploads", status_code=status.HTTP_201_CREATED,
-             responses={413: {"description": TOO_LARGE}, 415: {"description": WRONG_TYPE}, 409: {"description": NO_TICKET}})
+             responses={413: {"description": TOO_LARGE}, 415: {"description": WRONG_TYPE}, 409: {"description": NO_TICKET},
+                        429: {"description": TOO_MANY}})
 async def upload_photo(request: Request, settings: Annotated[WebSettings, Depends(get_settings)]) -> dict[str, Any]:
     """A photo for the conversation's ticket: raw body (JPEG, PNG or WebP by content, at most 5 MB), the chat's
     session id in ``X-Chat-Session`` and the file's name in ``X-Filename``. Returns ``{"id", "ticket"}``."""
     session_id = request.headers.get("x-chat-session", "")
     if not SESSION_RE.match(session_id):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Missing chat session")
+    client = request.client.host if request.client else "unknown"
+    if not (allow(PHOTO_RATE_PER_CHAT, "photo-chat", session_id, redis_url=settings.redis_url)
+            and allow(PHOTO_RATE_PER_CLIENT, "photo-client", client, redis_url=settings.redis_url)):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY)
     declared = int(request.headers.get("content-length") or 0)
     if declared > MAX_PHOTO_BYTES:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, TOO_LARGE)
@@ -126,7 +137,7 @@ async def upload_photo(request: Request, settings: Annotated[WebSettings, Depend
     kind = sniff_image(data)
     if kind is None:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, WRONG_TYPE)
-    filename = re.sub(r"[^\w.\- ]", "_", request.headers.get("x-filename", "photo"))[:200] or "photo"
+    filename = re.sub(r"[^\w.\- ]", "_", unquote(request.headers.get("x-filename", "photo")))[:200] or "photo"
 
     def store() -> dict[str, Any] | None:
         with session_scope(settings.database_url) as session:
