@@ -83,6 +83,8 @@ def test_widget(stack: Stack, browser, size):
     html = page.evaluate("ChatRender.markdown('**bold** [site](https://example.com) [bad](javascript:alert(1)) <img src=x onerror=alert(1)>')")
     assert "<strong>bold</strong>" in html and 'href="https://example.com"' in html and 'target="_blank"' in html
     assert "javascript:" not in html and "<img" not in html and "&lt;img" in html  # raw HTML shown as text
+    listed = page.evaluate("ChatRender.markdown('I can:\\n- a\\n- b\\nWhat next?')")
+    assert "<li>b</li>" in listed and "<p>What next?</p>" in listed  # the line after a list is not swallowed by it
 
     # Right-to-left text is laid out right to left.
     say(page, "مرحبا، غسالتي لا تعمل")

@@ -18,7 +18,9 @@ window.ChatRender = (function () {
   window.marked.use({ renderer: { html: (token) => esc(typeof token === "string" ? token : token.text) } });
 
   function markdown(text) {
-    const html = window.marked.parse(String(text || ""), { gfm: true, breaks: true, async: false });
+    // A plain line right after a list item ends the list (the bot writes "- a\n- b\nWhat next?").
+    const src = String(text || "").replace(/^((?:[-*]|\d+\.) .*)\n(?![-*] |\d+\. |\s|$)/gm, "$1\n\n");
+    const html = window.marked.parse(src, { gfm: true, breaks: true, async: false });
     return window.DOMPurify.sanitize(html, PURIFY);
   }
 
