@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pathlib
 from collections.abc import AsyncIterator
@@ -14,11 +15,12 @@ from fastapi.staticfiles import StaticFiles
 
 from web_service import http_security
 from web_service.health import run_checks
-from web_service.live import start_hub
+from web_service.live import get_hub, start_hub
 from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, lockouts, telemetry, tickets
 from web_service.routes import canned, chat_live, console_live
 from web_service.settings import WebSettings, get_settings
 from web_service.sweeper import start_sweeper
+from web_service.transcript_watch import watch_transcripts
 
 logger = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
@@ -28,7 +30,9 @@ STATIC = pathlib.Path(__file__).resolve().parent / "static"
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     stop = start_sweeper(get_settings())  # queued conversations nobody took become callbacks
     hub = start_hub(get_settings().database_url)  # push to consoles and chats (web_service.live)
+    watch = asyncio.create_task(watch_transcripts(get_hub(), get_settings()), name="transcript-watch")
     yield
+    watch.cancel()
     hub.cancel()
     if stop is not None:
         stop.set()

@@ -232,3 +232,11 @@ def fault_history(session: Session, *, serial: str, since: dt.datetime) -> list[
         .order_by(DeviceMessage.ts).limit(200)
     )
     return [{"ts": ts, "code": str((body or {}).get("code") or (body or {}).get("fault_code") or "?")} for ts, body in rows]
+
+
+def assigned_conversations(session: Session, *, except_channel: str = "socketio") -> list[str]:
+    """Conversation ids of handoffs with an agent now, on channels other than ``except_channel``."""
+    return list(session.scalars(
+        select(Handoff.conversation_id).where(Handoff.status == HandoffStatus.ASSIGNED,
+                                              or_(Handoff.channel.is_(None), Handoff.channel != except_channel))
+    ))

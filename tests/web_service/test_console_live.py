@@ -144,3 +144,62 @@ def test_open_push_streams_do_not_hold_up_a_server_stop(api_db, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_new_messages_of_messenger_conversations_are_pushed(api_db, clean_queue):  # noqa: F811
+    """Messenger customers talk to Rasa only: the watcher reads the tracker (here a local stand-in for
+    Rasa's HTTP API, serving a growing event list) and pushes a customer "sent" signal on a new message."""
+    import http.server
+    import json
+    import threading
+
+    from crm_store.repositories.handoffs import claim_handoff
+    from crm_store.repositories.users import get_user_by_username
+    from web_service.settings import WebSettings
+    from web_service.transcript_watch import watch_transcripts
+
+    handoff_id = queue(api_db)
+    with session_scope(api_db) as s:
+        h = s.get(Handoff, handoff_id)
+        h.channel = "facebook"
+        claim_handoff(s, handoff=h, user=get_user_by_username(s, username="agent1"))
+        conversation = h.conversation_id
+    events = [{"event": "user", "text": "hello"}]
+    reads = [0]
+
+    class Tracker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            reads[0] += 1
+            body = json.dumps({"events": list(events)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tracker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = WebSettings(database_url=api_db, secret_key="k" * 40, rasa_url=f"http://127.0.0.1:{server.server_address[1]}",
+                           rasa_timeout_seconds=5)
+
+    async def scenario() -> dict:
+        hub = Hub(api_db)
+        inbox = hub.subscribe(lambda e: e["type"] == "signal" and e["conversation_id"] == conversation)
+        watcher = asyncio.create_task(watch_transcripts(hub, settings, interval=0.05))
+        try:
+            async def first_round() -> None:  # the watcher has read the tracker (one user message) and read again
+                while reads[0] < 2:
+                    await asyncio.sleep(0.02)
+            await asyncio.wait_for(first_round(), timeout=10)
+            assert inbox.empty()  # the first read only records the count
+            events.append({"event": "user", "text": "are you there?"})
+            return await asyncio.wait_for(inbox.get(), timeout=10)
+        finally:
+            watcher.cancel()
+            server.shutdown()
+
+    event = asyncio.run(scenario())
+    assert event["party"] == "customer" and event["kind"] == "sent"
