@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -561,3 +562,48 @@ class AuthFailure(Base):
     first_failure_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_failure_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ConversationSignal(Base):
+    """A short-lived live signal of a conversation for the consoles and the widget: someone is typing, or
+    the customer sent a message. Rows are pruned after minutes; their ids are the push feed's cursor."""
+
+    __tablename__ = "conversation_signals"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(255), index=True)
+    party: Mapped[str] = mapped_column(String(16))  # customer | agent
+    kind: Mapped[str] = mapped_column(String(16))  # typing | sent
+    author: Mapped[str | None] = mapped_column(String(64))  # the agent's user name
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Attachment(Base):
+    """A photo a customer sent in the web chat, stored with the conversation's ticket (bytes in the row,
+    so every web replica serves it)."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(255), index=True)
+    handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id", ondelete="SET NULL"), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), index=True)
+    filename: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CannedResponse(Base):
+    """A saved reply agents insert in the console; ``{customer_name}``, ``{first_name}``, ``{ticket}`` and
+    ``{agent_name}`` are filled in there. Managed by supervisors."""
+
+    __tablename__ = "canned_responses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(80), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

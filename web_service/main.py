@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pathlib
 from collections.abc import AsyncIterator
@@ -14,10 +15,13 @@ from fastapi.staticfiles import StaticFiles
 
 from web_service import http_security
 from web_service.health import run_checks
+from web_service.live import get_hub, start_hub
 from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, lockouts, telemetry, tickets
+from web_service.routes import canned, chat_live, console_live
 from web_service.settings import WebSettings, get_settings
 from web_service.relay import start_relay
 from web_service.sweeper import start_sweeper
+from web_service.transcript_watch import watch_transcripts
 
 logger = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
@@ -28,7 +32,11 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     # Queued conversations nobody took become callbacks; agent replies Rasa missed are delivered later.
     stops = [start_sweeper(settings), start_relay(settings)]
+    hub = start_hub(settings.database_url)  # push to consoles and chats (web_service.live)
+    watch = asyncio.create_task(watch_transcripts(get_hub(), settings), name="transcript-watch")
     yield
+    watch.cancel()
+    hub.cancel()
     for stop in stops:
         if stop is not None:
             stop.set()
@@ -42,7 +50,8 @@ def create_app() -> FastAPI:
         description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health and /health/ready needs a bearer token.",
     )
     for router in (auth.router, customers.router, devices.router, telemetry.router, tickets.router, ingest.router,
-                   chat.router, handoffs.router, console.router, lockouts.router):
+                   chat.router, handoffs.router, console.router, lockouts.router,
+                   console_live.router, chat_live.router, canned.router):
         app.include_router(router)
     http_security.install(app, get_settings())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

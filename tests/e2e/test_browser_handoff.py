@@ -71,7 +71,7 @@ def test_customer_and_agent_pages_round_trip(stack: Stack, browser):
     agent.locator("#transcript li.customer", has_text="I want to talk to a person").wait_for(timeout=15_000)
     agent.fill("#reply", "Hello, this is Lena from the service team. How can I help?")
     agent.press("#reply", "Enter")
-    customer.locator("li.msg.bot", has_text="Lena: Hello, this is Lena from the service team.").wait_for(timeout=30_000)
+    customer.locator("li.msg.agent", has_text="Hello, this is Lena from the service team.").wait_for(timeout=30_000)
     agent.locator("#transcript li.agent", has_text="Lena: Hello, this is Lena").wait_for(timeout=15_000)
 
     # The bot is paused: the customer's answer reaches the agent's live transcript, not the bot.

@@ -1,120 +1,269 @@
-// Web chat for Rasa's socket.io channel. A small Socket.IO v5 / Engine.IO v4 client over a plain
-// WebSocket, so that the page needs no third-party script.
+// Web chat for Rasa's socket.io channel (socket.io-client: reconnection with back-off, transport fallback).
+// Tabs of one browser share the conversation: the transcript lives in localStorage, tabs tell each other of new
+// entries over a BroadcastChannel, and one tab (holding a Web Lock) writes the bot's replies, so every tab shows
+// both the question and the answer exactly once. Agents and their typing come from the web service's
+// /chat/stream (server-sent events read with fetch; the session id goes in the body, never in a URL).
 (function () {
   "use strict";
+  const R = window.ChatRender;
   const base = document.querySelector('meta[name="rasa-socket-url"]').content.replace(/\/$/, "");
-  const wsUrl = base.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket";
-  const list = document.getElementById("messages");
-  const form = document.getElementById("composer");
-  const input = document.getElementById("input");
-  const statusEl = document.getElementById("status");
-  const storeKey = "appliance-care-chat";
+  const $ = (id) => document.getElementById(id);
+  const list = $("messages"), form = $("composer"), input = $("input"), statusEl = $("status");
+  const STORE = "appliance-care-chat", SOUND = "appliance-care-chat-sound", TITLE = document.title;
+  const MAX_PHOTO = 5 * 1024 * 1024, PHOTO_TYPES = ["image/jpeg", "image/png", "image/webp"];
+  const photos = new Map();  // entry id -> object URL of a photo sent from this tab
+  const bc = "BroadcastChannel" in window ? new BroadcastChannel(STORE) : null;
+  let state = load(), confirmed = false, leader = false, unread = 0, typingTimer = null, lastSignal = 0, chain = Promise.resolve();
+  const outbox = [];
 
-  // The session id survives reloads so that the assistant keeps the conversation (and who you are).
-  let state = JSON.parse(localStorage.getItem(storeKey) || "null") || { sessionId: null, transcript: [] };
-  let ws = null, confirmed = false, retry = 0;
-  const queue = [];
-
+  function load() {
+    const s = JSON.parse(localStorage.getItem(STORE) || "null") || {};
+    return { sessionId: s.sessionId || null, transcript: s.transcript || [], agent: s.agent || null };
+  }
   function save() {
     state.transcript = state.transcript.slice(-200);
-    localStorage.setItem(storeKey, JSON.stringify(state));
+    localStorage.setItem(STORE, JSON.stringify(state));
   }
+  function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 8); }
 
-  function render(entry) {
-    const li = document.createElement("li");
-    li.className = "msg " + entry.who;
-    li.textContent = entry.text;
-    li.dataset.who = entry.who;
-    list.appendChild(li);
-    if (entry.buttons && entry.buttons.length) {
-      const row = document.createElement("li");
-      row.className = "buttons";
-      entry.buttons.forEach(function (b) {
-        const btn = document.createElement("button");
-        btn.type = "button";
-        btn.textContent = b.title;
-        btn.addEventListener("click", function () { send(b.payload, b.title); });
-        row.appendChild(btn);
-      });
-      list.appendChild(row);
-    }
+  // --- transcript --------------------------------------------------------------------------------------
+  function renderAll() {
+    // Quick replies stay live only on the latest message of a person or the bot ("X joined" lines don't count).
+    let last = state.transcript.length - 1;
+    while (last > 0 && state.transcript[last].who === "system") last -= 1;
+    list.replaceChildren(...state.transcript.flatMap((e, i) => R.render(photos.has(e.id) ? Object.assign({}, e, { photo: photos.get(e.id) }) : e, { live: i === last && !e.chosen })));
     list.scrollTop = list.scrollHeight;
   }
-
-  function add(entry) { state.transcript.push(entry); save(); render(entry); }
-
-  function emit(event, data) {
-    const packet = "42" + JSON.stringify([event, data]);
-    if (ws && ws.readyState === WebSocket.OPEN && (confirmed || event === "session_request")) ws.send(packet);
-    else queue.push([event, data]);
+  function append(entry) {
+    if (entry.who !== "system") list.querySelectorAll(".buttons button").forEach((b) => { b.disabled = true; });  // old ones go stale
+    if (photos.has(entry.id)) entry = Object.assign({}, entry, { photo: photos.get(entry.id) });
+    R.render(entry, { live: true }).forEach((node) => list.appendChild(node));
+    list.scrollTop = list.scrollHeight;
+    if (entry.who !== "user") {
+      hideTyping();
+      $("announcer").textContent = entry.who === "system" ? entry.text : R.speaker(entry) + " said: " + entry.text;
+      if (document.hidden) { unread += 1; document.title = "(" + unread + ") New message · " + TITLE; if (leader) beep(); }
+    }
   }
+  // Writes an entry (re-reading the store first: another tab may have written meanwhile) and tells other tabs.
+  function add(entry) {
+    entry.id = entry.id || newId();
+    entry.at = entry.at || new Date().toISOString();
+    state = Object.assign(load(), { sessionId: state.sessionId || load().sessionId });
+    state.transcript.push(entry);
+    save();
+    append(entry);
+    if (bc) bc.postMessage({ type: "entry", entry: Object.assign({}, entry, { photo: undefined }) });
+  }
+  if (bc) bc.onmessage = function (msg) {
+    const d = msg.data || {};
+    if (d.type === "entry") { state = load(); append(d.entry); }
+    else if (d.type === "chosen") { state = load(); renderAll(); }
+  };
 
+  list.addEventListener("click", function (e) {
+    const btn = e.target.closest(".buttons button");
+    if (!btn || btn.disabled) return;
+    const row = btn.closest(".buttons");
+    row.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+    btn.classList.add("chosen");
+    state = load();
+    const entry = state.transcript.find((x) => x.id === row.dataset.for);
+    if (entry) { entry.chosen = btn.dataset.payload; save(); if (bc) bc.postMessage({ type: "chosen" }); }
+    send(btn.dataset.payload, btn.textContent);
+    input.focus();
+  });
+
+  // --- typing indicator --------------------------------------------------------------------------------
+  function showTyping(text, ms) {
+    $("typing-text").textContent = text;
+    $("typing").hidden = false;
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(hideTyping, ms);
+  }
+  function hideTyping() { $("typing").hidden = true; clearTimeout(typingTimer); }
+
+  // --- sending ------------------------------------------------------------------------------------------
+  function emit(event, data) {
+    if (confirmed && socket.connected) socket.emit(event, data);
+    else outbox.push([event, data]);
+  }
   function send(payload, shown) {
     if (!payload || !payload.trim()) return;
     if (shown !== null) add({ who: "user", text: shown || payload });
     emit("user_uttered", { message: payload, session_id: state.sessionId });
+    if (!state.agent) showTyping("Assistant is typing…", 20000);
+    signal("sent");
+    lastSignal = 0;  // the next keystroke starts a new burst of typing: tell the console at once
   }
-
-  function onEvent(name, data) {
-    if (name === "session_confirm") {
-      const first = !state.sessionId;
-      state.sessionId = typeof data === "string" ? data : (data && data.session_id) || state.sessionId;
-      save();
-      confirmed = true;
-      statusEl.textContent = "online";
-      while (queue.length) { const q = queue.shift(); emit(q[0], Object.assign(q[1], { session_id: state.sessionId })); }
-      if (first) send("/greet", null);
-      reportPresence();
-    } else if (name === "bot_uttered") {
-      const buttons = (data.quick_replies || data.buttons || []).map(function (b) { return { title: b.title, payload: b.payload }; });
-      const text = data.text || (data.attachment ? "[attachment]" : "");
-      add({ who: "bot", text: text, buttons: buttons });
-    }
-  }
-
-  // Tells the server this chat is open, so the bot's proactive messages (a device fault, say) are pushed
-  // here now instead of waiting for the customer's next visit.
-  function reportPresence() {
-    if (!confirmed || !state.sessionId) return;
-    fetch("/chat/presence", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ session_id: state.sessionId }),
-    }).catch(function () {});
-  }
-  setInterval(reportPresence, 20000);
-
-  function connect() {
-    statusEl.textContent = "connecting…";
-    confirmed = false;
-    ws = new WebSocket(wsUrl);
-    ws.onmessage = function (msg) {
-      const data = String(msg.data);
-      if (data === "2") { ws.send("3"); return; }                // Engine.IO ping → pong
-      if (data[0] === "0") { ws.send("40"); return; }             // Engine.IO open → Socket.IO connect
-      if (data.startsWith("40")) {                                // namespace connected
-        retry = 0;
-        ws.send("42" + JSON.stringify(["session_request", { session_id: state.sessionId }]));
-        return;
-      }
-      if (data.startsWith("42")) {
-        try { const arr = JSON.parse(data.slice(2)); onEvent(arr[0], arr[1]); } catch (e) { console.warn("bad packet", e); }
-      }
-    };
-    ws.onclose = function () {
-      statusEl.textContent = "reconnecting…";
-      confirmed = false;
-      retry = Math.min(retry + 1, 6);
-      setTimeout(connect, 500 * Math.pow(2, retry - 1));
-    };
+  // Tells the service team's console that the customer is typing or sent something (only recorded while a
+  // person handles the conversation; the answer is always 204).
+  function signal(kind) {
+    if (!state.sessionId) return;
+    if (kind === "typing") { if (Date.now() - lastSignal < 3000) return; lastSignal = Date.now(); }
+    fetch("/chat/signal", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ session_id: state.sessionId, kind: kind }) }).catch(function () {});
   }
 
   form.addEventListener("submit", function (e) {
     e.preventDefault();
     const text = input.value;
     input.value = "";
+    grow();
     send(text);
+    input.focus();
+  });
+  input.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+  });
+  function grow() { input.style.height = "auto"; input.style.height = Math.min(input.scrollHeight + 2, 160) + "px"; }
+  input.addEventListener("input", function () { grow(); if (input.value.trim()) signal("typing"); });
+
+  // --- photos -------------------------------------------------------------------------------------------
+  function notice(text) { $("notice").textContent = text; $("notice").hidden = !text; }
+  $("photo").addEventListener("change", async function () {
+    const file = this.files && this.files[0];
+    this.value = "";
+    if (!file) return;
+    notice("");
+    if (PHOTO_TYPES.indexOf(file.type) < 0) { notice("Only JPEG, PNG or WebP photos can be sent."); return; }
+    if (file.size > MAX_PHOTO) { notice("That photo is larger than 5 MB. Please send a smaller one."); return; }
+    if (!state.sessionId) { notice("Please wait until the chat is connected."); return; }
+    statusEl.textContent = "sending photo…";
+    try {
+      const resp = await fetch("/chat/uploads", { method: "POST", body: file, headers: {
+        "Content-Type": file.type, "X-Chat-Session": state.sessionId, "X-Filename": encodeURIComponent(file.name).slice(0, 200) } });
+      const body = await resp.json().catch(() => ({}));
+      if (!resp.ok) { notice(body.detail || "The photo could not be sent."); return; }
+      const id = newId();
+      photos.set(id, URL.createObjectURL(file));
+      add({ id: id, who: "user", text: "Photo sent: " + file.name + (body.ticket ? " (added to ticket " + body.ticket + ")" : "") });
+    } catch (err) { notice("The photo could not be sent: you seem to be offline."); }
+    finally { statusEl.textContent = socket.connected ? "online" : "reconnecting…"; }
   });
 
-  state.transcript.forEach(render);
-  connect();
+  // --- the bot and agents -------------------------------------------------------------------------------
+  const AGENT_LINE = /^([^\s:]{1,40}): ([\s\S]*)$/;
+  function waitForAgent(ms) {
+    return new Promise(function (resolve) {
+      const until = Date.now() + ms;
+      (function check() { if (state.agent || Date.now() > until) resolve(state.agent); else setTimeout(check, 50); })();
+    });
+  }
+  async function onBot(data) {
+    if (!leader) return;  // the leading tab writes the reply; this one shows it from the broadcast
+    const buttons = (data.quick_replies || data.buttons || []).map((b) => ({ title: b.title, payload: b.payload }));
+    let text = data.text || "";
+    if (!text && (data.image || data.attachment)) {
+      const url = data.image || (data.attachment && data.attachment.payload && data.attachment.payload.src) || "";
+      text = url ? "[Attachment](" + url + ")" : "[attachment]";
+    }
+    const m = AGENT_LINE.exec(text);
+    if (m) {
+      // An agent's reply is relayed by the bot as "Name: text"; the stream says who the agent is.
+      const agent = state.agent || await waitForAgent(1500);
+      if (agent && agent === m[1]) { add({ who: "agent", name: agent, text: m[2], buttons: buttons }); return; }
+    }
+    add({ who: "bot", text: text, buttons: buttons });
+  }
+  function setAgent(name) {
+    if ((name || null) === (state.agent || null)) return;
+    const before = state.agent;
+    state = load();
+    state.agent = name || null;
+    save();
+    if (!leader) return;
+    if (before) add({ who: "system", text: before + " left the conversation" });
+    if (name) add({ who: "system", text: name + " from our service team joined the conversation" });
+  }
+
+  async function stream() {
+    let delay = 1000;
+    for (;;) {
+      try {
+        const resp = await fetch("/chat/stream", { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ session_id: state.sessionId }) });
+        if (!resp.ok || !resp.body) throw new Error("stream " + resp.status);
+        delay = 1000;
+        const reader = resp.body.getReader(), dec = new TextDecoder();
+        let buf = "";
+        for (;;) {
+          const r = await reader.read();
+          if (r.done) break;
+          buf += dec.decode(r.value, { stream: true });
+          let cut;
+          while ((cut = buf.indexOf("\n\n")) >= 0) {
+            const chunk = buf.slice(0, cut); buf = buf.slice(cut + 2);
+            const line = chunk.split("\n").find((l) => l.startsWith("data: "));
+            if (!line) continue;
+            const ev = JSON.parse(line.slice(6));
+            if (ev.type === "agent") setAgent(ev.name);
+            else if (ev.type === "typing") showTyping((ev.name || state.agent || "Our agent") + " is typing…", 5000);
+          }
+        }
+      } catch (err) { /* offline or restarting: try again with back-off */ }
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 30000);
+    }
+  }
+
+  // --- connection ---------------------------------------------------------------------------------------
+  // WebSocket first: Rasa's socket.io server sends no CORS headers, so long-polling works only where the page
+  // and Rasa share an origin (behind one reverse proxy); there it takes over when WebSocket is blocked.
+  const socket = window.io(base, { path: "/socket.io", transports: ["websocket", "polling"], tryAllTransports: true,
+    reconnectionDelay: 500, reconnectionDelayMax: 10000, randomizationFactor: 0.5 });
+  socket.on("connect", function () {
+    statusEl.textContent = "connecting…";
+    socket.emit("session_request", { session_id: state.sessionId });
+  });
+  socket.on("session_confirm", function (data) {
+    const first = !state.sessionId;
+    const sid = typeof data === "string" ? data : (data && data.session_id) || state.sessionId;
+    state = load(); state.sessionId = sid; save();
+    confirmed = true;
+    statusEl.textContent = "online";
+    while (outbox.length) { const q = outbox.shift(); q[1].session_id = sid; socket.emit(q[0], q[1]); }
+    if (first && leader) send("/greet", null);
+    if (!streaming) { streaming = true; stream(); }
+    reportPresence();
+  });
+  let streaming = false;
+  socket.on("bot_uttered", function (data) { chain = chain.then(() => onBot(data || {})).catch((e) => console.warn(e)); });
+  socket.on("disconnect", function () { confirmed = false; statusEl.textContent = "reconnecting…"; });
+  socket.on("connect_error", function () { statusEl.textContent = "offline, retrying…"; });
+
+  // Tells the server this chat is open, so the bot's proactive messages (a device fault, say) are pushed here.
+  function reportPresence() {
+    if (!confirmed || !state.sessionId || !leader) return;
+    fetch("/chat/presence", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ session_id: state.sessionId }) }).catch(function () {});
+  }
+  setInterval(reportPresence, 20000);
+
+  // --- unread signal and sound --------------------------------------------------------------------------
+  let audio = null;
+  function beep() {
+    if (localStorage.getItem(SOUND) !== "on") return;
+    try {
+      audio = audio || new AudioContext();
+      const osc = audio.createOscillator(), gain = audio.createGain();
+      osc.frequency.value = 880; gain.gain.value = 0.05;
+      osc.connect(gain).connect(audio.destination); osc.start(); osc.stop(audio.currentTime + 0.15);
+    } catch (e) { /* no audio here */ }
+  }
+  function showSound() {
+    const on = localStorage.getItem(SOUND) === "on";
+    $("sound").setAttribute("aria-pressed", String(on));
+    $("sound").textContent = on ? "Sound on" : "Sound off";
+  }
+  $("sound").addEventListener("click", function () {
+    localStorage.setItem(SOUND, localStorage.getItem(SOUND) === "on" ? "off" : "on"); showSound();
+  });
+  document.addEventListener("visibilitychange", function () { if (!document.hidden) { unread = 0; document.title = TITLE; } });
+
+  if (navigator.locks) navigator.locks.request(STORE + "-leader", function () { leader = true; return new Promise(function () {}); });
+  else leader = true;
+  showSound();
+  renderAll();
+  input.focus();
 })();

@@ -1,0 +1,118 @@
+"""The customer's chat widget in Debian's Chromium at phone (390×844) and desktop (1280×800) sizes: typing
+indicator, timestamps in the customer's zone, safe Markdown, multi-line composer, stale quick replies,
+touch targets, speaker labels, focus, right-to-left text, two tabs of one conversation, unread title,
+the socket.io client, axe-core, and no console errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.e2e.browser_kit import DESKTOP, PHONE, axe, launch, shot, watch
+from tests.e2e.conftest import Stack
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = launch(pw)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def say(page, text: str) -> None:  # type: ignore[no-untyped-def]
+    page.fill("#input", text)
+    page.press("#input", "Enter")
+
+
+@pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_widget(stack: Stack, browser, size):
+    tz = "Asia/Tokyo"
+    ctx = browser.new_context(viewport=size, timezone_id=tz, locale="en-GB")
+    first = watch(ctx.new_page())
+    page = first.page
+    page.goto(f"{stack.web_url}/chat")
+    page.locator("li.msg.bot").first.wait_for(timeout=60_000)
+    # The maintained socket.io client speaks Engine.IO v4 to Rasa; the composer has the focus.
+    assert page.evaluate("typeof io === 'function' && typeof io.Manager === 'function'")
+    assert any("/socket.io/" in url and "EIO=4" in url for _, _, url in first.requests)
+    assert page.evaluate("document.activeElement.id") == "input"
+
+    # Typing indicator: shown while the bot works, gone with its answer.
+    say(page, "what can you do?")
+    page.locator("#typing").wait_for(state="visible", timeout=5_000)
+    assert "typing" in page.locator("#typing").inner_text()
+    page.locator("li.msg.bot", has_text="open a repair ticket when something is wrong").wait_for(timeout=60_000)
+    page.locator("#typing").wait_for(state="hidden", timeout=5_000)
+
+    # Time stamps in the customer's zone (the browser's), not the server's.
+    stamp = page.locator("li.msg.user time").last
+    at = dt.datetime.fromisoformat(stamp.get_attribute("datetime").replace("Z", "+00:00")).astimezone(ZoneInfo(tz))
+    assert stamp.inner_text() == at.strftime("%H:%M")
+
+    # Speaker labels for screen readers, announcements in a live region.
+    assert page.locator("li.msg.bot .who").last.inner_text() == "Assistant"
+    assert page.locator("li.msg.user .who").last.inner_text() == "You"
+    assert page.locator("#announcer").get_attribute("aria-live") == "polite"
+    assert page.locator("#announcer").inner_text().startswith("Assistant said:")
+
+    # Quick replies: at least 44 px tall; clicking one makes the older ones stale.
+    buttons = page.locator(".buttons").last.locator("button")
+    box = buttons.first.bounding_box()
+    assert box and box["height"] >= 44 and box["width"] >= 44
+    page.locator(".buttons button", has_text="My devices").last.click()
+    page.locator("li.msg.bot", has_text="what e-mail address did you use").wait_for(timeout=60_000)
+    stale = page.locator(".buttons").first.locator("button")
+    assert all(stale.nth(i).is_disabled() for i in range(stale.count()))
+
+    # Multi-line composer: Shift+Enter is a new line, Enter sends.
+    page.fill("#input", "line one")
+    page.press("#input", "Shift+Enter")
+    page.type("#input", "line two")
+    assert page.input_value("#input") == "line one\nline two"
+    page.fill("#input", "")
+
+    # Safe Markdown: formatting and links render, scripts and javascript: links do not.
+    html = page.evaluate("ChatRender.markdown('**bold** [site](https://example.com) [bad](javascript:alert(1)) <img src=x onerror=alert(1)>')")
+    assert "<strong>bold</strong>" in html and 'href="https://example.com"' in html and 'target="_blank"' in html
+    assert "javascript:" not in html and "<img" not in html and "&lt;img" in html  # raw HTML shown as text
+    listed = page.evaluate("ChatRender.markdown('I can:\\n- a\\n- b\\nWhat next?')")
+    assert "<li>b</li>" in listed and "<p>What next?</p>" in listed  # the line after a list is not swallowed by it
+
+    # Right-to-left text is laid out right to left.
+    say(page, "مرحبا، غسالتي لا تعمل")
+    rtl = page.locator("li.msg.user .text").last
+    rtl.wait_for()
+    assert rtl.evaluate("e => getComputedStyle(e).direction") == "rtl"
+
+    # A second tab shows the whole conversation, questions included, and its messages reach the first tab.
+    second = watch(ctx.new_page())
+    second.page.goto(f"{stack.web_url}/chat")
+    second.page.locator("li.msg.user", has_text="what can you do?").wait_for(timeout=10_000)
+    second.page.locator("li.msg.bot", has_text="open a repair ticket when something is wrong").wait_for(timeout=10_000)
+    # The first tab is in the background now: a new message counts as unread in its title.
+    page.evaluate("""() => { Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+                      document.dispatchEvent(new Event('visibilitychange')); }""")
+    say(second.page, "hello")
+    page.locator("li.msg.user", has_text="hello").wait_for(timeout=10_000)
+    second.page.locator("li.msg.bot").nth(page.locator("li.msg.bot").count()).wait_for(timeout=60_000)
+    page.wait_for_function("document.title.startsWith('(')", timeout=10_000)
+    assert re.match(r"^\(\d+\) New message", page.title())
+    n_first, n_second = page.locator("li.msg").count(), second.page.locator("li.msg").count()
+    assert n_first == n_second  # each entry once in each tab
+
+    # The composer stays on screen (dynamic viewport units), and the page passes axe-core.
+    composer = page.locator("#composer").bounding_box()
+    assert composer and composer["y"] + composer["height"] <= size["height"] + 1
+    name = "phone" if size is PHONE else "desktop"
+    shot(page, f"widget-{name}")
+    assert axe(page, f"widget-{name}") == []
+    first.assert_clean()
+    second.assert_clean()
