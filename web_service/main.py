@@ -14,9 +14,12 @@ from fastapi.staticfiles import StaticFiles
 
 from web_service import http_security
 from web_service.health import run_checks
-from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, lockouts, telemetry, tickets
+from web_service.routes import (auth, chat, console, customers, devices, handoffs, ingest, lockouts, privacy, telemetry,
+                                tickets)
 from web_service.settings import WebSettings, get_settings
+from web_service.privacy_jobs import start_privacy_jobs
 from web_service.sweeper import start_sweeper
+from crm_store.logscrub import install as install_log_scrubbing
 
 logger = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
@@ -24,13 +27,16 @@ STATIC = pathlib.Path(__file__).resolve().parent / "static"
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    stop = start_sweeper(get_settings())  # queued conversations nobody took become callbacks
+    stops = [start_sweeper(get_settings()),  # queued conversations nobody took become callbacks
+             start_privacy_jobs(get_settings())]  # due erasures finished, retention once across replicas
     yield
-    if stop is not None:
-        stop.set()
+    for stop in stops:
+        if stop is not None:
+            stop.set()
 
 
 def create_app() -> FastAPI:
+    install_log_scrubbing()  # no e-mail, phone, order number or serial in any log line of this process
     app = FastAPI(
         lifespan=lifespan,
         title="Appliance care: CRM and support API",
@@ -38,7 +44,7 @@ def create_app() -> FastAPI:
         description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health and /health/ready needs a bearer token.",
     )
     for router in (auth.router, customers.router, devices.router, telemetry.router, tickets.router, ingest.router,
-                   chat.router, handoffs.router, console.router, lockouts.router):
+                   chat.router, handoffs.router, console.router, lockouts.router, privacy.router):
         app.include_router(router)
     http_security.install(app, get_settings())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
