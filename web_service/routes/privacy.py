@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, status
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from crm_store.db import session_scope
 from crm_store.enums import UserRole
@@ -163,7 +163,7 @@ def update_consent(customer_id: int, body: ConsentUpdate, session: SessionDep, u
 
 @router.get("/api/privacy/access-audit", response_model=list[AccessPublic])
 def read_access_audit(session: SessionDep, _user: PrivacyUser, customer_id: int | None = None,
-                      limit: Annotated[int, Field(ge=1, le=1000)] = 200) -> list[AccessPublic]:
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AccessPublic]:
     """Staff reads of 360 views, exports, erasures and consent changes, newest first."""
     return [AccessPublic(actor=a.actor, action=a.action, customer_id=a.customer_id, created_at=a.created_at)
             for a in list_access(session, customer_id=customer_id, limit=limit)]
