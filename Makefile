@@ -4,7 +4,7 @@ APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
 
-.PHONY: run test setup setup-test train demo-data migrate validate bench-ingest bench-nlu tune-nlu tune-fallback simulate clean
+.PHONY: run test setup setup-test train demo-data migrate retention validate bench-ingest bench-nlu tune-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -26,6 +26,10 @@ migrate: setup
 
 demo-data: migrate
 	PYTHONPATH=. $(APP_PY) -m crm_store.demo_data --if-empty
+
+# Retention (see README, Privacy): deletes what is older than each kind's period and finishes due erasures.
+retention: migrate
+	PYTHONPATH=. $(APP_PY) -m crm_store.retention --force
 
 validate: setup
 	RASA_TELEMETRY_ENABLED=false .venv-rasa/bin/rasa data validate --config config.yml --domain bot/domain.yml --data bot/data nlu/data
