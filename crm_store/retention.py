@@ -128,10 +128,13 @@ def run_due(url: str, *, settings: RetentionSettings | None = None, tracker: Tra
     s = settings or RetentionSettings()
     with session_scope(url, write=False) as session:
         erasures = runnable_erasures(session)
+        lease = session.get(JobLease, JOB)
+        # Read first: most polls find the lease held and then take no write lock at all.
+        held = lease is not None and lease.expires_at > utcnow()
     done = [rid for rid in erasures
             if run_erasure(url, rid, tracker=tracker, broker_revoke=broker_revoke) is not None]
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    if not force and not take_lease(url, holder=holder, period=dt.timedelta(minutes=s.interval_minutes) * 0.9):
+    if not force and (held or not take_lease(url, holder=holder, period=dt.timedelta(minutes=s.interval_minutes) * 0.9)):
         return {"erasures": done, "retention": None} if done else None
     return {"erasures": done, "retention": run_retention(url, settings=s, tracker=tracker)}
 
