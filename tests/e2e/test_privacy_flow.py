@@ -247,3 +247,35 @@ def test_revoked_telemetry_consent_refuses_the_next_telemetry_within_5_s(stack: 
     finally:
         device.loop_stop()
         device.disconnect()
+
+
+def _texts(replies: list[dict[str, Any]]) -> str:
+    return " ".join(m.get("text") or "" for m in replies)
+
+
+def test_the_customer_asks_from_the_chat_export_alerts_off_and_a_confirmed_erasure(stack: Stack):
+    person = pick_customer(stack, set())
+    tracker = TrackerStore(f"sqlite:///{stack.env['TRACKER_DB']}")
+    sender = f"privacy-chat-{uuid.uuid4().hex[:8]}"
+    assert "e-mail" in _texts(stack.say(sender, "send me my data"))  # verification first
+    stack.say(sender, person["email"])
+    reply = _texts(stack.say(sender, person["orders"][0]))
+    assert "privacy team" in reply and "registered with us" in reply, reply
+    assert query(stack, "SELECT count(*) FROM access_audit WHERE action = 'export_requested' AND customer_id = ?",
+                 person["id"])[0][0] == 1
+    assert "won't send you messages" in _texts(stack.say(sender, "stop sending me device alerts"))
+    assert query(stack, "SELECT consent_proactive FROM customers WHERE id = ?", person["id"])[0][0] == 0
+    assert query(stack, "SELECT kind, granted, source FROM consent_events WHERE customer_id = ?", person["id"]) == [
+        ("proactive", 0, "chat")]
+    replies = stack.say(sender, "delete my data")
+    assert "cannot be undone" in _texts(replies)
+    assert query(stack, "SELECT count(*) FROM erasure_requests WHERE customer_id = ?", person["id"])[0][0] == 0
+    assert "/confirm_erasure" in [b["payload"] for m in replies for b in m.get("buttons") or []]
+    assert "erasure request is registered" in _texts(stack.say(sender, "/confirm_erasure"))
+    # The web service's privacy job runs it a minute later, after this turn is stored; the conversation too.
+    wait_for(lambda: query(stack, "SELECT status FROM erasure_requests WHERE customer_id = ?", person["id"])
+             == [("done",)], 150, "the chat erasure to be done")
+    assert scan_crm(stack.database_url, person["needles"]) == {}
+    assert scan_tracker(tracker, person["needles"]) == 0
+    assert tracker.conversation_events([sender]) == {}
+    assert "e-mail" in _texts(stack.say(sender, "which appliances do I have?"))  # anonymous now
