@@ -2,7 +2,8 @@
 
 ``PYTHONPATH=. .venv-app/bin/python bench/bench_privacy.py [--messages 10000] [--backends sqlite,postgresql]``
 builds a throw-away CRM database and Rasa tracker store per backend, one customer with data in every store
-(tests/privacy/builder.py) plus 200 other customers' devices' telemetry as background, then times the export
+(tests/privacy/builder.py) among 5 other such customers (messages / 10 telemetry messages per device each),
+then times the export
 (JSON serialised) and the erasure, and scans for the customer's identifiers afterwards. Writes
 bench/results/privacy.json.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import sys
@@ -65,7 +67,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "privacy.json"))
     args = parser.parse_args()
     results: dict[str, object] = {"messages": args.messages, "python": platform.python_version(),
-                                  "machine": platform.machine(), "backends": {}}
+                                  "machine": platform.machine(), "cpus": os.cpu_count(),
+                                  "load_average_at_start": os.getloadavg()[0], "backends": {}}
     for backend in args.backends.split(","):
         if backend == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:
