@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -371,6 +371,3 @@ def erasure_public(req: ErasureRequest) -> dict[str, Any]:
             "status": req.status, "created_at": req.created_at, "completed_at": req.completed_at, "runs": req.runs,
             "steps": {k: {kk: vv for kk, vv in v.items()} for k, v in (req.steps or {}).items()}}
 
-
-def count_customers(session: Session) -> int:
-    return session.scalar(select(func.count(Customer.id))) or 0

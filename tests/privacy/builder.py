@@ -18,7 +18,7 @@ from crm_store.enums import (
     TicketSource,
 )
 from crm_store.models import (
-    Base, ChannelIdentity, CsatRating, Customer, DeadLetter, Device, DeviceMessage, DeviceRuleState, Handoff,
+    ChannelIdentity, CsatRating, Customer, DeadLetter, Device, DeviceMessage, DeviceRuleState, Handoff,
     HandoffMessage, Interaction, ProactiveMessage, ProductModel, Purchase, utcnow,
 )
 from crm_store.repositories.privacy import set_consent
