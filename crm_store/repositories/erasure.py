@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import String, cast, delete, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -333,6 +333,17 @@ def _csat(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]
                            .execution_options(synchronize_session=False)).rowcount, {}
 
 
+def _anonymise_devices(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    # The row stays, under a serial that names nobody: a device worker that still has the device in its
+    # registry cache may store a late message for it (a foreign key to a deleted row would fail its batch).
+    # The broker no longer admits the device, and retention removes whatever arrives late.
+    return session.execute(
+        update(Device).where(Device.customer_id == ctx.customer_id)
+        .values(serial=literal("erased-") + cast(Device.id, String), customer_id=None, location=None,
+                installed_on=None, firmware_version=None, last_seen_at=None, monitors_lot_id=None)
+        .execution_options(synchronize_session=False)).rowcount, {}
+
+
 def _customer(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
     return session.execute(delete(Customer).where(Customer.id == ctx.customer_id)).rowcount, {}
 
@@ -358,7 +369,7 @@ _STEPS: dict[str, Callable[..., tuple[int, dict[str, Any]]]] = {
     "channel_identities": _delete_where(ChannelIdentity, lambda c: ChannelIdentity.customer_id == c.customer_id),
     "consent_history": _delete_where(ConsentEvent, lambda c: ConsentEvent.customer_id == c.customer_id),
     "purchases": _delete_where(Purchase, lambda c: Purchase.customer_id == c.customer_id),
-    "devices": _delete_where(Device, lambda c: Device.customer_id == c.customer_id),
+    "devices": _anonymise_devices,
     "customer": _customer,
     "chat_conversations_final": _chat_final,
 }
