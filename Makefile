@@ -4,7 +4,7 @@ APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
 
-.PHONY: run test setup setup-test train demo-data migrate validate bench-ingest bench-ingest-production bench-nlu tune-nlu tune-fallback simulate clean
+.PHONY: run test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-nlu tune-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -27,8 +27,16 @@ migrate: setup
 demo-data: migrate
 	PYTHONPATH=. $(APP_PY) -m crm_store.demo_data --if-empty
 
+# Retention (see README, Privacy): deletes what is older than each kind's period and finishes due erasures.
+retention: migrate
+	PYTHONPATH=. $(APP_PY) -m crm_store.retention --force
+
 validate: setup
 	RASA_TELEMETRY_ENABLED=false .venv-rasa/bin/rasa data validate --config config.yml --domain bot/domain.yml --data bot/data nlu/data
+
+# Privacy benchmark: export and erase of a customer with 10,000 telemetry messages (bench/results/privacy.json).
+bench-privacy: setup
+	PYTHONPATH=. $(APP_PY) bench/bench_privacy.py $(BENCH_ARGS)
 
 # Device ingestion benchmark: writes bench/results/ingest.json (see README, Performance).
 bench-ingest: setup

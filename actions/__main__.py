@@ -9,6 +9,7 @@ from rasa_sdk.endpoint import create_app
 from sanic import response
 
 from actions.settings import get_settings
+from crm_store.logscrub import install as install_log_scrubbing
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_scrubbing()  # no e-mail, phone, order number or serial in any log line
     app = create_app("actions", cors_origins=None)
     expected = f"Bearer {settings.action_server_token.get_secret_value()}"
 

@@ -12,6 +12,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.base import CrmAction, CrmFormValidationAction, Turn, sender_channel
 from actions.devices import describe_devices
 from actions.handoff import escalate_if_needed, record_ticket_contact
+from actions.privacy import PRIVACY_REQUESTS, privacy_reply
 from actions.proactive import book_technician_reply, deliver_held_messages, device_status_reply, self_help_reply
 from actions.tickets import describe_ticket_status, ticket_asked_about
 from actions.verification import VerificationMixin
@@ -120,6 +121,8 @@ class ActionResumeRequest(CrmAction):
                 channel=sender_channel(turn.tracker), conversation_id=turn.tracker.sender_id,
             )
             done += reply.send(dispatcher)
+        elif request in PRIVACY_REQUESTS:
+            done += privacy_reply(turn, request)
         else:
             turn.dispatcher.utter_message(
                 text=f"You're all set, {turn.customer.first_name}. What can I do for you?", buttons=CAPABILITY_BUTTONS

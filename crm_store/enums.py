@@ -110,6 +110,7 @@ class UserRole(StrEnum):
     AGENT = "agent"
     SUPERVISOR = "supervisor"
     ADMIN = "admin"
+    PRIVACY = "privacy"  # data-protection officer: exports, erasures, consent and the access audit
 
 
 class DeviceMessageKind(StrEnum):

@@ -16,12 +16,14 @@ from fastapi.staticfiles import StaticFiles
 from web_service import http_security
 from web_service.health import run_checks
 from web_service.live import get_hub, start_hub
-from web_service.routes import auth, chat, console, customers, devices, handoffs, ingest, lockouts, telemetry, tickets
-from web_service.routes import canned, chat_live, console_live
-from web_service.settings import WebSettings, get_settings
+from web_service.privacy_jobs import start_privacy_jobs
 from web_service.relay import start_relay
+from web_service.routes import (auth, canned, chat, chat_live, console, console_live, customers, devices, handoffs, ingest,
+                                lockouts, privacy, telemetry, tickets)
+from web_service.settings import WebSettings, get_settings
 from web_service.sweeper import start_sweeper
 from web_service.transcript_watch import watch_transcripts
+from crm_store.logscrub import install as install_log_scrubbing
 
 logger = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
@@ -30,8 +32,9 @@ STATIC = pathlib.Path(__file__).resolve().parent / "static"
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    # Queued conversations nobody took become callbacks; agent replies Rasa missed are delivered later.
-    stops = [start_sweeper(settings), start_relay(settings)]
+    # Queued conversations nobody took become callbacks; agent replies Rasa missed are delivered later;
+    # due erasures are finished and retention runs once across replicas.
+    stops = [start_sweeper(settings), start_relay(settings), start_privacy_jobs(settings)]
     hub = start_hub(settings.database_url)  # push to consoles and chats (web_service.live)
     watch = asyncio.create_task(watch_transcripts(get_hub(), settings), name="transcript-watch")
     yield
@@ -43,6 +46,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
+    install_log_scrubbing()  # no e-mail, phone, order number or serial in any log line of this process
     app = FastAPI(
         lifespan=lifespan,
         title="Appliance care: CRM and support API",
@@ -50,7 +54,7 @@ def create_app() -> FastAPI:
         description="CRM REST API of the IoT-aware customer-service assistant. Every route but /health and /health/ready needs a bearer token.",
     )
     for router in (auth.router, customers.router, devices.router, telemetry.router, tickets.router, ingest.router,
-                   chat.router, handoffs.router, console.router, lockouts.router,
+                   chat.router, handoffs.router, console.router, lockouts.router, privacy.router,
                    console_live.router, chat_live.router, canned.router):
         app.include_router(router)
     http_security.install(app, get_settings())

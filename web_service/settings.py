@@ -53,6 +53,18 @@ class WebSettings(BaseSettings):
     # Comma-separated origins allowed to call the API from a browser; empty: same origin only.
     cors_allow_origins: str = ""
 
+    # Rasa's tracker store, named as in bot/endpoints.yml: the privacy export and erasure read and delete
+    # conversations there. TRACKER_STORE_URL (an SQLAlchemy URL) wins when set.
+    tracker_store_url: SecretStr = SecretStr("")
+    tracker_dialect: str = ""
+    tracker_host: str = ""
+    tracker_db: str = ""
+    tracker_user: str = ""
+    tracker_password: SecretStr = SecretStr("")
+    # How often this replica looks for due erasures and for the retention job (which runs once per
+    # RETENTION_INTERVAL_MINUTES across replicas). 0 switches the background job off.
+    privacy_poll_seconds: float = 10.0
+
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> WebSettings:
         value = self.secret_key.get_secret_value()

@@ -1,0 +1,384 @@
+"""Right to erasure: a customer's personal data removed or irreversibly anonymised in every store.
+
+An erasure is a resumable state machine kept in ``erasure_requests`` (one per customer). ``run_erasure``
+takes the request's lease with a conditional UPDATE, then runs the steps of :data:`ERASE_STEPS` in order;
+each step's CRM changes and its ``{"done": true, "rows": n}`` entry commit in one transaction guarded by the
+lease (``UPDATE ... WHERE holder = me``, row count checked), so a runner killed half way leaves only whole
+steps done and a re-run (or another replica after the lease expires) finishes the rest. Steps in other
+stores (Rasa's tracker store, the MQTT broker's password file) are idempotent deletes done before their step
+commits. Re-running a finished request changes nothing.
+
+Tickets and handoffs stay as anonymous records (category, status, times, SLA figures survive); everything
+else that names the customer is deleted. The request keeps who asked, when, which stores and how many rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import String, cast, delete, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crm_store.db import session_scope
+from crm_store.models import (
+    ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, Device, DeviceCredential, DeviceMessage,
+    DeviceRuleState, ErasureRequest, Handoff, HandoffMessage, Interaction, ProactiveMessage, Purchase, Ticket,
+    TicketEvent, utcnow,
+)
+from crm_store.tracker_store import TrackerStore
+
+logger = logging.getLogger(__name__)
+
+ERASED = "[erased]"
+LEASE = dt.timedelta(minutes=5)
+# The stores an erasure touches, in the order it touches them. The export has a section for each
+# (tests compare the two lists). Chat conversations come first and again last: a conversation still
+# running while the CRM rows go could write its tracker once more.
+ERASE_STEPS = (
+    "chat_conversations", "device_credentials", "telemetry", "dead_letters", "handoffs", "tickets",
+    "proactive_messages", "csat", "interactions", "channel_identities", "consent_history", "purchases", "devices",
+    "customer", "chat_conversations_final",
+)
+STORES = tuple(s for s in ERASE_STEPS if s != "chat_conversations_final")
+
+BrokerRevoke = Callable[[list[str]], str]
+
+
+class LostLease(RuntimeError):
+    """Another runner took the request over (this one was too slow): stop without committing."""
+
+
+@dataclass
+class Context:
+    """What the steps need, re-read from the CRM at every run (so a re-run sees what is left)."""
+
+    customer_id: int
+    device_ids: list[int] = field(default_factory=list)
+    serials: list[str] = field(default_factory=list)
+    needles: list[str] = field(default_factory=list)  # name, e-mail, phone, order numbers, serials
+    senders: list[str] = field(default_factory=list)  # chat sender ids linked to the customer
+
+
+def request_erasure(session: Session, *, customer_id: int, requested_by: str, source: str,
+                    delay: dt.timedelta = dt.timedelta(0)) -> tuple[ErasureRequest, bool]:
+    """The customer's erasure request, created if there is none open; returns (request, created).
+    Idempotent: an open request is returned as it is (a unique key makes two concurrent requests one), and
+    so is the finished one while the customer stays erased. ``delay``: when a chat asks, the request waits
+    until that conversation's turn is stored (otherwise Rasa would write it back after the delete)."""
+    existing = get_erasure_for_customer(session, customer_id=customer_id)
+    if existing is not None and (existing.status != "done" or session.get(Customer, customer_id) is None):
+        return existing, False
+    req = ErasureRequest(customer_id=customer_id, active_customer_id=customer_id, requested_by=requested_by[:64],
+                         source=source, status="pending",
+                         not_before=utcnow() + delay, runs=0, steps={}, work={})
+    try:
+        with session.begin_nested():
+            session.add(req)
+            session.flush()
+    except IntegrityError:
+        existing = get_erasure_for_customer(session, customer_id=customer_id)
+        if existing is None or existing.status == "done":
+            raise
+        return existing, False
+    logger.info("erasure request %d created (source %s)", req.id, source)
+    return req, True
+
+
+def get_erasure(session: Session, *, request_id: int) -> ErasureRequest | None:
+    return session.get(ErasureRequest, request_id)
+
+
+def get_erasure_for_customer(session: Session, *, customer_id: int) -> ErasureRequest | None:
+    """The customer's open erasure request, else their latest finished one, else None."""
+    return session.scalar(select(ErasureRequest).where(ErasureRequest.customer_id == customer_id)
+                          .order_by(ErasureRequest.active_customer_id.is_(None), ErasureRequest.id.desc()).limit(1))
+
+
+def runnable_erasures(session: Session, *, now: dt.datetime | None = None) -> list[int]:
+    """Ids of requests due and not running under a live lease (new ones, and ones whose runner died)."""
+    now = now or utcnow()
+    return list(session.scalars(select(ErasureRequest.id).where(
+        ErasureRequest.status != "done", ErasureRequest.not_before <= now,
+        or_(ErasureRequest.lease_until.is_(None), ErasureRequest.lease_until < now)).order_by(ErasureRequest.id)))
+
+
+def is_erasure_pending(session: Session, *, customer_id: int) -> bool:
+    req = get_erasure_for_customer(session, customer_id=customer_id)
+    return req is not None and req.status != "done"
+
+
+def _dead_local_holder(holder: str | None) -> bool:
+    """Whether ``holder`` (host:pid:nonce) was a process on this host that no longer exists (killed)."""
+    if not holder or holder.count(":") < 2:
+        return False
+    host, pid, _ = holder.rsplit(":", 2)
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _claim(url: str, request_id: int, holder: str, *, now: dt.datetime) -> bool:
+    """Takes the request's lease: free, expired, or held by a dead process of this host (a crashed run
+    re-run at once). Conditional UPDATE, row count checked: one runner at a time."""
+    with session_scope(url) as session:
+        current = session.scalar(select(ErasureRequest.holder).where(ErasureRequest.id == request_id))
+        free = or_(ErasureRequest.lease_until.is_(None), ErasureRequest.lease_until < now)
+        if _dead_local_holder(current):
+            free = or_(free, ErasureRequest.holder == current)
+        result = session.execute(
+            update(ErasureRequest)
+            .where(ErasureRequest.id == request_id, ErasureRequest.status != "done", ErasureRequest.not_before <= now,
+                   free)
+            .values(status="running", holder=holder, lease_until=now + LEASE, runs=ErasureRequest.runs + 1))
+        return result.rowcount == 1
+
+
+def _record_step(session: Session, request_id: int, holder: str, name: str, rows: int, **extra: Any) -> None:
+    req = session.get(ErasureRequest, request_id)
+    assert req is not None
+    steps = dict(req.steps or {})
+    steps[name] = {"done": True, "rows": int(rows), "at": utcnow().isoformat(timespec="seconds"), **extra}
+    values: dict[str, Any] = {"steps": steps, "lease_until": utcnow() + LEASE}
+    if name == ERASE_STEPS[-1]:
+        values.update(status="done", completed_at=utcnow(), holder=None, lease_until=None, work={},
+                      active_customer_id=None)
+    result = session.execute(update(ErasureRequest)
+                             .where(ErasureRequest.id == request_id, ErasureRequest.holder == holder)
+                             .values(**values).execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise LostLease(f"erasure request {request_id} was taken over")
+
+
+def run_erasure(url: str, request_id: int, *, tracker: TrackerStore | None = None,
+                broker_revoke: BrokerRevoke | None = None, holder: str | None = None,
+                after_step: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """Runs (or finishes) erasure request ``request_id``; returns its steps, or None when another runner holds
+    it or it is not due yet. ``broker_revoke(serials)`` removes device accounts from the running broker and
+    returns what it did (``"reloaded"``, ``"no local broker"``). ``after_step`` is called after each committed
+    step (the resume test pauses there to kill the process). Raises on a failure; re-run to continue."""
+    holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    if holder.count(":") != 2:
+        raise ValueError("holder is host:pid:nonce")
+    if not _claim(url, request_id, holder, now=utcnow()):
+        return None
+    while True:
+        with session_scope(url) as session:
+            req = session.get(ErasureRequest, request_id)
+            assert req is not None
+            if req.status == "done":
+                return dict(req.steps)
+            todo = [s for s in ERASE_STEPS if not (req.steps or {}).get(s, {}).get("done")]
+            name = todo[0]
+            ctx = _context(session, req)
+            rows, extra = _STEPS[name](session, ctx, tracker=tracker, broker_revoke=broker_revoke)
+            _record_step(session, request_id, holder, name, rows, **extra)
+        logger.info("erasure request %d: %s done (%d rows)", request_id, name, rows)
+        if after_step is not None:
+            after_step(name)
+
+
+def _context(session: Session, req: ErasureRequest) -> Context:
+    cid = req.customer_id
+    ctx = Context(customer_id=cid)
+    customer = session.get(Customer, cid)
+    devices = list(session.execute(select(Device.id, Device.serial).where(Device.customer_id == cid)))
+    ctx.device_ids = [d.id for d in devices]
+    ctx.serials = [d.serial for d in devices]
+    orders = list(session.scalars(select(Purchase.order_number).where(Purchase.customer_id == cid)))
+    if customer is not None:
+        ctx.needles = [n for n in (customer.full_name, customer.email, customer.phone) if n]
+    ctx.needles += orders + ctx.serials
+    senders = set(erasure_senders(session, customer_id=cid))
+    # Kept on the request while it runs (and emptied when it is done): the last tracker pass runs after the
+    # rows that name the senders and the customer are gone.
+    work = dict(req.work or {})
+    senders.update(work.get("senders", []))
+    ctx.senders = sorted(senders)
+    ctx.needles = sorted(set(ctx.needles) | set(work.get("needles", [])))
+    if work.get("senders") != ctx.senders or work.get("needles") != ctx.needles:
+        req.work = {"senders": ctx.senders, "needles": ctx.needles}
+    return ctx
+
+
+def erasure_senders(session: Session, *, customer_id: int) -> list[str]:
+    """Every chat sender id (Rasa conversation) linked to the customer: verified identities and the
+    conversations of their handoffs, journey events, ratings and proactive messages."""
+    cid = customer_id
+    senders = set(session.scalars(select(ChannelIdentity.external_id).where(ChannelIdentity.customer_id == cid)))
+    for col, owner in ((Handoff.conversation_id, Handoff.customer_id), (Interaction.conversation_id, Interaction.customer_id),
+                       (CsatRating.conversation_id, CsatRating.customer_id),
+                       (ProactiveMessage.conversation_id, ProactiveMessage.customer_id)):
+        senders.update(s for s in session.scalars(select(col).where(owner == cid)) if s)
+    return sorted(senders)
+
+
+def _scrub(text: str | None, needles: list[str]) -> str | None:
+    if not text:
+        return text
+    for needle in sorted(needles, key=len, reverse=True):
+        text = re.sub(re.escape(needle), ERASED, text, flags=re.IGNORECASE)
+    return text
+
+
+# -- steps: each returns (rows touched, extra facts for the audit record) -------------------------------
+
+def _chat(session: Session, ctx: Context, *, tracker: TrackerStore | None, **_: Any) -> tuple[int, dict[str, Any]]:
+    if tracker is None:
+        return 0, {"skipped": "no tracker store configured"}
+    # Conversations linked to the customer, and any other conversation that quotes their identifiers
+    # (an e-mail typed into a verification that failed, a serial given in an anonymous chat).
+    senders = set(ctx.senders) | tracker.senders_mentioning(ctx.needles)
+    return tracker.delete_conversations(senders), {"conversations": len(senders)}
+
+
+def _credentials(session: Session, ctx: Context, *, broker_revoke: BrokerRevoke | None, **_: Any) -> tuple[int, dict[str, Any]]:
+    broker = broker_revoke(ctx.serials) if (broker_revoke and ctx.serials) else "none needed" if not ctx.serials else "not configured"
+    rows = session.execute(update(DeviceCredential)
+                           .where(DeviceCredential.device_id.in_(ctx.device_ids), DeviceCredential.revoked_at.is_(None))
+                           .values(revoked_at=utcnow())).rowcount if ctx.device_ids else 0
+    return rows, {"broker": broker}
+
+
+def _telemetry(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    if not ctx.device_ids:
+        return 0, {}
+    n = session.execute(delete(DeviceMessage).where(DeviceMessage.device_id.in_(ctx.device_ids))).rowcount
+    n += session.execute(delete(DeviceRuleState).where(DeviceRuleState.device_id.in_(ctx.device_ids))).rowcount
+    return n, {}
+
+
+def dead_letter_filter(serials: list[str]) -> Any:
+    """Dead letters attributable to these devices: sent on their topic or naming their serial."""
+    return or_(*[DeadLetter.topic.like(f"devices/{s}/%") for s in serials],
+               *[DeadLetter.payload.contains(s) for s in serials])
+
+
+def _dead_letters(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    if not ctx.serials:
+        return 0, {}
+    return session.execute(delete(DeadLetter).where(dead_letter_filter(ctx.serials))
+                           .execution_options(synchronize_session=False)).rowcount, {}
+
+
+def _handoffs(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    conds = [Handoff.customer_id == ctx.customer_id]
+    if ctx.senders:
+        conds.append(Handoff.conversation_id.in_(ctx.senders))
+    handoffs = list(session.scalars(select(Handoff).where(or_(*conds))))
+    for h in handoffs:
+        anonymous = f"erased-{h.id}"
+        h.customer_id, h.summary, h.packet = None, ERASED, {"erased": True}
+        h.conversation_id = anonymous
+        if h.active_key is not None:
+            h.active_key = anonymous
+    ids = [h.id for h in handoffs]
+    if ids:
+        session.execute(update(HandoffMessage).where(HandoffMessage.handoff_id.in_(ids)).values(body=ERASED)
+                        .execution_options(synchronize_session=False))
+    session.flush()
+    return len(handoffs), {}
+
+
+def _tickets(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    conds = [Ticket.customer_id == ctx.customer_id]
+    if ctx.device_ids:
+        conds.append(Ticket.device_id.in_(ctx.device_ids))
+    tickets = list(session.scalars(select(Ticket).where(or_(*conds))))
+    for t in tickets:
+        # Category, status, priority, source and times stay: counts and SLA figures survive.
+        t.customer_id, t.device_id, t.description = None, None, ERASED
+        t.title = _scrub(t.title, ctx.needles) or ""
+        t.dedup_key = _scrub(t.dedup_key, ctx.needles) or ""
+        t.open_dedup_key = _scrub(t.open_dedup_key, ctx.needles)
+    ids = [t.id for t in tickets]
+    if ids:
+        session.execute(update(TicketEvent).where(TicketEvent.ticket_id.in_(ids), TicketEvent.body != "")
+                        .values(body=ERASED).execution_options(synchronize_session=False))
+        session.execute(update(TicketEvent).where(TicketEvent.ticket_id.in_(ids)).values(data={})
+                        .execution_options(synchronize_session=False))
+    session.flush()
+    return len(tickets), {}
+
+
+def _delete_where(model: Any, *conds: Any) -> Callable[..., tuple[int, dict[str, Any]]]:
+    def step(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+        where = [c(ctx) for c in conds]
+        where = [w for w in where if w is not None]
+        return session.execute(delete(model).where(or_(*where)).execution_options(synchronize_session=False)).rowcount, {}
+    return step
+
+
+def _csat(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    conds = [CsatRating.customer_id == ctx.customer_id]
+    if ctx.senders:
+        conds.append(CsatRating.conversation_id.in_(ctx.senders))
+    # Scores stay for the CSAT figures; who gave them and what they wrote go.
+    return session.execute(update(CsatRating).where(or_(*conds))
+                           .values(customer_id=None, comment=None, conversation_id=None)
+                           .execution_options(synchronize_session=False)).rowcount, {}
+
+
+def _anonymise_devices(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    # The row stays, under a serial that names nobody: a device worker that still has the device in its
+    # registry cache may store a late message for it (a foreign key to a deleted row would fail its batch).
+    # The broker no longer admits the device, and retention removes whatever arrives late.
+    return session.execute(
+        update(Device).where(Device.customer_id == ctx.customer_id)
+        .values(serial=literal("erased-") + cast(Device.id, String), customer_id=None, location=None,
+                installed_on=None, firmware_version=None, last_seen_at=None, monitors_lot_id=None)
+        .execution_options(synchronize_session=False)).rowcount, {}
+
+
+def _customer(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    return session.execute(delete(Customer).where(Customer.id == ctx.customer_id)).rowcount, {}
+
+
+def _chat_final(session: Session, ctx: Context, *, tracker: TrackerStore | None, **_: Any) -> tuple[int, dict[str, Any]]:
+    if tracker is None:
+        return 0, {"skipped": "no tracker store configured"}
+    senders = set(ctx.senders) | tracker.senders_mentioning(ctx.needles)
+    return tracker.delete_conversations(senders), {}
+
+
+_STEPS: dict[str, Callable[..., tuple[int, dict[str, Any]]]] = {
+    "chat_conversations": _chat,
+    "device_credentials": _credentials,
+    "telemetry": _telemetry,
+    "dead_letters": _dead_letters,
+    "handoffs": _handoffs,
+    "tickets": _tickets,
+    "proactive_messages": _delete_where(ProactiveMessage, lambda c: ProactiveMessage.customer_id == c.customer_id),
+    "csat": _csat,
+    "interactions": _delete_where(Interaction, lambda c: Interaction.customer_id == c.customer_id,
+                                  lambda c: Interaction.conversation_id.in_(c.senders) if c.senders else None),
+    "channel_identities": _delete_where(ChannelIdentity, lambda c: ChannelIdentity.customer_id == c.customer_id),
+    "consent_history": _delete_where(ConsentEvent, lambda c: ConsentEvent.customer_id == c.customer_id),
+    "purchases": _delete_where(Purchase, lambda c: Purchase.customer_id == c.customer_id),
+    "devices": _anonymise_devices,
+    "customer": _customer,
+    "chat_conversations_final": _chat_final,
+}
+assert tuple(_STEPS) == ERASE_STEPS
+
+
+def erasure_public(req: ErasureRequest) -> dict[str, Any]:
+    """The audit record as the API shows it: who, when, which stores, how many rows (no personal data)."""
+    return {"id": req.id, "customer_id": req.customer_id, "requested_by": req.requested_by, "source": req.source,
+            "status": req.status, "created_at": req.created_at, "completed_at": req.completed_at, "runs": req.runs,
+            "steps": {k: {kk: vv for kk, vv in v.items()} for k, v in (req.steps or {}).items()}}
+
