@@ -13,7 +13,7 @@ from actions.base import CrmAction, CrmFormValidationAction, Turn, sender_channe
 from actions.devices import describe_devices
 from actions.handoff import escalate_if_needed, record_ticket_contact
 from actions.proactive import book_technician_reply, deliver_held_messages, device_status_reply, self_help_reply
-from actions.dialogue import check_turn
+from actions.dialogue import check_turn, request_in
 from actions.tickets import describe_ticket_status, shown_devices_event, ticket_asked_about
 from actions.verification import VerificationMixin
 from crm_store.enums import JourneyStage, LoyaltyTier
@@ -107,6 +107,11 @@ class ActionResumeRequest(CrmAction):
             )
             return done
         dispatcher, number = turn.dispatcher, turn.tracker.get_slot("ticket_number")
+        if request is None:
+            # Verified by details in a message that also asked for something: answer that too.
+            request, rest = request_in(str((turn.tracker.latest_message or {}).get("text") or ""))
+            if request == "report_problem":
+                done.append(SlotSet("problem_text", rest))
         if request == "report_problem":
             # A problem described while verifying: the problem report starts now, asking only what is missing.
             return done + [ActiveLoop("problem_form")]

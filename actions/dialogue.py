@@ -93,6 +93,37 @@ CORRECTION_RE = re.compile(r"^\W*(no\b|nope|sorry|wait|oops|actually|i meant|i m
                            re.IGNORECASE)
 
 
+# Appliance words, typos included, to a category (when the NLU found no appliance entity: "my washng machin").
+CATEGORY_WORDS = [
+    (re.compile(r"\b(dish ?wa\w*|dishw\w*)\b", re.I), "dishwasher"),
+    (re.compile(r"\b(wash\w*|washer|laundry)\b", re.I), "washing_machine"),
+    (re.compile(r"\b(fri?dg\w*|frig\w*|freez\w*|refrig\w*)\b", re.I), "fridge"),
+    (re.compile(r"\b(boil\w*|heating|heater|radiators?)\b", re.I), "boiler"),
+    (re.compile(r"\b(air ?con\w*|a/?c|aircon)\b", re.I), "air_conditioner"),
+]
+
+
+def category_in(text: str) -> str | None:
+    """The appliance category a message names, if exactly one."""
+    found = {category for pattern, category in CATEGORY_WORDS if pattern.search(text)}
+    if "dishwasher" in found:
+        found.discard("washing_machine")  # "dishwasher" also matches "wash..."
+    return found.pop() if len(found) == 1 else None
+
+
+def request_in(text: str) -> tuple[str | None, str]:
+    """Another request in a message that also verified ("anna@example.com ORD-2021-000101, what devices do I
+    have?"): the pending_request it means, and the message without the details."""
+    rest = REFERENCE_RE.sub(" ", EMAIL_RE.sub(" ", text)).strip(" ,.;:-")
+    if DEVICES_RE.search(rest):
+        return "list_devices", rest
+    if TICKET_STATUS_RE.search(rest):
+        return "ticket_status", rest
+    if sounds_like_problem(rest):
+        return "report_problem", rest
+    return None, rest
+
+
 def latest(tracker: Tracker) -> dict[str, Any]:
     return tracker.latest_message or {}
 
@@ -274,13 +305,14 @@ def check_turn(form: str, dispatcher: CollectingDispatcher, tracker: Tracker, do
         return None
     requested = tracker.get_slot("requested_slot")
     trigger, safety = escalation_trigger(tracker)
-    kind = None if trigger else digression_kind(tracker)
+    # The message that starts a form is the form's own request: only a later one can be a digression.
+    kind = None if trigger or not requested else digression_kind(tracker)
     name, confidence = intent_of(tracker)
     problem_while_verifying = (
         trigger is None and kind is None and requested == "verify_email" and not EMAIL_RE.search(latest_text(tracker))
         and (name == "report_problem" or sounds_like_problem(latest_text(tracker)))
     )
-    offer = trigger is None and kind is None and name == "express_frustration"
+    offer = trigger is None and kind is None and bool(requested) and name == "express_frustration"
     correction = (trigger is None and kind is None and form == "problem_form" and requested == "symptom"
                   and tracker.get_slot("device_serial") and CORRECTION_RE.search(latest_text(tracker)) is not None)
     # The CRM triggers need the customer; checked on every message of a known customer.

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from actions.base import CrmAction, CrmFormValidationAction, Turn, crm_session, sender_channel
 from actions.devices import parse_category, sentence_case
-from actions.dialogue import check_turn, describes_problem
+from actions.dialogue import category_in, check_turn, describes_problem
 from actions.handoff import escalate_if_needed
 from actions.verification import VerificationMixin
 from crm_store.enums import FaultSeverity, JourneyStage, TicketEventKind, TicketPriority, TicketSource
@@ -164,7 +164,8 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
             devices = list_devices_for_customer(session, customer_id=int(customer_id))
             if not devices:
                 return {"device_serial": NO_DEVICE}
-            candidates = _candidates(devices, tracker.get_slot("appliance"))
+            appliance = tracker.get_slot("appliance") or category_in(str(tracker.get_slot("problem_text") or ""))
+            candidates = _candidates(devices, appliance)
             latest = tracker.latest_message or {}
             # Asked with buttons: "the second one" counts in the list shown, never in all the customer's devices.
             shown = _shown(devices, tracker.get_slot("shown_devices")) if asked else candidates
@@ -175,7 +176,7 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
             if picked is None and asked:
                 # Named by something the buttons did not show ("my boiler" after the fridges): any device.
                 picked = _pick_device(devices, latest.get("text") or "", latest.get("entities") or [], listed)
-            if picked is None and len(candidates) == 1 and (len(devices) == 1 or tracker.get_slot("appliance")):
+            if picked is None and len(candidates) == 1 and (len(devices) == 1 or appliance):
                 picked = candidates[0]
             if picked is not None:
                 return {"device_serial": picked.serial}
@@ -224,8 +225,9 @@ class ActionAskDeviceSerial(CrmAction):
         if turn.customer is None:
             return []
         devices = list_devices_for_customer(turn.session, customer_id=turn.customer.id)
-        category = parse_category(turn.tracker.get_slot("appliance"))
-        shown = _candidates(devices, turn.tracker.get_slot("appliance"))
+        appliance = turn.tracker.get_slot("appliance") or category_in(str(turn.tracker.get_slot("problem_text") or ""))
+        category = parse_category(appliance)
+        shown = _candidates(devices, appliance)
         intro = "Which appliance is it?"
         if category is not None and all(d.model.category != category for d in devices):
             intro = f"I don't see a {category.label} registered to you. Which of your appliances is it?"

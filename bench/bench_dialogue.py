@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -39,7 +40,9 @@ def free_port() -> int:
 
 def start_stack(work: pathlib.Path, model: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port()}
-    (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
+    # The project's escalation rules as shipped, with the team staffed around the clock whatever the hour.
+    config = (ROOT / "escalation.yml").read_text()
+    (work / "escalation.yml").write_text(re.sub(r"(?m)^  always: false", "  always: true", config))
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite",
                TRACKER_DB=str(work / "tracker.db"), FACEBOOK_APP_SECRET="", ESCALATION_CONFIG=str(work / "escalation.yml"),
                # Every suite customer comes from 127.0.0.1: the per-address limit would count the whole suite.

@@ -292,3 +292,29 @@ def test_i_meant_the_fridge_switches_by_type(crm_url):
                       slots={**ANNA, "device_serial": "WM80-23000102", "problem_text": "something is broken"})
     slots = slots_of(run_action(ValidateProblemForm(), tracker)[0])
     assert slots["device_serial"] == "FR50-21000101"
+
+
+def test_typos_still_name_the_appliance_and_a_second_request_after_the_details_is_found():
+    from actions.dialogue import category_in, request_in
+
+    assert category_in("my washng machin wont drain") == "washing_machine"
+    assert category_in("the dishwashr is loud") == "dishwasher" and category_in("my frige is not coling") == "fridge"
+    assert category_in("the fridge and the boiler") is None
+    assert request_in("anna@example.com ORD-2021-000101, what devices do I have?")[0] == "list_devices"
+    kind, rest = request_in("anna@example.com ORD-2021-000101 my fridge is not cooling anymore")
+    assert kind == "report_problem" and rest == "my fridge is not cooling anymore"
+    assert request_in("anna@example.com ORD-2021-000101")[0] is None
+
+
+def test_a_typo_in_the_appliance_still_picks_the_only_device_of_that_kind(crm_url):
+    text = "my washng machin wont drain"
+    tracker = in_form("problem_form", None, text, "report_problem", slots={**ANNA, "appliance": None, "problem_text": text})
+    slots = slots_of(run_action(ValidateProblemForm(), tracker)[0])
+    assert slots["device_serial"] == "WM80-23000102"
+
+
+def test_the_message_that_starts_a_form_is_its_request_not_a_digression(crm_url):
+    # "what devices do I have?" starts verify_form for a known customer: the form ends at once, no e-mail asked.
+    tracker = in_form("verify_form", None, "what devices do I have?", "list_devices", slots=ANNA)
+    events, messages = run_action(ValidateVerifyForm(), tracker)
+    assert messages == [] and slots_of(events).get("requested_slot") is None
