@@ -107,9 +107,10 @@ class ActionResumeRequest(CrmAction):
             )
             return done
         dispatcher, number = turn.dispatcher, turn.tracker.get_slot("ticket_number")
-        if request is None:
+        if request in (None, "verify"):
             # Verified by details in a message that also asked for something: answer that too.
             request, rest = request_in(str((turn.tracker.latest_message or {}).get("text") or ""))
+            request = request or turn.tracker.get_slot("pending_request")
             if request == "report_problem":
                 done.append(SlotSet("problem_text", rest))
         if request == "report_problem":

@@ -64,6 +64,11 @@ DEVICES_RE = re.compile(
     r"(?![^.?!]{0,20}\b(doing|working|ok|okay|online)\b)",
     re.IGNORECASE,
 )
+# The same, typed in a hurry ("wat devics do i hav", "shwo my aplliances").
+DEVICES_LOOSE_RE = re.compile(
+    r"\b(wh?at|wich|which|list|show|shwo|see)\b[^.?!]{0,25}\b(devi[cs]\w*|a?pp?l+i?ances?|aplian\w*|products?)\b",
+    re.IGNORECASE,
+)
 TICKET_STATUS_RE = re.compile(r"\b(status|news|update)\b[^.?!]{0,30}\b(ticket|repair|case|T-\d{6})\b", re.IGNORECASE)
 # Words that say nothing about what is wrong: "I have a problem with my fridge" still needs the symptom.
 GENERIC_WORDS = {
@@ -73,6 +78,9 @@ GENERIC_WORDS = {
     "please", "pls", "repair", "fix", "hi", "hello", "hey", "our", "we", "of", "on", "in", "one", "and", "again",
     "appliance", "device", "machine", "what", "with", "this", "that", "am", "are", "be", "would", "like", "can", "you",
     "your", "/report_problem",
+    # references to a device, not symptoms: "the second one is broken", "the one in the kitchen"
+    "first", "second", "third", "fourth", "last", "other", "1st", "2nd", "3rd", "number", "kitchen", "garage",
+    "basement", "bathroom", "bedroom", "living", "room", "utility", "hall", "upstairs", "downstairs", "cellar",
 }
 # Prefixes, so that typos ("dishwashr", "fridg") still count.
 APPLIANCE_WORDS = re.compile(
@@ -101,6 +109,17 @@ CATEGORY_WORDS = [
     (re.compile(r"\b(boil\w*|heating|heater|radiators?)\b", re.I), "boiler"),
     (re.compile(r"\b(air ?con\w*|a/?c|aircon)\b", re.I), "air_conditioner"),
 ]
+
+
+def appliance_of(tracker: Tracker) -> str | None:
+    """The appliance category the conversation is about: the NLU's canonical entity, else what the customer typed
+    (a learned entity may keep a typo as its value: "washng machin"), else the problem description."""
+    from actions.devices import parse_category
+
+    slot = tracker.get_slot("appliance")
+    if slot and parse_category(slot) is not None:
+        return str(slot)
+    return category_in(str(slot or "")) or category_in(str(tracker.get_slot("problem_text") or ""))
 
 
 def category_in(text: str) -> str | None:

@@ -12,7 +12,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.base import Turn, crm_session, resolve_customer
 from actions.customers import CAPABILITY_BUTTONS
-from actions.dialogue import SAFETY_STEPS, escalation_trigger, sounds_like_problem
+from actions.dialogue import DEVICES_LOOSE_RE, SAFETY_STEPS, escalation_trigger, sounds_like_problem
 from actions.verification import EMAIL_RE
 from actions.escalation_config import get_escalation_config
 from actions.handoff import Trigger, escalate, fallback_streak, frustration_score, user_texts
@@ -85,6 +85,8 @@ class ActionFallback(Action):
                 return [SlotSet("pending_request", "verify"), ActiveLoop("verify_form")]
             if sounds_like_problem(text):
                 return [SlotSet("problem_text", text[:2000]), ActiveLoop("problem_form")]
+            if DEVICES_LOOSE_RE.search(text):
+                return [SlotSet("pending_request", "list_devices"), ActiveLoop("verify_form")]
         closest = closest_options(tracker.latest_message or {})
         if closest:
             # The classifier had candidates, just none sure enough: offer them rather than a generic menu.

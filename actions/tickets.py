@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from actions.base import CrmAction, CrmFormValidationAction, Turn, crm_session, sender_channel
 from actions.devices import parse_category, sentence_case
-from actions.dialogue import category_in, check_turn, describes_problem
+from actions.dialogue import appliance_of, check_turn, describes_problem
 from actions.handoff import escalate_if_needed
 from actions.verification import VerificationMixin
 from crm_store.enums import FaultSeverity, JourneyStage, TicketEventKind, TicketPriority, TicketSource
@@ -153,6 +153,23 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
             return []  # verification locked: action_open_ticket explains what to do instead
         return PROBLEM_SLOTS
 
+    async def _extract_validation_events(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        events = await self.get_validation_events(dispatcher, tracker, domain)
+        tracker.add_slots(events)
+        if any(e.get("event") == "slot" and e.get("name") == "customer_id" and e.get("value") is not None
+               for e in events):
+            # Verified by this message: the device and symptom the customer named before are known now too
+            # (extraction ran before verification), so don't ask for them again.
+            found = await self.get_extraction_events(dispatcher, tracker, domain)
+            tracker.add_slots(found)
+            events += found
+        next_slot = await self.next_requested_slot(dispatcher, tracker, domain)
+        if next_slot:
+            events.append(next_slot)
+        return events
+
     def extract_device_serial(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
@@ -164,7 +181,7 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
             devices = list_devices_for_customer(session, customer_id=int(customer_id))
             if not devices:
                 return {"device_serial": NO_DEVICE}
-            appliance = tracker.get_slot("appliance") or category_in(str(tracker.get_slot("problem_text") or ""))
+            appliance = appliance_of(tracker)
             candidates = _candidates(devices, appliance)
             latest = tracker.latest_message or {}
             # Asked with buttons: "the second one" counts in the list shown, never in all the customer's devices.
@@ -225,7 +242,7 @@ class ActionAskDeviceSerial(CrmAction):
         if turn.customer is None:
             return []
         devices = list_devices_for_customer(turn.session, customer_id=turn.customer.id)
-        appliance = turn.tracker.get_slot("appliance") or category_in(str(turn.tracker.get_slot("problem_text") or ""))
+        appliance = appliance_of(turn.tracker)
         category = parse_category(appliance)
         shown = _candidates(devices, appliance)
         intro = "Which appliance is it?"

@@ -318,3 +318,22 @@ def test_the_message_that_starts_a_form_is_its_request_not_a_digression(crm_url)
     tracker = in_form("verify_form", None, "what devices do I have?", "list_devices", slots=ANNA)
     events, messages = run_action(ValidateVerifyForm(), tracker)
     assert messages == [] and slots_of(events).get("requested_slot") is None
+
+
+def test_verifying_inside_the_problem_report_does_not_ask_again_for_what_was_said_before(crm_url):
+    tracker = in_form("problem_form", "verify_reference", "ORD-2021-000101", "inform",
+                      slots={"customer_id": None, "customer_name": None, "verify_email": "anna.schmidt@example.com",
+                             "appliance": "washing_machine", "problem_text": "my washing machine won't drain"})
+    events, messages = run_action(ValidateProblemForm(), tracker)
+    slots = slots_of(events)
+    assert slots["customer_id"] == 1.0 and slots["device_serial"] == "WM80-23000102"
+    assert slots["symptom"] == "my washing machine won't drain" and slots["requested_slot"] is None
+
+
+def test_a_reference_to_a_listed_device_is_no_description_of_the_problem(crm_url):
+    assert not describes_problem("the second one is broken")
+    assert not describes_problem("the one in the kitchen is not working")
+    tracker = in_form("verify_form", None, "wat devics do i hav", "nlu_fallback", confidence=0.2)
+    tracker.active_loop = {}
+    events, messages = run_action(ActionFallback(), tracker)
+    assert slots_of(events)["pending_request"] == "list_devices" and messages == []
