@@ -8,10 +8,13 @@ is filled from it, in this order; the first that applies wins:
 3. frustration at or above escalation.yml's threshold, counted over the customer's recent messages -> a person;
    the intent ``express_frustration`` below it -> the offer of a person, and the form goes on
 4. a CRM trigger (open safety-critical fault, high-tier customer's urgent ticket, repeat contact) -> a person
-5. another request (devices, ticket status, device status, a product question, what the bot can do,
-   "are you a bot") -> answered, then the form asks its question again
-6. a problem described while the e-mail is asked -> noted for the ticket, the e-mail asked again
-7. otherwise the message is the answer to the form's question.
+5. another request once the form has asked something (devices, ticket status, device status, a product question,
+   what the bot can do, "are you a bot") -> answered, then the form asks its question again; the message that
+   starts a form is that form's request
+6. a correction while the symptom is asked ("no, the other one", "I meant the washing machine") -> device switched
+7. a problem described while the e-mail is asked -> noted for the ticket, the e-mail asked again (from
+   verify_form, the problem report starts after verification)
+8. otherwise the message is the answer to the form's question ("stop" and a typed request_human are rules).
 
 Handing over stops the form (its question is not asked again). The same detectors serve the fallback, so that
 a message the classifier missed (a long one, typos, e-mail and order number in one line) is still acted on.
