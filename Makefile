@@ -4,7 +4,7 @@ APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
 
-.PHONY: run test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-nlu tune-nlu tune-fallback simulate clean
+.PHONY: run test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-dialogue bench-nlu tune-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -46,6 +46,10 @@ bench-ingest: setup
 # bench/results/ingest-production.json.
 bench-ingest-production: setup
 	model=$$(bash scripts/train.sh | tail -n 1) && $(APP_PY) bench/bench_ingest.py --model "$$model" --postgres --workers 2 $(BENCH_ARGS)
+
+# Conversation suite (bench/dialogue_suite.yml) through a real stack: writes bench/results/dialogue.json.
+bench-dialogue: setup
+	model=$$(bash scripts/train.sh | tail -n 1) && PYTHONPATH=. $(APP_PY) bench/bench_dialogue.py --model "$$model" $(BENCH_ARGS)
 
 # NLU benchmark on a public data set folder (BANKING77, CLINC150 or Bitext layout): the project's pipeline
 # against Rasa's default one (cached per data set, Rasa version and config; BASELINE=skip leaves it out

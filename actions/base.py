@@ -157,8 +157,19 @@ class CrmFormValidationAction(FormValidationAction, ABC):
             logger.exception("customer lookup failed (conversation %s)", tracker.sender_id)
             identity_events = []
         tracker.add_slots(identity_events)
+        interrupted = self.interrupt(dispatcher, tracker, domain)
+        if interrupted is not None:
+            return identity_events + interrupted
         validation = super(CrmFormValidationAction, self).run(dispatcher, tracker, domain)
         return identity_events + asyncio.run(validation)
+
+    def interrupt(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType] | None:
+        """A message that is not an answer to the form (a request for a person, another question): the
+        events that handle it instead of slot validation, or None to validate as usual. Runs in the
+        worker thread, before any ``extract_``/``validate_`` method."""
+        return None
 
     @staticmethod
     def _identity_events(tracker: Tracker) -> list[EventType]:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from rasa_sdk import Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.base import CrmAction, CrmFormValidationAction, Turn, sender_channel
@@ -14,7 +14,8 @@ from actions.devices import describe_devices
 from actions.handoff import escalate_if_needed, record_ticket_contact
 from actions.privacy import PRIVACY_REQUESTS, privacy_reply
 from actions.proactive import book_technician_reply, deliver_held_messages, device_status_reply, self_help_reply
-from actions.tickets import describe_ticket_status, ticket_asked_about
+from actions.dialogue import check_turn, request_in
+from actions.tickets import describe_ticket_status, shown_devices_event, ticket_asked_about
 from actions.verification import VerificationMixin
 from crm_store.enums import JourneyStage, LoyaltyTier
 from crm_store.repositories.customers import CustomerProfile
@@ -75,6 +76,11 @@ class ValidateVerifyForm(VerificationMixin, CrmFormValidationAction):
     def name(self) -> str:
         return "validate_verify_form"
 
+    def interrupt(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType] | None:
+        return check_turn("verify_form", dispatcher, tracker, domain)
+
     async def required_slots(
         self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[str]:
@@ -91,6 +97,8 @@ class ActionResumeRequest(CrmAction):
     def act(self, turn: Turn) -> list[EventType]:
         request = turn.tracker.get_slot("pending_request")
         done = [SlotSet("pending_request", None), SlotSet("verify_email", None), SlotSet("verify_reference", None)]
+        if turn.tracker.get_slot("form_interrupted"):
+            return done + [SlotSet("form_interrupted", None)]  # verification was stopped for a person
         if turn.customer is None:
             turn.dispatcher.utter_message(
                 text=(
@@ -100,8 +108,18 @@ class ActionResumeRequest(CrmAction):
             )
             return done
         dispatcher, number = turn.dispatcher, turn.tracker.get_slot("ticket_number")
+        if request in (None, "verify"):
+            # Verified by details in a message that also asked for something: answer that too.
+            request, rest = request_in(str((turn.tracker.latest_message or {}).get("text") or ""))
+            request = request or turn.tracker.get_slot("pending_request")
+            if request == "report_problem":
+                done.append(SlotSet("problem_text", rest))
+        if request == "report_problem":
+            # A problem described while verifying: the problem report starts now, asking only what is missing.
+            return done + [ActiveLoop("problem_form")]
         if request == "list_devices":
             turn.dispatcher.utter_message(text=describe_devices(turn.session, turn.customer))
+            done.append(shown_devices_event(turn.session, turn.customer.id, None))
         elif request == "ticket_status":
             number = turn.tracker.get_slot("ticket_number")
             turn.dispatcher.utter_message(text=describe_ticket_status(turn.session, turn.customer, number))

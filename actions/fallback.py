@@ -7,11 +7,13 @@ import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, UserUtteranceReverted
+from rasa_sdk.events import ActiveLoop, EventType, SlotSet, UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.base import Turn, crm_session, resolve_customer
 from actions.customers import CAPABILITY_BUTTONS
+from actions.dialogue import DEVICES_LOOSE_RE, SAFETY_STEPS, escalation_trigger, sounds_like_problem
+from actions.verification import EMAIL_RE
 from actions.escalation_config import get_escalation_config
 from actions.handoff import Trigger, escalate, fallback_streak, frustration_score, user_texts
 from crm_store.enums import HandoffReason
@@ -64,12 +66,27 @@ class ActionFallback(Action):
             "fallback in conversation %s (intent %s, confidence %.2f)",
             tracker.sender_id, intent.get("name"), float(intent.get("confidence") or 0.0),
         )
-        escalation = self.escalation(tracker)
+        text = str((tracker.latest_message or {}).get("text") or "")
+        # A request for a person or safety words win over everything, wherever they sit in the message.
+        escalation, safety = escalation_trigger(tracker)
+        if escalation is None:
+            escalation = self.escalation(tracker)
         if escalation is not None:
+            if safety:
+                dispatcher.utter_message(text=SAFETY_STEPS)
             # The misunderstood message stays in the transcript the agent reads.
             events = await self.escalate(escalation, dispatcher, tracker, domain)
             if events is not None:
                 return events
+        if tracker.active_loop.get("name") is None:
+            # What the classifier missed but the message plainly holds: verification details in one line
+            # ("anna@example.com ORD-2021-000101"), or a problem described at length or with typos.
+            if EMAIL_RE.search(text):
+                return [SlotSet("pending_request", "verify"), ActiveLoop("verify_form")]
+            if sounds_like_problem(text):
+                return [SlotSet("problem_text", text[:2000]), ActiveLoop("problem_form")]
+            if DEVICES_LOOSE_RE.search(text):
+                return [SlotSet("pending_request", "list_devices"), ActiveLoop("verify_form")]
         closest = closest_options(tracker.latest_message or {})
         if closest:
             # The classifier had candidates, just none sure enough: offer them rather than a generic menu.

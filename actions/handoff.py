@@ -60,6 +60,23 @@ _DESCRIBED_ACTIONS = {
 }
 
 
+# What the customer's messages were about, in words an agent reads at a glance (not intent names).
+INTENT_LABELS = {
+    "greet": "greeting", "goodbye": "goodbye", "thank": "thanks", "affirm": "yes", "deny": "no",
+    "bot_challenge": "whether they talk to a bot", "ask_capabilities": "what the assistant can do",
+    "stop": "stopping a question", "out_of_scope": "something outside our service",
+    "verify_identity": "verifying who they are", "inform": "giving details",
+    "list_devices": "their registered appliances", "report_problem": "reporting a problem",
+    "ask_ticket_status": "a ticket's status", "request_human": "asking for a person",
+    "express_frustration": "frustration", "ask_device_status": "how their appliances are doing",
+    "fault_self_help": "self-help for a fault", "book_technician": "booking a technician",
+    "faq": "a product question",
+}
+# Role words some accounts carry as their full name: no name to show a customer.
+_ROLE_NAMES = {"administrator", "admin", "supervisor", "agent", "system", "root", "operator", "staff"}
+TEAM_NAME = "Service team"
+
+
 @dataclass(frozen=True)
 class Trigger:
     """Why to escalate: the reason, what exactly fired (for suppression), and the ticket concerned."""
@@ -154,7 +171,8 @@ def bot_tried(events: list[dict[str, Any]]) -> list[str]:
             if name and name not in intents:
                 intents.append(name)
     fallbacks = sum(1 for e in events if e.get("event") == "action" and e.get("name") == "action_fallback")
-    summary = [f"understood: {', '.join(intents) or 'nothing yet'}"]
+    topics = [INTENT_LABELS[i] for i in intents if i in INTENT_LABELS]
+    summary = [f"customer's messages were about: {', '.join(topics) or 'nothing yet'}"]
     if fallbacks:
         summary.append(f"fallbacks: {fallbacks}")
     return summary + tried
@@ -391,10 +409,48 @@ class ActionEscalate(CrmAction):
         return escalate(turn, Trigger(HandoffReason.CUSTOMER_REQUEST, "customer_request"))
 
 
+def display_name(user: Any) -> str | None:
+    """The first name a customer may see for a console user; None for a role account ("Administrator") or one
+    without a real name (never the internal user name)."""
+    full = (getattr(user, "full_name", None) or "").strip()
+    if not full or full.lower() == str(getattr(user, "username", "")).lower():
+        return None
+    first = full.split()[0]
+    return None if first.lower().strip(".") in _ROLE_NAMES else first
+
+
 def agent_display_name(session: Session, username: str) -> str:
-    user = get_user_by_username(session, username=username)
-    name = user.full_name if user and user.full_name else username
-    return name.split()[0]
+    """The agent's first name as the customer sees it, or "Service team"."""
+    return display_name(get_user_by_username(session, username=username)) or TEAM_NAME
+
+
+def joined_notice(name: str) -> str:
+    if name == TEAM_NAME:
+        return "A person from our service team has joined the chat."
+    return f"{name} from our service team has joined the chat."
+
+
+def announce_agent(turn: Turn, handoff: Any, name: str) -> list[EventType]:
+    """"<name> joined" once per handoff (slot agent_joined holds the handoff announced)."""
+    if handoff is None or turn.tracker.get_slot("agent_joined") == float(handoff.id):
+        return []
+    turn.dispatcher.utter_message(text=joined_notice(name), agent_joined=name)
+    return [SlotSet("agent_joined", float(handoff.id))]
+
+
+class ActionAgentJoined(CrmAction):
+    """Tells the customer a person has taken their conversation (the web service may run it on claim)."""
+
+    writes = False
+
+    def name(self) -> str:
+        return "action_agent_joined"
+
+    def act(self, turn: Turn) -> list[EventType]:
+        handoff = get_active_handoff(turn.session, conversation_id=turn.tracker.sender_id)
+        if handoff is None or handoff.assignee is None:
+            return []
+        return announce_agent(turn, handoff, display_name(handoff.assignee) or TEAM_NAME)
 
 
 class ActionRelayAgentMessages(CrmAction):
@@ -407,13 +463,18 @@ class ActionRelayAgentMessages(CrmAction):
         # Claimed (conditional UPDATE per reply) and committed before anything is said: of racing relays
         # (the reply route, the retry job of another replica) each reply goes out once, and a reply is
         # never shown without being recorded as delivered.
+        handoff = get_active_handoff(turn.session, conversation_id=turn.tracker.sender_id)
         claimed = claim_agent_messages(turn.session, conversation_id=turn.tracker.sender_id)
         lines = [(agent_display_name(turn.session, m.author), m.author, m.body) for m in claimed]
         turn.session.commit()
+        events: list[EventType] = []
+        if lines:
+            events = announce_agent(turn, handoff, lines[0][0]) or []
         for name, author, body in lines:
-            # "agent" ends up in the BotUttered metadata: the console tells agents' lines from the bot's by it.
-            turn.dispatcher.utter_message(text=f"{name}: {body}", agent=author)
-        return []
+            # "agent" ends up in the BotUttered metadata: the console tells agents' lines from the bot's by it;
+            # "agent_name" is what a chat client may show as the sender instead of the bot.
+            turn.dispatcher.utter_message(text=f"{name}: {body}", agent=author, agent_name=name)
+        return events
 
 
 class ActionQueueTimeout(CrmAction):
@@ -453,7 +514,7 @@ class ActionHandback(CrmAction):
         # resumes the bot again but tells the customer and asks for a rating once.
         if not claim_bot_resume(turn.session, handoff_id=handoff.id):
             return events
-        agent = handoff.assignee.full_name.split()[0] if handoff.assignee and handoff.assignee.full_name else "Our team"
+        agent = (display_name(handoff.assignee) if handoff.assignee else None) or "Our team"
         turn.session.commit()
         if handoff.status is HandoffStatus.RESOLVED:
             text = f"{agent} has marked your request as solved and handed you back to me, the virtual assistant."

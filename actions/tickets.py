@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from actions.base import CrmAction, CrmFormValidationAction, Turn, crm_session, sender_channel
 from actions.devices import parse_category, sentence_case
+from actions.dialogue import appliance_of, check_turn, describes_problem
 from actions.handoff import escalate_if_needed
 from actions.verification import VerificationMixin
 from crm_store.enums import FaultSeverity, JourneyStage, TicketEventKind, TicketPriority, TicketSource
@@ -85,8 +86,22 @@ def _candidates(devices: list[Device], appliance: Any) -> list[Device]:
     return [d for d in devices if d.model.category == category] or devices
 
 
-def _pick_device(devices: list[Device], text: str, entities: list[dict[str, Any]]) -> Device | None:
-    """The device the customer means in ``text``: serial, model name, location, type or "the second"."""
+def shown_devices_event(session: Session, customer_id: int, appliance: Any) -> EventType:
+    """Remembers the list of devices the bot just showed, in its order, for "the second one"."""
+    shown = _candidates(list_devices_for_customer(session, customer_id=customer_id), appliance)
+    return SlotSet("shown_devices", [d.serial for d in shown])
+
+
+def _shown(devices: list[Device], serials: Any) -> list[Device]:
+    by_serial = {d.serial: d for d in devices}
+    listed = [by_serial[s] for s in serials or [] if s in by_serial]
+    return listed or devices
+
+
+def _pick_device(devices: list[Device], text: str, entities: list[dict[str, Any]],
+                 listed: list[Device] | None = None) -> Device | None:
+    """The device the customer means in ``text``: serial, model name, location, type or "the second" (counted in
+    ``listed``, the list the customer was shown, when given)."""
     serials = {d.serial.upper(): d for d in devices}
     for entity in entities:
         if entity.get("entity") == "serial_number" and str(entity.get("value", "")).upper() in serials:
@@ -108,12 +123,13 @@ def _pick_device(devices: list[Device], text: str, entities: list[dict[str, Any]
         found = [d for d in devices if matcher(d)]
         if len(found) == 1:
             return found[0]
+    listed = listed or devices
     for word, index in ORDINALS.items():
-        if re.search(rf"\b{re.escape(word)}\b", lowered) and -len(devices) <= index < len(devices):
-            return devices[index]
-    number = re.fullmatch(r"\s*(\d)\s*\.?\s*", text)
-    if number and 1 <= int(number.group(1)) <= len(devices):
-        return devices[int(number.group(1)) - 1]
+        if re.search(rf"\b{re.escape(word)}\b", lowered) and -len(listed) <= index < len(listed):
+            return listed[index]
+    number = re.fullmatch(r"\s*(?:number\s*|no\.?\s*|#)?(\d)\s*\.?\s*", lowered)
+    if number and 1 <= int(number.group(1)) <= len(listed):
+        return listed[int(number.group(1)) - 1]
     return None
 
 
@@ -123,6 +139,11 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
     def name(self) -> str:
         return "validate_problem_form"
 
+    def interrupt(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType] | None:
+        return check_turn("problem_form", dispatcher, tracker, domain)
+
     async def required_slots(
         self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[str]:
@@ -131,6 +152,23 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
         if tracker.get_slot("customer_id") is None:
             return []  # verification locked: action_open_ticket explains what to do instead
         return PROBLEM_SLOTS
+
+    async def _extract_validation_events(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        events = await self.get_validation_events(dispatcher, tracker, domain)
+        tracker.add_slots(events)
+        if any(e.get("event") == "slot" and e.get("name") == "customer_id" and e.get("value") is not None
+               for e in events):
+            # Verified by this message: the device and symptom the customer named before are known now too
+            # (extraction ran before verification), so don't ask for them again.
+            found = await self.get_extraction_events(dispatcher, tracker, domain)
+            tracker.add_slots(found)
+            events += found
+        next_slot = await self.next_requested_slot(dispatcher, tracker, domain)
+        if next_slot:
+            events.append(next_slot)
+        return events
 
     def extract_device_serial(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
@@ -143,10 +181,19 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
             devices = list_devices_for_customer(session, customer_id=int(customer_id))
             if not devices:
                 return {"device_serial": NO_DEVICE}
-            candidates = _candidates(devices, tracker.get_slot("appliance"))
+            appliance = appliance_of(tracker)
+            candidates = _candidates(devices, appliance)
             latest = tracker.latest_message or {}
-            picked = _pick_device(candidates if not asked else devices, latest.get("text") or "", latest.get("entities") or [])
-            if picked is None and len(candidates) == 1 and (len(devices) == 1 or tracker.get_slot("appliance")):
+            # Asked with buttons: "the second one" counts in the list shown, never in all the customer's devices.
+            shown = _shown(devices, tracker.get_slot("shown_devices")) if asked else candidates
+            listed = shown if asked or not tracker.get_slot("shown_devices") else _shown(
+                devices, tracker.get_slot("shown_devices"))
+            picked = _pick_device(shown if asked else candidates, latest.get("text") or "",
+                                  latest.get("entities") or [], listed)
+            if picked is None and asked:
+                # Named by something the buttons did not show ("my boiler" after the fridges): any device.
+                picked = _pick_device(devices, latest.get("text") or "", latest.get("entities") or [], listed)
+            if picked is None and len(candidates) == 1 and (len(devices) == 1 or appliance):
                 picked = candidates[0]
             if picked is not None:
                 return {"device_serial": picked.serial}
@@ -168,6 +215,9 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
             device = devices.get(serial)
             if device is not None and match_fault(session, model_id=device.model_id, text=first) is not None:
                 return {"symptom": first}
+        # No catalogue match, but the customer said what is wrong: the ticket takes their own words.
+        if describes_problem(first):
+            return {"symptom": first}
         return {}
 
     def validate_symptom(
@@ -192,11 +242,13 @@ class ActionAskDeviceSerial(CrmAction):
         if turn.customer is None:
             return []
         devices = list_devices_for_customer(turn.session, customer_id=turn.customer.id)
-        category = parse_category(turn.tracker.get_slot("appliance"))
-        shown = _candidates(devices, turn.tracker.get_slot("appliance"))
+        appliance = appliance_of(turn.tracker)
+        category = parse_category(appliance)
+        shown = _candidates(devices, appliance)
         intro = "Which appliance is it?"
         if category is not None and all(d.model.category != category for d in devices):
             intro = f"I don't see a {category.label} registered to you. Which of your appliances is it?"
+        events = [SlotSet("shown_devices", [d.serial for d in shown])]
         turn.dispatcher.utter_message(
             text=intro,
             buttons=[
@@ -207,7 +259,7 @@ class ActionAskDeviceSerial(CrmAction):
                 for d in shown
             ],
         )
-        return []
+        return events
 
 
 def _priority(severity: FaultSeverity | None, safety_critical: bool) -> TicketPriority:
@@ -225,7 +277,10 @@ class ActionOpenTicket(CrmAction):
         return "action_open_ticket"
 
     def act(self, turn: Turn) -> list[EventType]:
-        reset = [SlotSet(s, None) for s in ("device_serial", "symptom", "problem_text", "appliance", "verify_email", "verify_reference")]
+        reset = [SlotSet(s, None) for s in ("device_serial", "symptom", "problem_text", "appliance", "verify_email",
+                                            "verify_reference", "form_interrupted")]
+        if turn.tracker.get_slot("form_interrupted"):
+            return reset  # the form was stopped for a person: nothing to open here
         if turn.customer is None:
             turn.dispatcher.utter_message(
                 text=(
@@ -283,6 +338,16 @@ class ActionOpenTicket(CrmAction):
             parts.append("While you wait, this often helps:\n" + "\n".join(f"- {s}" for s in fault.self_help_steps))
         if fault is not None and fault.needs_technician:
             parts.append("A technician will need to look at it; our team will contact you to book a visit.")
+        buttons: list[dict[str, str]] = []
+        if fault is None:
+            # Not in the catalogue: the customer's own words are on the ticket; a person or a technician is next.
+            parts.append("I've put your description on the ticket as you wrote it. Our team will look at it and get "
+                         "back to you; if you like, I can book a technician now or bring in a person.")
+            buttons = [{"title": "Book a technician", "payload": f'/book_technician{{"ticket_number":"{ticket.number}"}}'},
+                       {"title": "Talk to a person", "payload": "/request_human"}]
         parts.append(f"You can ask me about {ticket.number} any time.")
-        turn.dispatcher.utter_message(text="\n\n".join(parts))
+        if buttons:
+            turn.dispatcher.utter_message(text="\n\n".join(parts), buttons=buttons)
+        else:
+            turn.dispatcher.utter_message(text="\n\n".join(parts))
         return reset + [SlotSet("ticket_number", ticket.number)] + escalate_if_needed(turn)

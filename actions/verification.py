@@ -56,6 +56,27 @@ class VerificationMixin:
     def needs_verification(tracker: Tracker) -> bool:
         return tracker.get_slot("customer_id") is None and not tracker.get_slot("verify_locked")
 
+    def extract_verify_email(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An e-mail address anywhere in the message, also when the form asked something else or has just
+        started ("anna@example.com ORD-2021-000101", "hi, I'm anna@example.com, order ...")."""
+        if tracker.get_slot("requested_slot") == "verify_email":
+            return {}  # the from_text mapping has it; validation picks the address out of it
+        match = EMAIL_RE.search(str((tracker.latest_message or {}).get("text") or ""))
+        return {"verify_email": match.group(0)} if match else {}
+
+    def extract_verify_reference(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An order or serial number anywhere in the message, when an e-mail address is known or comes with it."""
+        if tracker.get_slot("requested_slot") == "verify_reference":
+            return {}
+        match = REFERENCE_RE.search(str((tracker.latest_message or {}).get("text") or ""))
+        if match is None or not EMAIL_RE.search(str(tracker.get_slot("verify_email") or "")):
+            return {}
+        return {"verify_reference": match.group(1)}
+
     def validate_verify_email(
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> dict[str, Any]:
@@ -76,7 +97,11 @@ class VerificationMixin:
                 text="I need an order number like ORD-2024-000123 or a serial number like WM80-23000123."
             )
             return {"verify_reference": None}
-        email = tracker.get_slot("verify_email") or ""
+        # The e-mail slot may hold the whole message it came in ("it's anna@example.com, order ...").
+        found = EMAIL_RE.search(str(tracker.get_slot("verify_email") or ""))
+        if found is None:
+            return {"verify_reference": None}  # the e-mail was refused (and said so) in this same message
+        email = found.group(0).lower()
         client = client_key(tracker)
         settings = get_settings()
         identity_policy = LockoutPolicy(max_failures=settings.verify_max_failures_per_identity)

@@ -230,6 +230,10 @@ def test_outside_staffed_hours_the_bot_offers_a_callback_and_keeps_serving(crm_u
     assert handoff.status is HandoffStatus.CALLBACK and handoff.active_key is None
 
 
+def handoff_id(crm_url: str) -> int:
+    return handoffs(crm_url)[0].id
+
+
 def test_relay_delivers_each_agent_reply_once_and_handback_asks_for_csat(crm_url):
     link_anna(crm_url)
     run_action(ActionEscalate(), conversation(user("a person please", "request_human")))
@@ -240,8 +244,11 @@ def test_relay_delivers_each_agent_reply_once_and_handback_asks_for_csat(crm_url
         add_handoff_message(s, handoff=handoff, kind=HandoffMessageKind.AGENT, author="maria", body="Hello Anna, I'm on it.")
         add_handoff_message(s, handoff=handoff, kind=HandoffMessageKind.NOTE, author="maria", body="private: check warranty")
     tracker = conversation(user("hello?", "greet"))
-    _, messages = run_action(ActionRelayAgentMessages(), tracker)
-    assert [m["text"] for m in messages] == ["Maria: Hello Anna, I'm on it."]
+    events, messages = run_action(ActionRelayAgentMessages(), tracker)
+    # Issue 16, case 9: the customer is told who joined, once per handoff, before the first reply.
+    assert [m["text"] for m in messages] == ["Maria from our service team has joined the chat.",
+                                            "Maria: Hello Anna, I'm on it."]
+    assert slots_of(events)["agent_joined"] == float(handoff_id(crm_url))
     assert run_action(ActionRelayAgentMessages(), tracker)[1] == []  # delivered once, notes never
 
     with session_scope(crm_url) as s:
