@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from sqlalchemy import select
+
 from crm_store.db import session_scope
 from crm_store.enums import HandoffStatus
-from crm_store.models import ConversationSignal, Handoff
+from crm_store.models import ConversationSignal, Handoff, User
 from tests.e2e.browser_kit import png
 from tests.web_service.conftest import login
 from tests.web_service.test_handoffs import clean_queue, queue  # noqa: F401  (fixture)
@@ -76,9 +78,10 @@ def test_canned_responses_are_read_by_agents_and_managed_by_supervisors(client):
 def test_search_finds_a_closed_conversation(client, clean_queue):  # noqa: F811
     handoff_id = queue(clean_queue)
     conversation = conversation_of(clean_queue, handoff_id)
-    with session_scope(clean_queue) as s:
+    with session_scope(clean_queue) as s:  # a conversation agent1 handled (agents find what they may read)
         h = s.get(Handoff, handoff_id)
         h.status, h.active_key = HandoffStatus.RESOLVED, None
+        h.assigned_user_id = s.scalar(select(User.id).where(User.username == "agent1"))
     found = client.get("/api/console/search", params={"q": conversation[4:]}, headers=login(client)).json()
     assert [h["id"] for h in found] == [handoff_id] and found[0]["status"] == "resolved"
     assert client.get("/api/console/stream").status_code == 401  # the push stream needs the bearer header

@@ -31,6 +31,7 @@ from crm_store.repositories.handoffs import get_handoff
 from crm_store.repositories.telemetry import METRICS
 from crm_store.repositories.users import get_user_by_username
 from web_service import errors
+from web_service.handoff_access import Action, authorize, may_read
 from web_service.deps import SessionDep, StaffUser, bearer
 from web_service.live import get_hub, sse
 from web_service.routes.handoffs import to_public
@@ -100,20 +101,21 @@ def agent_typing(body: AgentTyping, session: SessionDep, user: StaffUser) -> Res
 
 
 @router.get("/api/console/search", response_model=list[HandoffPublic])
-def search(q: str, session: SessionDep, _user: StaffUser) -> list[HandoffPublic]:
+def search(q: str, session: SessionDep, user: StaffUser) -> list[HandoffPublic]:
     """Conversations in any status (closed ones too), newest first, by customer name or e-mail, ticket number
-    or conversation id; at most 50."""
+    or conversation id; at most 50, and only those the user may read (web_service.handoff_access)."""
     if len(q.strip()) < 2:
         return []
-    return [to_public(h) for h in search_handoffs(session, query=q)]
+    return [to_public(h) for h in search_handoffs(session, query=q) if may_read(session, h, user)]
 
 
 @router.get("/api/handoffs/{handoff_id}/attachments", response_model=list[AttachmentPublic])
-def read_attachments(handoff_id: int, session: SessionDep, _user: StaffUser) -> list[AttachmentPublic]:
+def read_attachments(handoff_id: int, session: SessionDep, user: StaffUser) -> list[AttachmentPublic]:
     """Photos the customer sent in this conversation or for its ticket, oldest first."""
     handoff = get_handoff(session, handoff_id=handoff_id)
     if handoff is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, errors.HANDOFF_NOT_FOUND)
+    authorize(session, handoff, user, Action.READ)
     return [AttachmentPublic.model_validate(a, from_attributes=True) for a in list_attachments(session, handoff=handoff)]
 
 

@@ -25,6 +25,7 @@ from crm_store.repositories.handoffs import (
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status
 from web_service import errors
 from web_service.deps import SessionDep, StaffUser
+from web_service.handoff_access import Action, authorize
 from web_service.rasa_client import RasaClient, RasaError, transcript_from_events
 from web_service.schemas import (
     AgentReply,
@@ -81,12 +82,6 @@ def _get(session: SessionDep, handoff_id: int) -> Handoff:
     return handoff
 
 
-def _own(handoff: Handoff, user: User) -> None:
-    """Only the agent who claimed a conversation talks in it (a supervisor may step in after claiming)."""
-    if handoff.status is not HandoffStatus.ASSIGNED or handoff.assigned_user_id != user.id:
-        raise HTTPException(status.HTTP_409_CONFLICT, errors.NOT_YOUR_CONVERSATION)
-
-
 def release(session: SessionDep) -> None:
     """End the request's transaction before calling Rasa.
 
@@ -116,13 +111,14 @@ def read_queue(
 
 
 @router.get("/{handoff_id}", response_model=HandoffDetail)
-def read_handoff(handoff_id: int, session: SessionDep, _user: StaffUser, client: RasaDep) -> HandoffDetail:
+def read_handoff(handoff_id: int, session: SessionDep, user: StaffUser, client: RasaDep) -> HandoffDetail:
     """The packet, the agents' messages and the live transcript from Rasa's tracker.
 
     The CRM part is read first and the transaction ended; then the tracker is read with a short timeout,
     falling back to the packet's transcript.
     """
     handoff = _get(session, handoff_id)
+    authorize(session, handoff, user, Action.READ)
     public = to_public(handoff)
     messages = [HandoffMessagePublic.model_validate(m) for m in handoff.messages]
     packet, conversation_id = handoff.packet, handoff.conversation_id
@@ -144,8 +140,7 @@ def read_handoff(handoff_id: int, session: SessionDep, _user: StaffUser, client:
 def claim(handoff_id: int, session: SessionDep, user: StaffUser) -> HandoffPublic:
     """Take a queued conversation (or a callback). Of agents claiming at once, one gets it; the others 409."""
     handoff = _get(session, handoff_id)
-    if user.role is UserRole.AGENT and not get_skills(session, user_id=user.id).accepts(handoff):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, errors.OUTSIDE_SKILLS)
+    authorize(session, handoff, user, Action.CLAIM)
     try:
         claim_handoff(session, handoff=handoff, user=user)
     except ConflictError as exc:
@@ -161,7 +156,7 @@ def reply(handoff_id: int, body: AgentReply, session: SessionDep, user: StaffUse
     If Rasa cannot take it now, the reply stays undelivered and the relay job retries it (web_service.relay).
     """
     handoff = _get(session, handoff_id)
-    _own(handoff, user)
+    authorize(session, handoff, user, Action.REPLY)
     message = add_handoff_message(session, handoff=handoff, kind=HandoffMessageKind.AGENT, author=user.username,
                                   body=body.body.strip())
     session.commit()  # also ends the transaction before the call to Rasa
@@ -184,6 +179,7 @@ def reply(handoff_id: int, body: AgentReply, session: SessionDep, user: StaffUse
 def add_note(handoff_id: int, body: HandoffNote, session: SessionDep, user: StaffUser) -> HandoffMessagePublic:
     """A private note: on the handoff and, privately, on its ticket. Never shown to the customer."""
     handoff = _get(session, handoff_id)
+    authorize(session, handoff, user, Action.NOTE)
     note = add_handoff_message(session, handoff=handoff, kind=HandoffMessageKind.NOTE, author=user.username,
                                body=body.body.strip())
     if handoff.ticket is not None:
@@ -202,9 +198,8 @@ def _close(handoff_id: int, body: HandoffClose, session: SessionDep, user: User,
         return _resume(handoff, session, client)
     if closed_before:
         raise HTTPException(status.HTTP_409_CONFLICT, f"this conversation is already {handoff.status.value}")
+    authorize(session, handoff, user, Action.CLOSE)
     owner_only = handoff.status is not HandoffStatus.CALLBACK and user.role not in SUPERVISING
-    if owner_only:
-        _own(handoff, user)
     try:
         # The handoff first: its conditional UPDATE decides which of two racing closes goes on.
         close_handoff(session, handoff=handoff, status=outcome, author=user.username, note=body.note,
