@@ -199,7 +199,7 @@ def main() -> int:
         return [str(RASA), "run", "--model", model, "--endpoints", endpoints, "--credentials", str(credentials),
                 "--enable-api", f"--auth-token={env['RASA_TOKEN']}", "--interface", "127.0.0.1", "--port", str(port)]
 
-    plan = (production_plan(args, env, rasa_cmd, str(APP_PY), broker, state_dir / "production") if production
+    plan = (production_plan(args, env, rasa_cmd, str(APP_PY), broker, state_dir) if production
             else embedded_plan(args, env, rasa_cmd, str(APP_PY), broker))
     sup = Supervisor(ROOT, state_file=state_dir / "children.json")
     for process in plan.processes:
@@ -246,7 +246,7 @@ def banner(args: argparse.Namespace, env: dict[str, str], embedded_broker: bool,
     if args.topology == "production":
         crm = env["DATABASE_URL"].rsplit("/", 1)[-1]
         lines += [
-            f"  load balancer HAProxy on the three ports above, health-checked; config {state_dir / 'production' / 'haproxy.cfg'}",
+            f"  load balancer HAProxy on the three ports above, health-checked; config {state_dir / 'haproxy.cfg'}",
             f"  Rasa servers  {', '.join(plan.rasa_instances)}",
             f"  PostgreSQL    CRM database {crm}, tracker database {env['TRACKER_DB']} on {env['TRACKER_HOST']}:{env['TRACKER_PORT']}",
             f"  Redis         {env['REDIS_HOST']}:{env['REDIS_PORT']} db {env['REDIS_DB']} (lock store prefix {env['REDIS_KEY_PREFIX']}, "

@@ -10,8 +10,8 @@ production (``make run-production``), what an operator deploys, on one machine::
     worker-1/worker-2: distinct MQTT_CLIENT_ID, one MQTT_SHARE_GROUP
     Mosquitto (embedded) or the broker named by MQTT_HOST
 
-Configuration comes from the environment; generated files (haproxy.cfg, credentials) go to the state
-folder's ``production/`` (var/production/ for ``make run-production``).
+Configuration comes from the environment; generated files (haproxy.cfg, Rasa's credentials.yml, the
+broker's configuration) go to the state folder: var/production/ for ``make run-production``.
 """
 
 from __future__ import annotations
@@ -178,7 +178,10 @@ defaults
   timeout server 120s
   timeout tunnel 1h
   timeout http-request 30s
-  default-server inter 1s fall 2 rise 2
+  # A Rasa server answers nothing while its event loop runs the model (seconds on a busy machine): a slow
+  # check is not a dead server. A killed one refuses at once (redispatch) and is out after 3 checks.
+  timeout check 5s
+  default-server inter 2s fall 3 rise 2
 
 # Rasa: REST and Messenger webhooks, the HTTP API, socket.io. The cookie keeps a socket.io client on one
 # server, as the polling transport needs; any server can emit to any socket (Redis client manager).

@@ -55,7 +55,7 @@ class Stack:
         kind = name.split("-")[0]
         if self.topology == "embedded":
             return {"rasa": self.rasa_url, "web": self.web_url, "actions": self.actions_url}[kind]
-        cfg = (self.work / "production" / "haproxy.cfg").read_text()
+        cfg = (self.work / "haproxy.cfg").read_text()
         match = re.search(rf"server {re.escape(name)} [\d.]+:(\d+)", cfg)
         assert match, f"{name} is not in haproxy.cfg"
         return f"http://127.0.0.1:{match.group(1)}"
@@ -79,26 +79,6 @@ class Stack:
         raise AssertionError(f"{name} was not restarted within {timeout} s:\n" + "".join((self.output or [])[-10:]))
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Polls ``check`` until it is true; fails after ``timeout`` seconds."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if check():
-                return
-        except (OSError, ValueError):
-            pass  # refused, reset, bad gateway while the server comes back
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-
-
-def http_ok(url: str, timeout: float = 5) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
     def say(self, sender: str, message: str) -> list[dict[str, Any]]:
         """Sends a message through Rasa's REST channel, as a customer's client would."""
         req = urllib.request.Request(
@@ -119,6 +99,27 @@ def http_ok(url: str, timeout: float = 5) -> bool:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls ``check`` until it is true; fails after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, ValueError):
+            pass  # refused, reset, bad gateway while the server comes back
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+
+
+def http_ok(url: str, timeout: float = 5) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 class FakeGraphApi:
