@@ -64,6 +64,9 @@ class Stack:
         """SIGKILL to a child of the supervisor (no clean-up, as an OOM kill or a crash); returns its pid."""
         pid = self.pids()[name]
         os.kill(pid, signal.SIGKILL)
+        # kill() returns before the kernel has torn the process down (its listening socket may still take a
+        # connection for an instant); what follows the kill starts once it is dead (or a zombie).
+        wait_until(lambda: not _alive(pid), 10, f"pid {pid} is gone")
         return pid
 
     def wait_restarted(self, name: str, old_pid: int, timeout: float = 240) -> int:
@@ -112,6 +115,14 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
             pass  # refused, reset, bad gateway while the server comes back
         time.sleep(0.3)
     raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
 
 
 def http_ok(url: str, timeout: float = 5) -> bool:
