@@ -4,10 +4,17 @@ APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
 
-.PHONY: run test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-dialogue bench-nlu tune-nlu tune-fallback simulate clean
+.PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-dialogue bench-nlu tune-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
+
+# The topology an operator deploys, on this machine: PostgreSQL (CRM and Rasa's tracker store), Redis
+# (Rasa's lock store, shared socket.io rooms), HAProxy in front of two Rasa servers, two action servers
+# and two web replicas, two device workers, Mosquitto. Configuration from the environment (DATABASE_URL,
+# TRACKER_STORE_URL, REDIS_URL; see README, Topologies); generated files in var/production/.
+run-production: setup
+	$(APP_PY) scripts/run_stack.py --topology production
 
 test: setup-test
 	bash scripts/test.sh

@@ -1,8 +1,11 @@
 """Starts the whole system: database migrations and demo data, device credentials, the MQTT broker (the
-configured one, or the project's own Mosquitto), the device worker, the Rasa server, the action server and
-the web service. Prints the URLs to open and stops everything cleanly on Ctrl-C (or SIGTERM).
+configured one, or the project's own Mosquitto), the device worker(s), the Rasa server(s), the action
+server(s) and the web service, in one of two topologies (scripts/topology.py): ``embedded`` (make run) or
+``production`` (make run-production: PostgreSQL, Redis, HAProxy, two of each). A supervisor
+(scripts/supervisor.py) restarts a process that dies. Prints the URLs to open and stops everything
+cleanly on Ctrl-C (or SIGTERM).
 
-Run by ``make run`` with the app environment's Python; the end-to-end tests start it the same way.
+Run with the app environment's Python; the end-to-end tests start it the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from supervisor import GaveUp, Supervisor  # noqa: E402
+from topology import Plan, embedded_plan, ensure_databases, production_env, production_plan  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 APP_PY = ROOT / ".venv-app" / "bin" / "python"
@@ -62,11 +70,14 @@ def build_env(args: argparse.Namespace) -> dict[str, str]:
     file_values = ensure_env_file(pathlib.Path(args.env_file))
     for key, value in file_values.items():
         env.setdefault(key, value)  # the environment wins over .env
+    if args.topology == "production":
+        production_env(env)  # PostgreSQL, Redis: refuses SQLite
     env.setdefault("DATABASE_URL", "sqlite:///var/crm.db")
     env.setdefault("TRACKER_DIALECT", "sqlite")
     env.setdefault("TRACKER_DB", "var/rasa_tracker.db")
-    for key in ("TRACKER_HOST", "TRACKER_USER", "TRACKER_PASSWORD"):
-        env.setdefault(key, "")
+    for key in ("TRACKER_HOST", "TRACKER_USER", "TRACKER_PASSWORD", "SOCKETIO_REDIS_URL", "SOCKETIO_REDIS_PASSWORD"):
+        env.setdefault(key, "")  # Rasa refuses a ${VARIABLE} in its YAML files that is not set at all
+    env.setdefault("SOCKETIO_REDIS_CHANNEL", "rasa-socketio")
     env["ACTION_SERVER_PORT"] = str(args.actions_port)
     env["ACTION_ENDPOINT_URL"] = f"http://127.0.0.1:{args.actions_port}/webhook"
     env.setdefault("RASA_PUBLIC_URL", f"http://127.0.0.1:{args.rasa_port}")
@@ -121,80 +132,78 @@ def broker_command(env: dict[str, str], state_dir: pathlib.Path) -> list[str] | 
     return [mosquitto, "-c", conf.splitlines()[-1]]
 
 
-def wait_for_port(host: str, port: int, deadline: float, procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    while time.time() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with code {proc.returncode} during start-up; see var/log/{name}.log")
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {host}:{port}")
+def wait_ready(urls: list[str], sup: Supervisor, deadline: float, stopping: Callable[[], bool],
+               mqtt: tuple[str, int]) -> None:
+    """Waits until the broker's port is open and every URL answers 200 (Rasa's /status: a model is
+    loaded), restarting children that die meanwhile. Raises SystemExit on timeout."""
+    pending = [("mqtt", mqtt), *(("url", url) for url in urls)]
+    while pending and not stopping():
+        sup.check()
+        kind, target = pending[0]
+        if kind == "mqtt" and _port_open(*target) or kind == "url" and _answers(str(target)):
+            pending.pop(0)
+            continue
+        if time.time() > deadline:
+            shown = str(target).split("?")[0]  # never print Rasa's token
+            raise SystemExit(f"timed out waiting for {shown}")
+        time.sleep(0.3)
 
 
-def wait_until(url: str, deadline: float, procs: dict[str, subprocess.Popen[bytes]], check=None) -> None:  # type: ignore[no-untyped-def]
-    while time.time() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with code {proc.returncode} during start-up; see var/log/{name}.log")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                body = resp.read()
-                if resp.status == 200 and (check is None or check(body)):
-                    return
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"timed out waiting for {url}")
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
-def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    for proc in procs.values():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.time() + 15
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            body = resp.read()
+            # Rasa's /status: the server is up AND has its model.
+            return resp.status == 200 and ("/status" not in url or bool(json.loads(body).get("model_file")))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--topology", choices=("embedded", "production"), default="embedded",
+                        help="embedded: SQLite, one of each (make run); production: PostgreSQL, Redis, HAProxy "
+                             "and two of each (make run-production)")
     parser.add_argument("--rasa-port", type=int, default=5005)
     parser.add_argument("--actions-port", type=int, default=5055)
     parser.add_argument("--web-port", type=int, default=8000)
     parser.add_argument("--mqtt-port", type=int, default=1884, help="port of the embedded broker (when MQTT_HOST is unset)")
     parser.add_argument("--model", help="model archive; default: train one for the current data if needed")
     parser.add_argument("--env-file", default=str(ROOT / ".env"))
-    parser.add_argument("--log-dir", default=str(ROOT / "var" / "log"))
+    parser.add_argument("--log-dir", default=None, help="default: var/log (embedded), var/production/log (production)")
     args = parser.parse_args()
 
-    env = build_env(args)
-    log_dir = pathlib.Path(args.log_dir)
+    production = args.topology == "production"
+    default_logs = ROOT / "var" / ("production/log" if production else "log")
+    log_dir = pathlib.Path(args.log_dir or default_logs)
     log_dir.mkdir(parents=True, exist_ok=True)
-    state_dir = log_dir.parent  # var/ for make run; the test's own folder for the end-to-end tests
+    state_dir = log_dir.parent  # var/ or var/production/; the test's own folder for the end-to-end tests
+    env = build_env(args)
+    if production:
+        ensure_databases(env)
     bootstrap(env, state_dir)
     model = args.model or step(["bash", "scripts/train.sh"], env).splitlines()[-1]
     credentials = write_credentials(env, state_dir)
-
     broker = broker_command(env, state_dir)
-    commands = {
-        **({"broker": broker} if broker else {}),
-        "worker": [str(APP_PY), "-m", "device_hooks.worker"],
-        "actions": [str(APP_PY), "-m", "actions"],
+
+    def rasa_cmd(port: int, endpoints: str) -> list[str]:
         # "--auth-token=..." in one argument: a token starting with "-" would otherwise be read as an option.
-        "rasa": [str(RASA), "run", "--model", model, "--endpoints", "bot/endpoints.yml",
-                 "--credentials", str(credentials), "--enable-api", f"--auth-token={env['RASA_TOKEN']}",
-                 "--interface", "127.0.0.1", "--port", str(args.rasa_port)],
-        "web": [str(APP_PY), "-m", "uvicorn", "--factory", "web_service.main:create_app",
-                "--host", "127.0.0.1", "--port", str(args.web_port), "--ws", "none"],
-    }
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+        return [str(RASA), "run", "--model", model, "--endpoints", endpoints, "--credentials", str(credentials),
+                "--enable-api", f"--auth-token={env['RASA_TOKEN']}", "--interface", "127.0.0.1", "--port", str(port)]
+
+    plan = (production_plan(args, env, rasa_cmd, str(APP_PY), broker, state_dir) if production
+            else embedded_plan(args, env, rasa_cmd, str(APP_PY), broker))
+    sup = Supervisor(ROOT, state_file=state_dir / "children.json")
+    for process in plan.processes:
+        sup.add(process.name, process.cmd, {**env, **process.env}, log_dir / f"{process.name}.log")
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -204,41 +213,48 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        for name, cmd in commands.items():
-            log = open(log_dir / f"{name}.log", "ab")
-            # Own process group: Ctrl-C reaches only this supervisor, which stops the children in order.
-            procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
-        deadline = time.time() + 300
-        wait_for_port(env["MQTT_HOST"], int(env["MQTT_PORT"]), deadline, procs)
-        wait_until(f"http://127.0.0.1:{args.actions_port}/health", deadline, procs)
-        wait_until(f"http://127.0.0.1:{args.web_port}/health", deadline, procs)
-        wait_until(f"http://127.0.0.1:{args.rasa_port}/status?token={env['RASA_TOKEN']}", deadline, procs,
-                   check=lambda body: bool(json.loads(body).get("model_file")))
-        print(
-            "\nThe assistant is running:\n"
-            f"  web chat     http://127.0.0.1:{args.web_port}/chat\n"
-            f"  agent console http://127.0.0.1:{args.web_port}/console\n"
-            f"  CRM API      http://127.0.0.1:{args.web_port}/docs  (user admin, password ADMIN_PASSWORD in .env)\n"
-            f"  Rasa server  http://127.0.0.1:{args.rasa_port}  (HTTP API token RASA_TOKEN in .env)\n"
-            f"  MQTT broker  mqtt://{env['MQTT_HOST']}:{env['MQTT_PORT']}{' (embedded)' if broker else ''}; "
-            f"device tokens in {state_dir / 'device_tokens.json'}\n"
-            f"  logs         {log_dir}/\n"
-            "Press Ctrl-C to stop.",
-            flush=True,
-        )
+        sup.start_all()
+        wait_ready(plan.ready_urls, sup, time.time() + 420, lambda: stopping, (env["MQTT_HOST"], int(env["MQTT_PORT"])))
+        if stopping:
+            return 0
+        print(banner(args, env, broker is not None, state_dir, log_dir, plan), flush=True)
         print("READY", flush=True)
         while not stopping:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with code {proc.returncode}; stopping (see {log_dir}/{name}.log)", flush=True)
-                    return 1
-            time.sleep(0.5)
+            sup.check()  # restarts a child that died
+            time.sleep(0.2)
         return 0
+    except GaveUp as err:
+        print(f"supervisor: {err}; stopping the stack", flush=True)
+        return 1
     finally:
         print("stopping…", flush=True)
-        stop_all(procs)
+        sup.stop_all()
         print("stopped.", flush=True)
+
+
+def banner(args: argparse.Namespace, env: dict[str, str], embedded_broker: bool, state_dir: pathlib.Path,
+           log_dir: pathlib.Path, plan: Plan) -> str:
+    lines = [
+        f"\nThe assistant is running ({args.topology} topology):",
+        f"  web chat      http://127.0.0.1:{args.web_port}/chat",
+        f"  agent console http://127.0.0.1:{args.web_port}/console",
+        f"  CRM API       http://127.0.0.1:{args.web_port}/docs  (user admin, password ADMIN_PASSWORD in {args.env_file})",
+        f"  Rasa server   http://127.0.0.1:{args.rasa_port}  (HTTP API token RASA_TOKEN in {args.env_file})",
+        f"  MQTT broker   mqtt://{env['MQTT_HOST']}:{env['MQTT_PORT']}{' (embedded)' if embedded_broker else ''}; "
+        f"device tokens in {state_dir / 'device_tokens.json'}",
+    ]
+    if args.topology == "production":
+        crm = env["DATABASE_URL"].rsplit("/", 1)[-1]
+        lines += [
+            f"  load balancer HAProxy on the three ports above, health-checked; config {state_dir / 'haproxy.cfg'}",
+            f"  Rasa servers  {', '.join(plan.rasa_instances)}",
+            f"  PostgreSQL    CRM database {crm}, tracker database {env['TRACKER_DB']} on {env['TRACKER_HOST']}:{env['TRACKER_PORT']}",
+            f"  Redis         {env['REDIS_HOST']}:{env['REDIS_PORT']} db {env['REDIS_DB']} (lock store prefix {env['REDIS_KEY_PREFIX']}, "
+            f"socket.io channel {env['SOCKETIO_REDIS_CHANNEL']})",
+            f"  processes     {', '.join(sup_name for sup_name in (p.name for p in plan.processes))}",
+        ]
+    lines += [f"  logs          {log_dir}/  (process ids: {state_dir / 'children.json'})", "Press Ctrl-C to stop."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

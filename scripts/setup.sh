@@ -44,10 +44,13 @@ rasa_pid=$!
 make_env .venv-app requirements/app.txt
 wait "$rasa_pid"
 
-# Debian packages: Mosquitto (make run starts its own broker when none is configured) and, for the
-# browser tests, Chromium.
+# Debian packages: Mosquitto (make run starts its own broker when none is configured), HAProxy (the load
+# balancer of make run-production), docker-compose (validates deploy/compose.yaml offline; no engine
+# needed) and, for the browser tests, Chromium.
 packages=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || packages+=(haproxy)
+command -v docker-compose >/dev/null || packages+=(docker-compose)
 if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then packages+=(chromium); fi
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "==> installing Debian's ${packages[*]}"

@@ -1,4 +1,6 @@
-"""The whole system started as real processes by the same launcher as `make run`, on free ports."""
+"""The whole system started as real processes by the same launcher as `make run`, on free ports, in both
+topologies: ``embedded`` (make run: SQLite, one of each) and ``production`` (make run-production:
+PostgreSQL, Redis, HAProxy, two of each). Every test that uses ``stack`` runs against both."""
 
 from __future__ import annotations
 
@@ -6,12 +8,16 @@ import json
 import os
 import pathlib
 import queue
+import re
+import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +42,45 @@ class Stack:
     database_url: str
     mqtt_port: int
     work: pathlib.Path
+    topology: str = "embedded"
+    rasa_instances: tuple[str, ...] = ()  # each Rasa server's own address (rasa_url is the load balancer's)
+    output: list[str] | None = None  # the launcher's (supervisor's) output, growing while the stack runs
+
+    def pids(self) -> dict[str, int]:
+        """The supervisor's children and their current process ids."""
+        return {k: int(v) for k, v in json.loads((self.work / "children.json").read_text()).items()}
+
+    def instance_url(self, name: str) -> str:
+        """A server's own address: ``rasa``/``web``/``actions`` (embedded) or ``rasa-1`` etc. (production)."""
+        kind = name.split("-")[0]
+        if self.topology == "embedded":
+            return {"rasa": self.rasa_url, "web": self.web_url, "actions": self.actions_url}[kind]
+        cfg = (self.work / "haproxy.cfg").read_text()
+        match = re.search(rf"server {re.escape(name)} [\d.]+:(\d+)", cfg)
+        assert match, f"{name} is not in haproxy.cfg"
+        return f"http://127.0.0.1:{match.group(1)}"
+
+    def kill9(self, name: str) -> int:
+        """SIGKILL to a child of the supervisor (no clean-up, as an OOM kill or a crash); returns its pid."""
+        pid = self.pids()[name]
+        os.kill(pid, signal.SIGKILL)
+        # kill() returns before the kernel has torn the process down (its listening socket may still take a
+        # connection for an instant); what follows the kill starts once it is dead (or a zombie).
+        wait_until(lambda: not _alive(pid), 10, f"pid {pid} is gone")
+        return pid
+
+    def wait_restarted(self, name: str, old_pid: int, timeout: float = 240) -> int:
+        """Waits until the supervisor logged the death and restart of ``name`` and runs a new process."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            pid = self.pids().get(name)
+            said = "".join(self.output or [])
+            if pid and pid != old_pid and f"{name} (pid {old_pid}) died with signal 9 (SIGKILL)" in said \
+                    and f"{name} restarted (pid {pid}" in said:
+                return pid
+            time.sleep(0.2)
+        raise AssertionError(f"{name} was not restarted within {timeout} s:\n" + "".join((self.output or [])[-10:]))
+
 
     def say(self, sender: str, message: str) -> list[dict[str, Any]]:
         """Sends a message through Rasa's REST channel, as a customer's client would."""
@@ -57,6 +102,35 @@ class Stack:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls ``check`` until it is true; fails after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, ValueError):
+            pass  # refused, reset, bad gateway while the server comes back
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def http_ok(url: str, timeout: float = 5) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 class FakeGraphApi:
@@ -110,18 +184,36 @@ def fake_graph() -> Iterator[FakeGraphApi]:
     graph.server.shutdown()
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, fake_graph: FakeGraphApi) -> Iterator[Stack]:
+TOPOLOGIES = ["embedded", "production"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "production_only: runs only against the production topology's stack")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``production_only`` are not collected for the embedded stack (rather than skipped
+    there, which would start a stack only to skip)."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        embedded = callspec is not None and callspec.params.get("stack") == "embedded"
+        (drop if embedded and item.get_closest_marker("production_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", params=TOPOLOGIES)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake_graph: FakeGraphApi) -> Iterator[Stack]:
     model = os.environ.get("BOT_MODEL")
     if not model:
         pytest.fail("BOT_MODEL is not set: run the suite through `make test`")
-    work = tmp_path_factory.mktemp("stack")
+    topology = request.param
+    work = tmp_path_factory.mktemp(f"stack-{topology}")
     ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port()}
     env = dict(os.environ)
     env.update({
-        "DATABASE_URL": f"sqlite:///{work}/crm.db",
-        "TRACKER_DIALECT": "sqlite",
-        "TRACKER_DB": str(work / "tracker.db"),
         # Messenger on, its Graph API calls to the local stand-in for Facebook's servers.
         "FACEBOOK_APP_SECRET": FB_APP_SECRET,
         "FACEBOOK_VERIFY_TOKEN": "e2e-verify-token",
@@ -133,20 +225,44 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_graph: FakeGraphApi) ->
         "CHAT_RATE_PER_CLIENT": "100000/minute",
         "VERIFY_MAX_FAILURES_PER_CLIENT": "100000",
     })
-    (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
     for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
-                "MQTT_BRIDGE_PASSWORD", "MQTT_HOST", "MQTT_PORT"):
-        env.pop(key, None)  # the launcher generates them into the test's own .env
+                "MQTT_BRIDGE_PASSWORD", "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "REDIS_URL",
+                "REDIS_KEY_PREFIX", "REDIS_PASSWORD", "TRACKER_PASSWORD"):
+        env.pop(key, None)  # the launcher generates the secrets into the test's own .env
+    databases: list[str] = []
+    if topology == "embedded":
+        env.update({"DATABASE_URL": f"sqlite:///{work}/crm.db", "TRACKER_DIALECT": "sqlite",
+                    "TRACKER_DB": str(work / "tracker.db")})
+    else:
+        from tests.conftest import PG_ADMIN_URL, postgres_available
+
+        if not postgres_available():
+            pytest.fail("the production topology needs PostgreSQL on 127.0.0.1:5432")
+        # Throw-away databases and a Redis key prefix and socket.io channel of this test session's own.
+        suffix = uuid.uuid4().hex[:10]
+        databases = [f"e2e_crm_{suffix}", f"e2e_tracker_{suffix}"]
+        server = PG_ADMIN_URL.rsplit("/", 1)[0]
+        env.update({"DATABASE_URL": f"{server}/{databases[0]}",
+                    "TRACKER_STORE_URL": f"{server.replace('+psycopg', '')}/{databases[1]}",
+                    "REDIS_URL": "redis://127.0.0.1:6379/4", "REDIS_KEY_PREFIX": f"e2e{suffix}"})
+    (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
     env_file = work / ".env"
-    cmd = [str(ROOT / ".venv-app" / "bin" / "python"), str(ROOT / "scripts" / "run_stack.py"),
+    cmd = [str(ROOT / ".venv-app" / "bin" / "python"), str(ROOT / "scripts" / "run_stack.py"), "--topology", topology,
            "--rasa-port", str(ports["rasa"]), "--actions-port", str(ports["actions"]), "--web-port", str(ports["web"]),
            "--mqtt-port", str(ports["mqtt"]),
            "--model", model, "--env-file", str(env_file), "--log-dir", str(work / "log")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # A reader thread, because select() on a buffered pipe misses lines already read into the buffer.
+    # A reader thread, because select() on a buffered pipe misses lines already read into the buffer; it
+    # keeps reading after READY, so tests can see the supervisor's restarts.
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
     output: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            output.append(line)
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
     deadline = time.time() + 420
     ready = False
     while time.time() < deadline and not ready:
@@ -156,22 +272,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_graph: FakeGraphApi) ->
             if proc.poll() is not None:
                 break
             continue
-        output.append(line)
         ready = line.strip() == "READY"
-    if not ready:
-        proc.kill()
-        logs = "".join(p.read_text()[-3000:] for p in (work / "log").glob("*.log"))
-        pytest.fail("the stack did not start:\n" + "".join(output)[-3000:] + logs)
-    secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    env.update(secrets)
-    env.update({"MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(ports["mqtt"])})  # for the simulator run by tests
     try:
+        if not ready:
+            proc.kill()
+            logs = "".join(p.read_text()[-3000:] for p in (work / "log").glob("*.log"))
+            pytest.fail("the stack did not start:\n" + "".join(output)[-3000:] + logs)
+        secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
+        env.update(secrets)
+        env.update({"MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(ports["mqtt"])})  # for the simulator run by tests
+        instances = next((line.split(None, 2)[2].strip().split(", ") for line in output
+                          if line.strip().startswith("Rasa servers")), [f"http://127.0.0.1:{ports['rasa']}"])
         yield Stack(rasa_url=f"http://127.0.0.1:{ports['rasa']}", web_url=f"http://127.0.0.1:{ports['web']}",
                     actions_url=f"http://127.0.0.1:{ports['actions']}", env=env, database_url=env["DATABASE_URL"],
-                    mqtt_port=ports["mqtt"], work=work)
+                    mqtt_port=ports["mqtt"], work=work, topology=topology, rasa_instances=tuple(instances),
+                    output=output)
     finally:
         proc.terminate()  # SIGTERM: the launcher stops its children in order
         try:
             proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if databases:
+            from tests.conftest import _drop_pg_database
+
+            for name in databases:
+                _drop_pg_database(name)

@@ -1,7 +1,9 @@
 """A web-chat customer over Rasa's real socket.io channel, driven line by line (run with the rasa env's Python).
 
-Usage: sio_customer.py URL SESSION_ID. Each stdin line is a message to send; each bot_uttered event is
-printed as one JSON line. The app environment has no socket.io client, Rasa's environment has one.
+Usage: sio_customer.py URL SESSION_ID [websocket|polling]. Each stdin line is a message to send; each
+bot_uttered event is printed as one JSON line (and a lost connection as a ``disconnect`` line). The app
+environment has no socket.io client, Rasa's environment has one. The polling transport keeps cookies, as a
+browser does, so a load balancer's sticky cookie keeps it on one Rasa server.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import asyncio
 import json
 import sys
 
+import aiohttp
 import socketio
 
 
-async def main(url: str, session_id: str) -> None:
-    sio = socketio.AsyncClient(reconnection=False)
+async def main(url: str, session_id: str, transport: str = "websocket") -> None:
+    # unsafe=True: keep cookies from an IP address (127.0.0.1), as browsers do.
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    sio = socketio.AsyncClient(reconnection=False, http_session=http)
     confirmed = asyncio.Event()
 
     @sio.on("session_confirm")
@@ -22,11 +27,15 @@ async def main(url: str, session_id: str) -> None:
         print(json.dumps({"event": "session_confirm", "session_id": data}), flush=True)
         confirmed.set()
 
+    @sio.on("disconnect")
+    async def on_disconnect():  # type: ignore[no-untyped-def]
+        print(json.dumps({"event": "disconnect"}), flush=True)
+
     @sio.on("bot_uttered")
     async def on_bot(data):  # type: ignore[no-untyped-def]
         print(json.dumps({"event": "bot_uttered", **data}), flush=True)
 
-    await sio.connect(url, transports=["websocket"], socketio_path="socket.io")
+    await sio.connect(url, transports=[transport], socketio_path="socket.io")
     await sio.emit("session_request", {"session_id": session_id})
     await asyncio.wait_for(confirmed.wait(), 30)
     loop = asyncio.get_running_loop()
@@ -36,7 +45,8 @@ async def main(url: str, session_id: str) -> None:
             break
         await sio.emit("user_uttered", {"message": line.rstrip("\n"), "session_id": session_id})
     await sio.disconnect()
+    await http.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(*sys.argv[1:4]))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
 import time
 import urllib.request
@@ -24,8 +23,15 @@ def simulator(stack: Stack, *args: str) -> str:
 
 
 def query(stack: Stack, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(stack.database_url.removeprefix("sqlite:///")) as db:
-        return db.execute(sql, params).fetchall()
+    """Reads the stack's CRM database (SQLite or PostgreSQL); ``?`` placeholders, in order."""
+    from sqlalchemy import text
+
+    from crm_store.db import session_scope
+
+    parts = sql.split("?")
+    named = parts[0] + "".join(f":p{i}{part}" for i, part in enumerate(parts[1:]))
+    with session_scope(stack.database_url) as session:
+        return [tuple(row) for row in session.execute(text(named), {f"p{i}": v for i, v in enumerate(params)})]
 
 
 def admin(stack: Stack) -> str:

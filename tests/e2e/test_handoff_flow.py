@@ -27,11 +27,14 @@ AGENT, AGENT_PASSWORD = "maria", "maria-console-password"
 class SioCustomer:
     """A web-chat customer on Rasa's socket.io channel (tests/e2e/sio_customer.py in a process of its own)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.session_id = uuid.uuid4().hex
+    def __init__(self, stack: Stack, url: str | None = None, session_id: str | None = None,
+                 transport: str = "websocket") -> None:
+        """Connects to ``url`` (default: the stack's Rasa address, its load balancer in production), as a
+        new visitor or, with ``session_id``, as a returning one."""
+        self.session_id = session_id or uuid.uuid4().hex
         self.proc = subprocess.Popen(
             [str(ROOT / ".venv-rasa" / "bin" / "python"), str(ROOT / "tests" / "e2e" / "sio_customer.py"),
-             stack.rasa_url, self.session_id],
+             url or stack.rasa_url, self.session_id, transport],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()

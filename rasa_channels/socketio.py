@@ -1,0 +1,132 @@
+"""Rasa's socket.io web-chat channel, able to reach a customer connected to another Rasa server.
+
+Rasa 3.6's ``SocketIOInput`` keeps its sockets in the process's memory: with two Rasa servers behind a
+load balancer, a message that Rasa B sends (a proactive message through ``trigger_intent``, an agent's
+reply through ``execute``) to a customer whose socket lives on Rasa A is lost. This channel is the same
+channel (name ``socketio``, same events, same session rooms) with python-socketio's ``AsyncRedisManager``
+as the client manager when ``redis_url`` is set: every ``emit`` to a session's room is published on a
+Redis channel and delivered by whichever server holds the socket. Without ``redis_url`` it keeps the
+in-memory manager (one Rasa server).
+
+credentials.yml::
+
+    rasa_channels.socketio.SocketIOInput:
+      user_message_evt: user_uttered
+      bot_message_evt: bot_uttered
+      session_persistence: true
+      redis_url: ${SOCKETIO_REDIS_URL}           # e.g. redis://127.0.0.1:6379/3; empty: one server only
+      redis_password: ${SOCKETIO_REDIS_PASSWORD}  # kept out of the URL
+      redis_channel: ${SOCKETIO_REDIS_CHANNEL}    # the same on every Rasa server of one deployment
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import rasa.core.channels.channel
+import rasa.shared.utils.io
+from rasa.core.channels.channel import UserMessage
+from rasa.core.channels.socketio import SocketBlueprint, SocketIOOutput
+from rasa.core.channels.socketio import SocketIOInput as RasaSocketIOInput
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+from socketio import AsyncManager, AsyncRedisManager, AsyncServer
+
+logger = logging.getLogger(__name__)
+DEFAULT_REDIS_CHANNEL = "rasa-socketio"
+
+
+class SocketIOInput(RasaSocketIOInput):
+    """Rasa's socket.io input channel with an optional Redis client manager shared by all Rasa servers."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "socketio"  # trackers, handoffs and ``output_channel=latest`` know the channel by this name
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> SocketIOInput:
+        credentials = credentials or {}
+        return cls(
+            credentials.get("user_message_evt", "user_uttered"),
+            credentials.get("bot_message_evt", "bot_uttered"),
+            credentials.get("namespace"),
+            credentials.get("session_persistence", False),
+            credentials.get("socketio_path", "/socket.io"),
+            credentials.get("jwt_key"),
+            credentials.get("jwt_method", "HS256"),
+            credentials.get("metadata_key", "metadata"),
+            redis_url=credentials.get("redis_url") or None,
+            redis_password=credentials.get("redis_password") or None,
+            redis_channel=credentials.get("redis_channel") or DEFAULT_REDIS_CHANNEL,
+        )
+
+    def __init__(self, *args: Any, redis_url: str | None = None, redis_password: str | None = None,
+                 redis_channel: str = DEFAULT_REDIS_CHANNEL, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.redis_url = redis_url
+        self.redis_password = redis_password
+        self.redis_channel = redis_channel
+
+    def client_manager(self) -> AsyncManager:
+        """Redis pub/sub manager when ``redis_url`` is set (several Rasa servers), else the in-memory one."""
+        if not self.redis_url:
+            return AsyncManager()
+        options = {"password": self.redis_password} if self.redis_password else {}
+        logger.info("socket.io rooms shared through Redis channel %r", self.redis_channel)
+        return AsyncRedisManager(self.redis_url, channel=self.redis_channel, redis_options=options)
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        """Rasa 3.6's socket.io blueprint (same routes and events) on a server with our client manager."""
+        sio = AsyncServer(async_mode="sanic", cors_allowed_origins=[], client_manager=self.client_manager())
+        socketio_webhook = SocketBlueprint(sio, self.socketio_path, "socketio_webhook", __name__)
+        self.sio = sio  # get_output_channel() uses it for messages sent through Rasa's HTTP API
+
+        @socketio_webhook.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @sio.on("connect", namespace=self.namespace)
+        async def connect(sid: str, environ: dict, auth: dict | None) -> bool:
+            if not self.jwt_key:
+                return True
+            token = (auth or {}).get("token")
+            payload = rasa.core.channels.channel.decode_bearer_token(token, self.jwt_key, self.jwt_algorithm) if token else None
+            return bool(payload)
+
+        @sio.on("session_request", namespace=self.namespace)
+        async def session_request(sid: str, data: dict | None) -> None:
+            data = data or {}
+            if not data.get("session_id"):
+                data["session_id"] = uuid.uuid4().hex
+            if self.session_persistence:
+                # The session id is the room: any server's emit to it reaches this socket.
+                entered = sio.enter_room(sid, data["session_id"], namespace=self.namespace)
+                if inspect.isawaitable(entered):  # a coroutine from python-socketio 5.10 on
+                    await entered
+            await sio.emit("session_confirm", data["session_id"], room=sid, namespace=self.namespace)
+
+        @sio.on(self.user_message_evt, namespace=self.namespace)
+        async def handle_message(sid: str, data: dict) -> None:
+            output_channel = SocketIOOutput(sio, self.bot_message_evt)
+            if self.session_persistence:
+                if not data.get("session_id"):
+                    rasa.shared.utils.io.raise_warning(
+                        "A message without a session_id was received and ignored: the client must send "
+                        "`session_request` first.")
+                    return
+                sender_id = data["session_id"]
+            else:
+                sender_id = sid
+            metadata = data.get(self.metadata_key, {})
+            if isinstance(metadata, str):
+                metadata = json.loads(metadata)
+            await on_new_message(UserMessage(data.get("message", ""), output_channel, sender_id,
+                                             input_channel=self.name(), metadata=metadata))
+
+        return socketio_webhook

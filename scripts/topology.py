@@ -1,0 +1,219 @@
+"""The two topologies that scripts/run_stack.py starts.
+
+embedded (``make run``): SQLite, one process of each kind, the project's own Mosquitto.
+
+production (``make run-production``), what an operator deploys, on one machine::
+
+    PostgreSQL: CRM (DATABASE_URL) and Rasa's SQLTrackerStore (TRACKER_STORE_URL)
+    Redis (REDIS_URL): Rasa's RedisLockStore and the socket.io client manager shared by both Rasa servers
+    HAProxy: rasa-1/rasa-2 (sticky by cookie), actions-1/actions-2, web-1/web-2, health-checked
+    worker-1/worker-2: distinct MQTT_CLIENT_ID, one MQTT_SHARE_GROUP
+    Mosquitto (embedded) or the broker named by MQTT_HOST
+
+Configuration comes from the environment; generated files (haproxy.cfg, Rasa's credentials.yml, the
+broker's configuration) go to the state folder: var/production/ for ``make run-production``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import socket
+import urllib.parse
+from dataclasses import dataclass, field
+
+PRODUCTION_DEFAULTS = {
+    "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/appliance_care",
+    "TRACKER_STORE_URL": "postgresql://postgres@127.0.0.1:5432/appliance_care_tracker",
+    # A Redis database index of its own; the key prefix and socket.io channel keep deployments apart
+    # (Redis pub/sub channels are shared by all database indexes).
+    "REDIS_URL": "redis://127.0.0.1:6379/3",
+    "REDIS_KEY_PREFIX": "appliancecare",
+    "MQTT_SHARE_GROUP": "crm-workers",
+}
+REPLICAS = 2
+
+
+@dataclass
+class Process:
+    name: str
+    cmd: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
+
+
+@dataclass
+class Plan:
+    processes: list[Process]
+    ready_urls: list[str]  # every one answers 200 when the stack is ready
+    rasa_instances: list[str]  # each Rasa server's own address (the load balancer's is args.rasa_port)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def production_env(env: dict[str, str]) -> None:
+    """Production defaults and the per-component variables derived from the three URLs (in place).
+
+    Passwords never travel in these URLs: TRACKER_PASSWORD and REDIS_PASSWORD are separate variables.
+    Raises SystemExit for a configuration the production topology cannot run on (SQLite).
+    """
+    for key, value in PRODUCTION_DEFAULTS.items():
+        if not env.get(key):
+            env[key] = value
+    if not env["DATABASE_URL"].startswith("postgresql"):
+        raise SystemExit(f"the production topology keeps the CRM in PostgreSQL; DATABASE_URL is "
+                         f"{env['DATABASE_URL'].split(':', 1)[0]} (set DATABASE_URL, or remove it from .env)")
+    tracker = urllib.parse.urlsplit(env["TRACKER_STORE_URL"])
+    if tracker.password or tracker.scheme.split("+")[0] != "postgresql":
+        raise SystemExit("TRACKER_STORE_URL must be postgresql://user@host:port/db (the password goes in TRACKER_PASSWORD)")
+    env.update({"TRACKER_DIALECT": "postgresql", "TRACKER_HOST": tracker.hostname or "127.0.0.1",
+                "TRACKER_PORT": str(tracker.port or 5432), "TRACKER_DB": tracker.path.lstrip("/"),
+                "TRACKER_USER": urllib.parse.unquote(tracker.username or "")})
+    env.setdefault("TRACKER_PASSWORD", "")
+    redis = urllib.parse.urlsplit(env["REDIS_URL"])
+    if redis.password:
+        raise SystemExit("REDIS_URL must not carry a password: set REDIS_PASSWORD")
+    if not env["REDIS_KEY_PREFIX"].isalnum():
+        raise SystemExit("REDIS_KEY_PREFIX must be alphanumeric (Rasa's RedisLockStore requires it)")
+    env.update({"REDIS_HOST": redis.hostname or "127.0.0.1", "REDIS_PORT": str(redis.port or 6379),
+                "REDIS_DB": redis.path.lstrip("/") or "0"})
+    env.setdefault("REDIS_PASSWORD", "")
+    env.update({"SOCKETIO_REDIS_URL": env["REDIS_URL"], "SOCKETIO_REDIS_PASSWORD": env["REDIS_PASSWORD"],
+                "SOCKETIO_REDIS_CHANNEL": f"{env['REDIS_KEY_PREFIX']}-socketio"})
+
+
+def ensure_databases(env: dict[str, str]) -> None:
+    """Creates the CRM and tracker databases when missing (connecting to the server's ``postgres`` db)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    crm = make_url(env["DATABASE_URL"])
+    tracker_db = env["TRACKER_DB"]
+    names = [crm.database, tracker_db] if (env["TRACKER_HOST"], env["TRACKER_PORT"]) == (crm.host, str(crm.port or 5432)) \
+        else [crm.database]
+    admin = create_engine(crm.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    # A tracker database on another server is created by Rasa itself (login_db in endpoints.production.yml).
+
+
+def embedded_plan(args, env: dict[str, str], rasa_cmd, app_py: str, broker: list[str] | None) -> Plan:  # type: ignore[no-untyped-def]
+    """One process of each kind, on the ports given on the command line."""
+    processes = [Process("broker", broker)] if broker else []
+    processes += [
+        Process("worker", [app_py, "-m", "device_hooks.worker"]),
+        Process("actions", [app_py, "-m", "actions"], {"ACTION_SERVER_PORT": str(args.actions_port)}),
+        Process("rasa", rasa_cmd(args.rasa_port, "bot/endpoints.yml")),
+        Process("web", web_cmd(app_py, args.web_port)),
+    ]
+    rasa = f"http://127.0.0.1:{args.rasa_port}"
+    return Plan(processes, [f"http://127.0.0.1:{args.actions_port}/health", f"http://127.0.0.1:{args.web_port}/health",
+                            f"{rasa}/status?token={env['RASA_TOKEN']}"], [rasa])
+
+
+def production_plan(args, env: dict[str, str], rasa_cmd, app_py: str, broker: list[str] | None,  # type: ignore[no-untyped-def]
+                    config_dir: pathlib.Path) -> Plan:
+    """Two Rasa servers, two action servers, two web replicas and two workers behind HAProxy."""
+    haproxy = _which("haproxy", "/usr/sbin/haproxy")
+    if haproxy is None:
+        raise SystemExit("haproxy is not installed: run `make setup` (it installs Debian's haproxy)")
+    ports = {f"{kind}-{i}": free_port() for kind in ("rasa", "actions", "web") for i in range(1, REPLICAS + 1)}
+    config_dir.mkdir(parents=True, exist_ok=True)
+    cfg = config_dir / "haproxy.cfg"
+    cfg.write_text(haproxy_config(args.rasa_port, args.actions_port, args.web_port, ports))
+    processes = [Process("broker", broker)] if broker else []
+    processes.append(Process("haproxy", [haproxy, "-W", "-db", "-f", str(cfg)]))
+    for i in range(1, REPLICAS + 1):
+        processes.append(Process(f"worker-{i}", [app_py, "-m", "device_hooks.worker"],
+                                 {"MQTT_CLIENT_ID": f"crm-device-worker-{i}", "MQTT_SHARE_GROUP": env["MQTT_SHARE_GROUP"]}))
+    for i in range(1, REPLICAS + 1):
+        processes.append(Process(f"actions-{i}", [app_py, "-m", "actions"], {"ACTION_SERVER_PORT": str(ports[f"actions-{i}"])}))
+    for i in range(1, REPLICAS + 1):
+        processes.append(Process(f"rasa-{i}", rasa_cmd(ports[f"rasa-{i}"], "bot/endpoints.production.yml")))
+    for i in range(1, REPLICAS + 1):
+        processes.append(Process(f"web-{i}", web_cmd(app_py, ports[f"web-{i}"])))
+    instances = [f"http://127.0.0.1:{ports[f'rasa-{i}']}" for i in range(1, REPLICAS + 1)]
+    ready = [f"http://127.0.0.1:{ports[f'{kind}-{i}']}/health" for kind in ("actions", "web") for i in range(1, REPLICAS + 1)]
+    ready += [f"{url}/status?token={env['RASA_TOKEN']}" for url in instances]
+    # Through the load balancer too: HAProxy has seen every backend healthy.
+    ready += [f"http://127.0.0.1:{args.actions_port}/health", f"http://127.0.0.1:{args.web_port}/health",
+              f"http://127.0.0.1:{args.rasa_port}/"]
+    return Plan(processes, ready, instances)
+
+
+def web_cmd(app_py: str, port: int) -> list[str]:
+    return [app_py, "-m", "uvicorn", "--factory", "web_service.main:create_app", "--host", "127.0.0.1",
+            "--port", str(port), "--ws", "none"]
+
+
+def haproxy_config(rasa_port: int, actions_port: int, web_port: int, ports: dict[str, int], host: str = "127.0.0.1",
+                   backend_host: str = "127.0.0.1") -> str:
+    """HAProxy configuration: one frontend per service, health-checked backends, sticky socket.io."""
+    def servers(kind: str, sticky: bool) -> str:
+        return "".join(f"  server {name} {backend_host}:{port} check{' cookie ' + name if sticky else ''}\n"
+                       for name, port in ports.items() if name.startswith(kind + "-"))
+
+    return f"""# Generated by scripts/run_stack.py --topology production; deploy/haproxy.cfg is the same for containers.
+global
+  log stdout format raw local0 notice
+  maxconn 4096
+
+defaults
+  mode http
+  log global
+  option httplog
+  option dontlognull
+  # A request to a server that refuses the connection (just killed, not yet marked down) goes to another.
+  option redispatch
+  retries 3
+  timeout connect 2s
+  timeout client 120s
+  timeout server 120s
+  timeout tunnel 1h
+  timeout http-request 30s
+  # A Rasa server answers nothing while its event loop runs the model (seconds on a busy machine): a slow
+  # check is not a dead server. A killed one refuses at once (redispatch) and is out after 3 checks.
+  timeout check 5s
+  default-server inter 2s fall 3 rise 2
+
+# Rasa: REST and Messenger webhooks, the HTTP API, socket.io. The cookie keeps a socket.io client on one
+# server, as the polling transport needs; any server can emit to any socket (Redis client manager).
+frontend rasa
+  bind {host}:{rasa_port}
+  default_backend rasa
+backend rasa
+  balance roundrobin
+  cookie RASA_SERVER insert indirect nocache httponly
+  option httpchk GET /
+  http-check expect status 200
+{servers("rasa", True)}
+frontend actions
+  bind {host}:{actions_port}
+  default_backend actions
+backend actions
+  balance roundrobin
+  option httpchk GET /health
+  http-check expect status 200
+{servers("actions", False)}
+frontend web
+  bind {host}:{web_port}
+  default_backend web
+backend web
+  balance roundrobin
+  option httpchk GET /health
+  http-check expect status 200
+{servers("web", False)}"""
+
+
+def _which(name: str, fallback: str) -> str | None:
+    import shutil
+
+    found = shutil.which(name)
+    return found or (fallback if pathlib.Path(fallback).exists() else None)
