@@ -168,6 +168,9 @@ class SentenceTransformerFeaturizer(DenseFeaturizer, GraphComponent):
         self._model = model
         self._forward = forward
         self.dimension = int(model.config.hidden_size)
+        # Trace the graph now: the first trace takes seconds (autograph converts the whole encoder), which
+        # would otherwise fall on the first customer message after the Rasa server starts.
+        forward(tf.ones([1, 2], tf.int32), tf.ones([1, 2], tf.int32))
 
     def _encode(self, texts: List[Text]) -> Tuple[List[np.ndarray], List[np.ndarray], List[Any]]:
         """Per text: the word-piece vectors (without padding), the sentence vector, the char offsets."""
