@@ -301,10 +301,17 @@ def measure(args: argparse.Namespace, label: str, url: str, script: Any, custome
         duration=args.duration, timeout=args.turn_timeout, max_turns=args.max_turns))
     wall = time.monotonic() - wall0
     summary = summarise(result, (begin, end))
-    summary["cores_used"] = {k: round((cpu_seconds(p) - cpu0[k]) / wall, 2) for k, p in pids.items()}
+    cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    summary["cores_used"] = {k: round(v / wall, 2) for k, v in cpu.items()}
+    # CPU time of the Rasa process per turn: unlike turns/s, it does not depend on how much of the shared
+    # machine the process got, so it compares runs made while other work ran beside them.
+    rasa_cpu = cpu.get("rasa", cpu.get("bare_rasa"))
+    turns = summary["turns_ok_including_warmup"]
+    summary["rasa_cpu_ms_per_turn"] = round(1000 * rasa_cpu / turns, 1) if rasa_cpu is not None and turns else None
     summary["loadavg_1m_before"] = round(load0, 2)
     print(f"{label:8s} {channel:8s} N={users:<3d} {summary['turns_per_s']:6.2f} turns/s  p50 {summary['p50_ms']} "
           f"p95 {summary['p95_ms']} p99 {summary['p99_ms']} ms  failed {summary['turns_failed']}  "
+          f"Rasa CPU {summary['rasa_cpu_ms_per_turn']} ms/turn  "
           f"cores {summary['cores_used']}", flush=True)
     for failure in summary["failures"]:
         print(f"    failure: {failure}", flush=True)

@@ -221,6 +221,7 @@ def summarise(result: LevelResult, window: tuple[float, float]) -> dict[str, Any
     return {
         "turns_per_s": round(len(done_in_window) / (end - begin), 2),
         "turns_measured": len(measured),
+        "turns_ok_including_warmup": sum(1 for r in result.records if r.ok),
         "turns_failed": failed,
         "p50_ms": pct(50),
         "p95_ms": pct(95),

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import jsonschema
 import pytest
 
@@ -49,3 +51,23 @@ def test_invalid_responses_are_refused_with_the_same_error(result: dict):
         RemoteAction("action_greet", None)._validate_action_result(result)
     assert err.value.message.startswith(expected + ". Failed to validate Action server response from API")
 
+
+
+def test_the_sqlite_tracker_store_writes_ahead_and_keeps_every_turn(tmp_path):
+    import sqlite3
+
+    from rasa.core.tracker_store import SQLTrackerStore
+    from rasa.shared.core.domain import Domain
+    from rasa.shared.core.events import ActionExecuted, UserUttered
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "tracker.db"))
+    tracker = DialogueStateTracker("customer-1", slots=[])
+    for turn in range(3):
+        tracker.update(UserUttered(f"hello {turn}", {"name": "greet", "confidence": 1.0}))
+        tracker.update(ActionExecuted("action_listen"))
+        asyncio.run(store.save(tracker))
+    stored = asyncio.run(store.retrieve("customer-1"))
+    assert [e.text for e in stored.events if isinstance(e, UserUttered)] == ["hello 0", "hello 1", "hello 2"]
+    with sqlite3.connect(tmp_path / "tracker.db") as plain:
+        assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # stored in the file itself
