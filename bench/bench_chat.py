@@ -369,10 +369,17 @@ def main() -> int:
         print(f"product Rasa {rasa_url}, {len(customers)} demo customers; bare bot {bare.url if bare else 'skipped'}",
               flush=True)
         per_level: dict[str, dict[str, Any]] = {}
+        used = 0  # customers already verified in this run: each level goes on with the next ones
         for users in levels:
             for channel in channels:
                 key = f"{channel}_{users}"
-                per_level[key] = {"product": measure(args, "product", rasa_url, product_script, customers, users, channel, pids)}
+                if used + users > len(customers):
+                    print("    note: every demo customer has had a conversation; starting again from the first",
+                          flush=True)
+                    used = 0
+                rotated = customers[used:] + customers[:used]
+                per_level[key] = {"product": measure(args, "product", rasa_url, product_script, rotated, users, channel, pids)}
+                used += per_level[key]["product"]["conversations_started"]
                 if bare is not None:
                     fake = [{"n": str(i)} for i in range(users)]
                     per_level[key]["bare_rasa"] = measure(args, "bare", bare.url, bare_script, fake, users, channel, bare_pids)
