@@ -4,7 +4,7 @@ APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
 
-.PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-dialogue bench-nlu tune-nlu tune-fallback simulate clean
+.PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-dialogue bench-chat bench-nlu tune-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -57,6 +57,13 @@ bench-ingest-production: setup
 # Conversation suite (bench/dialogue_suite.yml) through a real stack: writes bench/results/dialogue.json.
 bench-dialogue: setup
 	model=$$(bash scripts/train.sh | tail -n 1) && PYTHONPATH=. $(APP_PY) bench/bench_dialogue.py --model "$$model" $(BENCH_ARGS)
+
+# Chat benchmark: 1, 10, 20 and 50 concurrent conversations through one Rasa server (REST and socket.io), the
+# product's bot against `rasa init`'s bot on the same Rasa in the same run. Writes bench/results/chat.json (see
+# README, Performance). BENCH_ARGS passes options, e.g. BENCH_ARGS="--levels 20 --channels rest".
+bench-chat: setup
+	model=$$(bash scripts/train.sh | tail -n 1) && RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3 \
+		.venv-rasa/bin/python bench/bench_chat.py --model "$$model" $(BENCH_ARGS)
 
 # NLU benchmark on a public data set folder (BANKING77, CLINC150 or Bitext layout): the project's pipeline
 # against Rasa's default one (cached per data set, Rasa version and config; BASELINE=skip leaves it out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Text, Tuple, Type
 
@@ -75,6 +76,10 @@ class SentenceTransformerFeaturizer(DenseFeaturizer, GraphComponent):
             # L2-normalise the sentence vector, as sentence-transformers does for cosine similarity.
             "normalize": True,
             "sequence_features": True,
+            # Texts whose encodings are kept at inference (least recently used dropped first). Customers send
+            # the same short messages again and again ("hi", "thanks", "yes"); the encoder's forward pass was
+            # a fifth of the Rasa server's CPU under chat load (README, Performance, Chat turns). 0: no cache.
+            "cache_size": 4096,
             # Fine-tuning of the encoder on the intents (0: the checkpoint is used as it is).
             "fine_tune_epochs": 0,
             "fine_tune_learning_rate": 1.5e-4,
@@ -98,6 +103,8 @@ class SentenceTransformerFeaturizer(DenseFeaturizer, GraphComponent):
         self._model_storage = model_storage
         self._resource = resource
         self._model_path = self._resolve_model_path(config)
+        # text -> (word-piece vectors, sentence vector, offsets): inference only, never training data.
+        self._cache: "OrderedDict[Text, Tuple[np.ndarray, np.ndarray, np.ndarray]]" = OrderedDict()
         self._load_model(weights)
 
     @classmethod
@@ -168,6 +175,9 @@ class SentenceTransformerFeaturizer(DenseFeaturizer, GraphComponent):
         self._model = model
         self._forward = forward
         self.dimension = int(model.config.hidden_size)
+        # Trace the graph now: the first trace takes seconds (autograph converts the whole encoder), which
+        # would otherwise fall on the first customer message after the Rasa server starts.
+        forward(tf.ones([1, 2], tf.int32), tf.ones([1, 2], tf.int32))
 
     def _encode(self, texts: List[Text]) -> Tuple[List[np.ndarray], List[np.ndarray], List[Any]]:
         """Per text: the word-piece vectors (without padding), the sentence vector, the char offsets."""
@@ -203,8 +213,10 @@ class SentenceTransformerFeaturizer(DenseFeaturizer, GraphComponent):
                 out[i] = pieces[hit].mean(axis=0)
         return out
 
-    def _featurize(self, messages: List[Message], progress: bool = False) -> None:
+    def _featurize(self, messages: List[Message], progress: bool = False, cache: bool = False) -> None:
         todo = [m for m in messages if m.get(TEXT)]
+        if cache:
+            todo = [m for m in todo if not self._from_cache(m)]
         # Similar lengths in a batch keep padding (wasted compute) small.
         todo.sort(key=lambda m: len(m.get(TEXT)))
         size = int(self._config["batch_size"])
@@ -217,8 +229,26 @@ class SentenceTransformerFeaturizer(DenseFeaturizer, GraphComponent):
             batch = todo[start : start + size]
             pieces, pooled, offsets = self._encode([m.get(TEXT) for m in batch])
             for message, p, s, o in zip(batch, pieces, pooled, offsets):
+                if cache:
+                    self._remember(message.get(TEXT), (p, s, o))
                 sequence = self._token_features(message, p, o) if self._config["sequence_features"] else None
                 self.add_features_to_message(sequence, s[None, :].astype(np.float32), TEXT, message)
+
+    def _from_cache(self, message: Message) -> bool:
+        """Adds the features of a text encoded before (at inference), if it is still cached."""
+        hit = self._cache.get(message.get(TEXT))
+        if hit is None:
+            return False
+        self._cache.move_to_end(message.get(TEXT))
+        pieces, pooled, offsets = hit
+        sequence = self._token_features(message, pieces, offsets) if self._config["sequence_features"] else None
+        self.add_features_to_message(sequence, pooled[None, :].astype(np.float32), TEXT, message)
+        return True
+
+    def _remember(self, text: Text, encoded: Tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        self._cache[text] = encoded
+        if len(self._cache) > int(self._config["cache_size"]):
+            self._cache.popitem(last=False)
 
     def train(self, training_data: TrainingData) -> Resource:
         """Fine-tunes the encoder on the intent examples when `fine_tune_epochs` > 0, and stores it."""
@@ -287,5 +317,5 @@ class SentenceTransformerFeaturizer(DenseFeaturizer, GraphComponent):
         return training_data
 
     def process(self, messages: List[Message]) -> List[Message]:
-        self._featurize(messages)
+        self._featurize(messages, cache=True)
         return messages

@@ -132,3 +132,29 @@ def test_fine_tuning_needs_two_intents(tiny_model, model_storage, context, token
     frozen = make(tiny_model, model_storage, context)
     np.testing.assert_allclose(_sentence_vectors(loaded, tokenizer, ["hello"]),
                                _sentence_vectors(frozen, tokenizer, ["hello"]), atol=1e-6)
+
+
+def test_a_text_seen_before_is_not_encoded_again_and_gets_the_same_features(tiny_model, model_storage, context, tokenizer):
+    featurizer = make(tiny_model, model_storage, context, cache_size=2)
+    first = featurize(featurizer, tokenizer, "my fridge is broken").get_dense_features(TEXT)
+    calls = []
+    forward = featurizer._forward
+    featurizer._forward = lambda *args: calls.append(args) or forward(*args)
+    again = featurize(featurizer, tokenizer, "my fridge is broken").get_dense_features(TEXT)
+    assert calls == []
+    for before, after in zip(first, again):
+        np.testing.assert_array_equal(before.features, after.features)
+    # Least recently used texts leave the cache: a third text pushes the first one out.
+    featurize(featurizer, tokenizer, "hello")
+    featurize(featurizer, tokenizer, "thanks")
+    featurize(featurizer, tokenizer, "my fridge is broken")
+    assert len(calls) == 3
+    assert list(featurizer._cache) == ["hello", "thanks", "my fridge is broken"][-2:]
+
+
+def test_training_data_is_never_cached(tiny_model, model_storage, context, tokenizer):
+    featurizer = make(tiny_model, model_storage, context)
+    message = Message.build(text="my fridge is broken", intent="report")
+    tokenizer.process([message])
+    featurizer.process_training_data(TrainingData([message]))
+    assert not featurizer._cache

@@ -1,0 +1,433 @@
+"""Chat benchmark: concurrent conversations through one Rasa server, against `rasa init`'s bot on the same Rasa.
+
+    .venv-rasa/bin/python bench/bench_chat.py --model models/bot-<fp>.tar.gz [--levels 1,10,20,50]
+        [--channels rest,socketio] [--duration 20] [--warmup 4]
+
+Default topology: starts the whole stack with scripts/run_stack.py (as the end-to-end tests do: SQLite CRM and
+tracker in a throw-away folder, free loopback ports), and `rasa init`'s bot (generated and trained into
+bench/tmp/bare-rasa-<fingerprint>/ once, then reused) as a second Rasa server. For each number of concurrent
+customers and each channel it loads the product, then the bare bot, so both see the same machine state.
+`--topology production --rasa-url URL --web-url URL` loads a stack that is already running instead (admin
+password from ADMIN_PASSWORD or --env-file) and writes chat-production.json.
+
+Writes bench/results/chat.json: `turns_per_s` (REST, the product, the best level: one Rasa server saturated),
+`p50_ms_at_20`/`p95_ms_at_20`/`p99_ms_at_20` (REST, 20 customers), the bare bot's `bare_rasa_*` figures and
+`p95_ratio_to_bare_rasa_at_20`, per-level figures for both channels with the CPU used by each process, the
+machine and the git commit. Only 127.0.0.1 is contacted; every level stops after warmup + duration seconds
+(and at most --max-turns turns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from chat_load import Step, run_level, summarise  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TMP = ROOT / "bench" / "tmp"
+RESULTS = ROOT / "bench" / "results"
+RASA = ROOT / ".venv-rasa" / "bin" / "rasa"
+APP_PY = ROOT / ".venv-app" / "bin" / "python"
+
+# The product's conversation: greeting, verification (list devices first asks for it), device list, a problem
+# report that opens a ticket (or finds the one already open), its status, thanks. Seven turns.
+PROBLEMS = {  # a warning-level, non-safety fault per appliance category (crm_store/demo_data.py FAULTS)
+    "washing_machine": "my washing machine won't drain",
+    "fridge": "my fridge is not cooling",
+    "dishwasher": "my dishwasher is not cleaning, the filter is dirty",
+    "boiler": "my boiler keeps losing pressure",
+    "air_conditioner": "my air conditioner is blowing warm air",
+}
+
+
+def product_script(_ctx: dict[str, str]) -> list[Step]:
+    return [
+        Step("hello", r"service assistant|How can I help"),
+        Step("what devices do I have?", r"e-mail address"),
+        Step(lambda c: c["email"], r"order numbers"),
+        Step(lambda c: c["order"], r"found your account.*registered with us"),
+        Step(lambda c: c["problem"], r"(?:opened|already have) ticket (?P<ticket>T-\d{6})"),
+        Step(lambda c: f"what's the status of ticket {c['ticket']}?", r"Ticket T-\d{6} \("),
+        Step("thanks", r"You're welcome"),
+    ]
+
+
+def bare_script(_ctx: dict[str, str]) -> list[Step]:
+    """`rasa init`'s bot: its stories and rules (greet, mood, bot challenge, goodbye). Six turns."""
+    return [
+        Step("hello", r"How are you"),
+        Step("I am sad", r"Did that help you"),
+        Step("yes", r"carry on"),
+        Step("are you a bot?", r"I am a bot"),
+        Step("I am great", r"carry on"),
+        Step("bye", r"Bye"),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], **kw: Any) -> str:
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, **kw).stdout.strip()
+
+
+# --- processes -------------------------------------------------------------------------------------------------
+
+class Stack:
+    """scripts/run_stack.py in a throw-away folder, stopped with SIGTERM (it stops its children in order)."""
+
+    def __init__(self, model: str, work: pathlib.Path, customers: int) -> None:
+        self.work = work
+        self.ports = {k: free_port() for k in ("rasa", "actions", "web", "mqtt")}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_HOST",
+                            "MQTT_PORT", "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD", "VIRTUAL_ENV")}
+        env.update({"DATABASE_URL": f"sqlite:///{work}/crm.db", "TRACKER_DIALECT": "sqlite",
+                    "TRACKER_DB": str(work / "tracker.db"), "ESCALATION_CONFIG": str(work / "escalation.yml")})
+        # Around the clock so no conversation is handed to a person whatever time the benchmark runs.
+        (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
+        # More demo customers than run_stack.py loads (300), so that every conversation of a run can verify as
+        # a customer no earlier conversation used: a customer asking about their ticket again and again is
+        # handed to a person (escalation.yml, repeat_contact), which is not the turn being measured.
+        for module, extra in (("crm_store.migrate", []), ("crm_store.demo_data", ["--customers", str(customers)])):
+            subprocess.run([str(APP_PY), "-m", module, *extra], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.env_file = work / ".env"
+        cmd = [str(APP_PY), str(ROOT / "scripts" / "run_stack.py"), "--model", model, "--env-file", str(self.env_file),
+               "--log-dir", str(work / "log")] + [a for k, p in self.ports.items() for a in (f"--{k}-port", str(p))]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+        deadline, output = time.time() + 420, []
+        while time.time() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            output.append(line)
+            if line.strip() == "READY":
+                break
+        else:
+            self.stop()
+            raise SystemExit("the stack did not start in 420 s:\n" + "".join(output)[-3000:])
+        if self.proc.poll() is not None:
+            raise SystemExit("the stack exited during start-up:\n" + "".join(output)[-3000:])
+        self.rasa_url = f"http://127.0.0.1:{self.ports['rasa']}"
+        self.web_url = f"http://127.0.0.1:{self.ports['web']}"
+
+    def admin_password(self) -> str:
+        for line in self.env_file.read_text().splitlines():
+            if line.startswith("ADMIN_PASSWORD="):
+                return line.split("=", 1)[1].strip()
+        raise SystemExit("no ADMIN_PASSWORD in the stack's .env")
+
+    def pids(self) -> dict[str, int]:
+        """The stack's children by role (rasa, actions, web, worker, broker)."""
+        out = {}
+        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                if ppid != self.proc.pid:
+                    continue
+                args = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):
+                continue
+            joined = b" ".join(args)
+            role = ("rasa" if b"rasa run" in joined or args[1:2] == [str(RASA).encode()] else
+                    "actions" if b"-m actions" in joined else "web" if b"uvicorn" in joined else
+                    "worker" if b"device_hooks.worker" in joined else "broker" if b"mosquitto" in joined else None)
+            if role:
+                out[role] = int(stat.parent.name)
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def rasa_version() -> str:
+    return run([str(ROOT / ".venv-rasa" / "bin" / "python"), "-c", "import rasa; print(rasa.__version__)"])
+
+
+def bare_bot_model() -> pathlib.Path:
+    """`rasa init`'s bot, generated and trained once per Rasa installation (fingerprint: version + pins)."""
+    fp = hashlib.sha256((rasa_version() + (ROOT / "requirements" / "rasa.txt").read_text()).encode()).hexdigest()[:12]
+    folder = TMP / f"bare-rasa-{fp}"
+    models = sorted((folder / "models").glob("*.tar.gz")) if folder.exists() else []
+    if models:
+        return models[-1]
+    print(f"==> generating and training rasa init's bot in {folder}", file=sys.stderr, flush=True)
+    if folder.exists():
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+    folder.mkdir(parents=True)
+    env = {**os.environ, "RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([str(RASA), "init", "--no-prompt", "--init-dir", str(folder)], cwd=folder, env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    models = sorted((folder / "models").glob("*.tar.gz"))
+    if not models:
+        raise SystemExit(f"rasa init trained no model in {folder}/models")
+    return models[-1]
+
+
+class BareRasa:
+    """`rasa init`'s bot served by the same Rasa, with its own defaults (in-memory tracker, no action server)."""
+
+    def __init__(self, model: pathlib.Path, work: pathlib.Path) -> None:
+        self.port = free_port()
+        credentials = work / "bare-credentials.yml"
+        credentials.write_text((ROOT / "bot" / "credentials.yml").read_text())  # REST and socket.io as the product
+        env = {**os.environ, "RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        self.log = open(work / "bare-rasa.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(RASA), "run", "--model", str(model), "--credentials", str(credentials), "--interface", "127.0.0.1",
+             "--port", str(self.port)], cwd=model.parent.parent, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the bare Rasa bot exited during start-up; see {work}/bare-rasa.log")
+            try:
+                req = urllib.request.Request(f"{self.url}/webhooks/rest/webhook", headers={"Content-Type": "application/json"},
+                                             data=json.dumps({"sender": "bench-probe", "message": "hello"}).encode())
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    if json.loads(resp.read()):
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(1)
+        self.stop()
+        raise SystemExit("the bare Rasa bot did not answer in 300 s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+# --- data and measurement ----------------------------------------------------------------------------------------
+
+def api(url: str, token: str | None = None, body: Any = None) -> Any:
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def demo_customers(web_url: str, password: str, limit: int) -> list[dict[str, str]]:
+    """Demo customers the script can verify: e-mail, one order number and a problem with an appliance of which
+    they own exactly one (so the bot needs no "which one?" question) and no open ticket, read through the CRM API."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    token = api(f"{web_url}/api/auth/token", body={"username": "admin", "password": password})["access_token"]
+    listed: list[dict[str, Any]] = []
+    while len(listed) < limit:
+        page = api(f"{web_url}/api/customers?offset={len(listed)}&limit=200", token)
+        if not page:
+            break
+        listed += page
+    with ThreadPoolExecutor(4) as pool:
+        details = list(pool.map(lambda c: api(f"{web_url}/api/customers/{c['id']}", token), listed[:limit]))
+    out: list[dict[str, str]] = []
+    for detail in details:
+        categories = [d["model"]["category"] for d in detail["devices"]]
+        single = [c for c in PROBLEMS if categories.count(c) == 1]
+        # A customer with an open ticket may be handed to a person at the status question (escalation.yml):
+        # then the bot rightly stays quiet, and the turn measured would be another one.
+        open_tickets = [t for t in detail["tickets"] if t["status"] not in ("resolved", "closed")]
+        if single and detail["purchases"] and not open_tickets:
+            out.append({"email": detail["customer"]["email"], "order": detail["purchases"][0]["order_number"],
+                        "problem": PROBLEMS[single[len(out) % len(single)]]})
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_facts() -> dict[str, Any]:
+    cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    meminfo = pathlib.Path("/proc/meminfo").read_text().split()
+    return {"cpus": os.cpu_count(), "cpu_model": model, "mem_gb": round(int(meminfo[1]) / 1024 / 1024, 1),
+            "kernel": platform.release(), "python": platform.python_version(), "rasa": rasa_version(),
+            "loadavg_at_start": list(os.getloadavg())}
+
+
+def git_commit() -> dict[str, Any]:
+    commit = run(["git", "rev-parse", "HEAD"], cwd=ROOT)
+    dirty = bool(run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT))
+    return {"commit": commit, "dirty": dirty}
+
+
+def measure(args: argparse.Namespace, label: str, url: str, script: Any, customers: list[dict[str, str]],
+            users: int, channel: str, pids: dict[str, int]) -> dict[str, Any]:
+    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+    wall0, load0 = time.monotonic(), os.getloadavg()[0]
+    result, begin, end = asyncio.run(run_level(
+        channel=channel, rasa_url=url, users=users, script=script, customers=customers, warmup=args.warmup,
+        duration=args.duration, timeout=args.turn_timeout, max_turns=args.max_turns))
+    wall = time.monotonic() - wall0
+    summary = summarise(result, (begin, end))
+    cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    summary["cores_used"] = {k: round(v / wall, 2) for k, v in cpu.items()}
+    # CPU time of the Rasa process per turn: unlike turns/s, it does not depend on how much of the shared
+    # machine the process got, so it compares runs made while other work ran beside them.
+    rasa_cpu = cpu.get("rasa", cpu.get("bare_rasa"))
+    turns = summary["turns_ok_including_warmup"]
+    summary["rasa_cpu_ms_per_turn"] = round(1000 * rasa_cpu / turns, 1) if rasa_cpu is not None and turns else None
+    summary["loadavg_1m_before"] = round(load0, 2)
+    print(f"{label:8s} {channel:8s} N={users:<3d} {summary['turns_per_s']:6.2f} turns/s  p50 {summary['p50_ms']} "
+          f"p95 {summary['p95_ms']} p99 {summary['p99_ms']} ms  failed {summary['turns_failed']}  "
+          f"Rasa CPU {summary['rasa_cpu_ms_per_turn']} ms/turn  "
+          f"cores {summary['cores_used']}", flush=True)
+    for failure in summary["failures"]:
+        print(f"    failure: {failure}", flush=True)
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="the product's model archive (default topology)")
+    parser.add_argument("--topology", choices=("default", "production"), default="default")
+    parser.add_argument("--rasa-url", help="production topology: the Rasa URL customers reach (e.g. the load balancer)")
+    parser.add_argument("--web-url", help="production topology: the web service (reads demo customers)")
+    parser.add_argument("--env-file", help="production topology: .env holding ADMIN_PASSWORD")
+    parser.add_argument("--levels", default="1,10,20,50", help="concurrent customers, comma separated")
+    parser.add_argument("--channels", default="rest,socketio")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per level and bot")
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds run before measuring, per level and bot")
+    parser.add_argument("--turn-timeout", type=float, default=60.0)
+    parser.add_argument("--max-turns", type=int, default=5000, help="upper bound of turns per level and bot")
+    parser.add_argument("--customers", type=int, default=1500, help="demo customers loaded into the CRM")
+    parser.add_argument("--no-bare", action="store_true", help="leave out rasa init's bot")
+    parser.add_argument("--out", help="results file (default bench/results/chat[-production].json)")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    channels = args.channels.split(",")
+    for url in (args.rasa_url, args.web_url):
+        if url and not url.startswith(("http://127.0.0.1", "http://localhost")):
+            raise SystemExit("the benchmark only loads servers on this machine (127.0.0.1)")
+
+    work = TMP / f"chat-run-{secrets.token_hex(4)}"
+    work.mkdir(parents=True)
+    facts, commit = machine_facts(), git_commit()
+    stack = bare = None
+    try:
+        if args.topology == "default":
+            if not args.model:
+                raise SystemExit("--model is required for the default topology")
+            bare_model = None if args.no_bare else bare_bot_model()
+            stack = Stack(args.model, work, args.customers)
+            rasa_url, web_url, password, pids = stack.rasa_url, stack.web_url, stack.admin_password(), stack.pids()
+        else:
+            if not (args.rasa_url and args.web_url):
+                raise SystemExit("--topology production needs --rasa-url and --web-url")
+            bare_model = None if args.no_bare else bare_bot_model()
+            rasa_url, web_url, pids = args.rasa_url.rstrip("/"), args.web_url.rstrip("/"), {}
+            password = os.environ.get("ADMIN_PASSWORD") or ""
+            if not password and args.env_file:
+                password = next((line.split("=", 1)[1].strip() for line in pathlib.Path(args.env_file).read_text().splitlines()
+                                 if line.startswith("ADMIN_PASSWORD=")), "")
+        customers = demo_customers(web_url, password, args.customers)
+        bare_pids: dict[str, int] = {}
+        if bare_model is not None:
+            bare = BareRasa(bare_model, work)
+            bare_pids = {"bare_rasa": bare.proc.pid}
+        print(f"product Rasa {rasa_url}, {len(customers)} demo customers; bare bot {bare.url if bare else 'skipped'}",
+              flush=True)
+        per_level: dict[str, dict[str, Any]] = {}
+        used = 0  # customers already verified in this run: each level goes on with the next ones
+        for users in levels:
+            for channel in channels:
+                key = f"{channel}_{users}"
+                if used + users > len(customers):
+                    print("    note: every demo customer has had a conversation; starting again from the first",
+                          flush=True)
+                    used = 0
+                rotated = customers[used:] + customers[:used]
+                per_level[key] = {"product": measure(args, "product", rasa_url, product_script, rotated, users, channel, pids)}
+                used += per_level[key]["product"]["conversations_started"]
+                if bare is not None:
+                    fake = [{"n": str(i)} for i in range(users)]
+                    per_level[key]["bare_rasa"] = measure(args, "bare", bare.url, bare_script, fake, users, channel, bare_pids)
+    finally:
+        if bare is not None:
+            bare.stop()
+        if stack is not None:
+            stack.stop()
+
+    def fig(channel: str, users: int, bot: str, name: str) -> Any:
+        return per_level.get(f"{channel}_{users}", {}).get(bot, {}).get(name)
+
+    head = "rest" if "rest" in channels else channels[0]
+    best = max((fig(head, n, "product", "turns_per_s") or 0 for n in levels), default=None)
+    bare_best = max((fig(head, n, "bare_rasa", "turns_per_s") or 0 for n in levels), default=None) if bare_pids else None
+    p95, bare_p95 = fig(head, 20, "product", "p95_ms"), fig(head, 20, "bare_rasa", "p95_ms")
+    out = {
+        "topology": args.topology,
+        "channel_of_headline_figures": head,
+        "turns_per_s": best,
+        "p50_ms_at_20": fig(head, 20, "product", "p50_ms"),
+        "p95_ms_at_20": p95,
+        "p99_ms_at_20": fig(head, 20, "product", "p99_ms"),
+        "bare_rasa_p95_ms_at_20": bare_p95,
+        "bare_rasa_turns_per_s": bare_best,
+        "p95_ratio_to_bare_rasa_at_20": round(p95 / bare_p95, 2) if p95 and bare_p95 else None,
+        "turns_failed": sum(v.get(b, {}).get("turns_failed", 0) for v in per_level.values() for b in ("product", "bare_rasa")),
+        "per_level": per_level,
+        "settings": {"levels": levels, "channels": channels, "duration_s": args.duration, "warmup_s": args.warmup,
+                     "turn_timeout_s": args.turn_timeout, "model": pathlib.Path(args.model or "").name,
+                     "rasa_url": args.rasa_url or "run_stack.py (default topology)",
+                     "product_turns_per_conversation": len(product_script({})),
+                     "bare_turns_per_conversation": len(bare_script({}))},
+        "machine": {**facts, "loadavg_at_end": list(os.getloadavg())},
+        "git": commit,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = pathlib.Path(args.out) if args.out else RESULTS / ("chat.json" if args.topology == "default" else "chat-production.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k not in ("per_level", "settings", "machine", "git")}, indent=2))
+    print(f"wrote {path}")
+    if out["turns_failed"]:
+        print(f"{out['turns_failed']} turns failed; logs kept in {work}/")
+        return 1
+    subprocess.run(["rm", "-rf", str(work)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
