@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
+from urllib.parse import quote
 
 import httpx
+import jwt
 
 from crm_store.enums import ProactiveKind
 from crm_store.models import utcnow
@@ -22,6 +25,12 @@ from crm_store.repositories.proactive import claim_for_push, due_messages, mark_
 from device_hooks.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
+
+def rasa_authorization(secret: str) -> dict[str, str]:
+    """A short-lived admin JWT for Rasa's HTTP API (as web_service.rasa_client does): no token in a URL."""
+    claims = {"user": {"username": "device-worker", "role": "admin"}, "exp": int(time.time()) + 300}
+    return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
+
 
 INTENTS = {ProactiveKind.DEVICE_FAULT: "EXTERNAL_device_fault", ProactiveKind.DEVICE_RECOVERED: "EXTERNAL_device_recovered"}
 RETRY_AFTER = dt.timedelta(seconds=30)
@@ -76,13 +85,13 @@ class Notifier:
         error = None
         try:
             resp = await self.client.post(
-                f"{self.rasa_url}/conversations/{conversation_id}/trigger_intent",
-                params={"output_channel": channel, "token": self.rasa_token},
+                f"{self.rasa_url}/conversations/{quote(conversation_id, safe='')}/trigger_intent",
+                params={"output_channel": channel}, headers=rasa_authorization(self.rasa_token),
                 json={"name": intent, "entities": {"proactive_id": str(message_id)}},
                 timeout=TRIGGER_TIMEOUT,
             )
             if resp.status_code != 200:
                 error = f"Rasa answered {resp.status_code}: {resp.text[:200]}"
         except httpx.HTTPError as err:
-            error = f"Rasa unreachable: {err!r}"[:300]
+            error = f"Rasa unreachable: {type(err).__name__}"
         await asyncio.to_thread(self._after, message_id, conversation_id, error)

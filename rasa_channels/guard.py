@@ -115,6 +115,17 @@ def client_digest(address: str) -> str:
     return hmac.new(_CLIENT_SALT, address.encode(), hashlib.sha256).hexdigest()[:16]
 
 
+def client_address(peer: str | None, forwarded_for: str | None = None) -> str | None:
+    """The customer's address: the connection's peer, or, when that peer is one of our own proxies
+    (``CHAT_TRUSTED_PROXIES``, default the loopback HAProxy), the address that proxy appended last to
+    ``X-Forwarded-For``. Anything a client put earlier in that header is ignored."""
+    trusted = {p.strip() for p in (os.environ.get("CHAT_TRUSTED_PROXIES") or "127.0.0.1,::1").split(",") if p.strip()}
+    if peer in trusted and forwarded_for:
+        last = forwarded_for.split(",")[-1].strip()
+        return last or peer
+    return peer
+
+
 @dataclass(frozen=True)
 class GuardSettings:
     """Limits from the environment (documented in the README, Security)."""

@@ -22,7 +22,7 @@ from sanic import Blueprint
 from sanic.exceptions import SanicException
 from sanic.request import Request
 
-from rasa_channels.guard import get_guard
+from rasa_channels.guard import client_address, get_guard
 
 MAX_SENDER_CHARS = 128
 _client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar("rest_client_address", default=None)
@@ -43,7 +43,7 @@ class GuardedRestInput(RestInput):
         if not isinstance(body.get("message"), str):
             raise SanicException("'message' must be a string", status_code=400)
         # The request's task also runs on_new_message: the guard reads the address from here.
-        _client_address.set(req.remote_addr or req.ip)
+        _client_address.set(client_address(req.ip, req.headers.get("X-Forwarded-For")))
         return sender
 
     def _extract_input_channel(self, req: Request) -> str:

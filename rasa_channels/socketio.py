@@ -22,7 +22,6 @@ credentials.yml::
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncManager, AsyncRedisManager, AsyncServer
+
+from rasa_channels.guard import client_address, get_guard
 
 logger = logging.getLogger(__name__)
 DEFAULT_REDIS_CHANNEL = "rasa-socketio"
@@ -113,20 +114,27 @@ class SocketIOInput(RasaSocketIOInput):
 
         @sio.on(self.user_message_evt, namespace=self.namespace)
         async def handle_message(sid: str, data: dict) -> None:
+            data = data if isinstance(data, dict) else {}
             output_channel = SocketIOOutput(sio, self.bot_message_evt)
             if self.session_persistence:
-                if not data.get("session_id"):
+                if not isinstance(data.get("session_id"), str) or not data["session_id"]:
                     rasa.shared.utils.io.raise_warning(
                         "A message without a session_id was received and ignored: the client must send "
                         "`session_request` first.")
                     return
-                sender_id = data["session_id"]
+                sender_id = data["session_id"][:128]
             else:
                 sender_id = sid
-            metadata = data.get(self.metadata_key, {})
-            if isinstance(metadata, str):
-                metadata = json.loads(metadata)
-            await on_new_message(UserMessage(data.get("message", ""), output_channel, sender_id,
-                                             input_channel=self.name(), metadata=metadata))
+            environ = sio.get_environ(sid, namespace=self.namespace) or {}
+            client = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"))
+            # The client's own metadata is not trusted (nor stored): the guard adds what the server knows.
+            message = UserMessage(data.get("message"), output_channel, sender_id, input_channel=self.name())
+            await guarded(message, client)
+
+        guard = get_guard()
+        guard.attach(socketio_webhook)
+
+        async def guarded(message: UserMessage, client: str | None) -> None:
+            await guard.wrap(on_new_message, self.name(), lambda _m: client)(message)
 
         return socketio_webhook

@@ -27,11 +27,16 @@ from collections.abc import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from supervisor import GaveUp, Supervisor  # noqa: E402
-from topology import Plan, embedded_plan, ensure_databases, production_env, production_plan  # noqa: E402
+from topology import Plan, embedded_plan, ensure_databases, free_port, production_env, production_plan  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 APP_PY = ROOT / ".venv-app" / "bin" / "python"
-RASA = ROOT / ".venv-rasa" / "bin" / "rasa"
+RASA_PY = ROOT / ".venv-rasa" / "bin" / "python"
+sys.path.insert(0, str(ROOT))
+from web_service.rasa_client import rasa_authorization  # noqa: E402
+
+# The secret that signs the JWTs for Rasa's HTTP API (readiness asks /status, which needs one).
+_RASA_SECRET: list[str] = []
 
 # Generated once into .env so that a fresh clone runs with real secrets, never placeholders.
 GENERATED_SECRETS = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
@@ -86,6 +91,7 @@ def build_env(args: argparse.Namespace) -> dict[str, str]:
     env["EMBEDDED_BROKER"] = "" if env.get("MQTT_HOST") else "1"
     if env["EMBEDDED_BROKER"]:
         env["MQTT_HOST"], env["MQTT_PORT"] = "127.0.0.1", str(args.mqtt_port)
+        env["MQTT_SERVICE_PORT"] = str(free_port())
     env.setdefault("MQTT_PORT", "1883")
     env.setdefault("FACEBOOK_GRAPH_URL", "https://graph.facebook.com")
     env["RASA_TELEMETRY_ENABLED"] = "false"
@@ -128,7 +134,10 @@ def broker_command(env: dict[str, str], state_dir: pathlib.Path) -> list[str] | 
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     if mosquitto is None:
         raise SystemExit("mosquitto is not installed: run `make setup` (it installs Debian's mosquitto) or set MQTT_HOST")
-    conf = step([str(APP_PY), "-m", "device_hooks.broker", "config", "--dir", str(state_dir / "mosquitto"), "--port", env["MQTT_PORT"]], env)
+    # Devices on MQTT_PORT; the worker(s) and the HTTP bridge on a loopback service listener of their own
+    # (MQTT_SERVICE_PORT), with their own password file: no device can sign in there or take their client ids.
+    conf = step([str(APP_PY), "-m", "device_hooks.broker", "config", "--dir", str(state_dir / "mosquitto"),
+                 "--port", env["MQTT_PORT"], "--service-port", env["MQTT_SERVICE_PORT"]], env)
     return [mosquitto, "-c", conf.splitlines()[-1]]
 
 
@@ -144,8 +153,7 @@ def wait_ready(urls: list[str], sup: Supervisor, deadline: float, stopping: Call
             pending.pop(0)
             continue
         if time.time() > deadline:
-            shown = str(target).split("?")[0]  # never print Rasa's token
-            raise SystemExit(f"timed out waiting for {shown}")
+            raise SystemExit(f"timed out waiting for {target}")
         time.sleep(0.3)
 
 
@@ -158,8 +166,9 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def _answers(url: str) -> bool:
+    headers = rasa_authorization(_RASA_SECRET[0]) if "/status" in url and _RASA_SECRET else {}
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as resp:
             body = resp.read()
             # Rasa's /status: the server is up AND has its model.
             return resp.status == 200 and ("/status" not in url or bool(json.loads(body).get("model_file")))
@@ -187,6 +196,7 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     state_dir = log_dir.parent  # var/ or var/production/; the test's own folder for the end-to-end tests
     env = build_env(args)
+    _RASA_SECRET[:] = [env["RASA_TOKEN"]]
     if production:
         ensure_databases(env)
     bootstrap(env, state_dir)
@@ -195,15 +205,20 @@ def main() -> int:
     broker = broker_command(env, state_dir)
 
     def rasa_cmd(port: int, endpoints: str) -> list[str]:
-        # "--auth-token=..." in one argument: a token starting with "-" would otherwise be read as an option.
-        return [str(RASA), "run", "--model", model, "--endpoints", endpoints, "--credentials", str(credentials),
-                "--enable-api", f"--auth-token={env['RASA_TOKEN']}", "--interface", "127.0.0.1", "--port", str(port)]
+        # scripts/rasa_server.py hands RASA_TOKEN to Rasa as its JWT secret inside the process: no secret in
+        # the command line (ps), and clients send a short-lived JWT in a header, never a token in a URL.
+        return [str(RASA_PY), str(ROOT / "scripts" / "rasa_server.py"), "run", "--model", model, "--endpoints",
+                endpoints, "--credentials", str(credentials), "--enable-api", "--interface", "127.0.0.1",
+                "--port", str(port)]
 
     plan = (production_plan(args, env, rasa_cmd, str(APP_PY), broker, state_dir) if production
             else embedded_plan(args, env, rasa_cmd, str(APP_PY), broker))
     sup = Supervisor(ROOT, state_file=state_dir / "children.json")
     for process in plan.processes:
-        sup.add(process.name, process.cmd, {**env, **process.env}, log_dir / f"{process.name}.log")
+        own = dict(process.env)
+        if env.get("MQTT_SERVICE_PORT") and process.name.split("-")[0] in ("worker", "web"):
+            own["MQTT_PORT"] = env["MQTT_SERVICE_PORT"]  # services sign in on the service listener
+        sup.add(process.name, process.cmd, {**env, **own}, log_dir / f"{process.name}.log")
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -239,7 +254,7 @@ def banner(args: argparse.Namespace, env: dict[str, str], embedded_broker: bool,
         f"  web chat      http://127.0.0.1:{args.web_port}/chat",
         f"  agent console http://127.0.0.1:{args.web_port}/console",
         f"  CRM API       http://127.0.0.1:{args.web_port}/docs  (user admin, password ADMIN_PASSWORD in {args.env_file})",
-        f"  Rasa server   http://127.0.0.1:{args.rasa_port}  (HTTP API token RASA_TOKEN in {args.env_file})",
+        f"  Rasa server   http://127.0.0.1:{args.rasa_port}  (HTTP API: a JWT signed with RASA_TOKEN from {args.env_file})",
         f"  MQTT broker   mqtt://{env['MQTT_HOST']}:{env['MQTT_PORT']}{' (embedded)' if embedded_broker else ''}; "
         f"device tokens in {state_dir / 'device_tokens.json'}",
     ]

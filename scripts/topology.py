@@ -115,7 +115,7 @@ def embedded_plan(args, env: dict[str, str], rasa_cmd, app_py: str, broker: list
     ]
     rasa = f"http://127.0.0.1:{args.rasa_port}"
     return Plan(processes, [f"http://127.0.0.1:{args.actions_port}/health", f"http://127.0.0.1:{args.web_port}/health",
-                            f"{rasa}/status?token={env['RASA_TOKEN']}"], [rasa])
+                            f"{rasa}/status"], [rasa])
 
 
 def production_plan(args, env: dict[str, str], rasa_cmd, app_py: str, broker: list[str] | None,  # type: ignore[no-untyped-def]
@@ -141,7 +141,7 @@ def production_plan(args, env: dict[str, str], rasa_cmd, app_py: str, broker: li
         processes.append(Process(f"web-{i}", web_cmd(app_py, ports[f"web-{i}"])))
     instances = [f"http://127.0.0.1:{ports[f'rasa-{i}']}" for i in range(1, REPLICAS + 1)]
     ready = [f"http://127.0.0.1:{ports[f'{kind}-{i}']}/health" for kind in ("actions", "web") for i in range(1, REPLICAS + 1)]
-    ready += [f"{url}/status?token={env['RASA_TOKEN']}" for url in instances]
+    ready += [f"{url}/status" for url in instances]
     # Through the load balancer too: HAProxy has seen every backend healthy.
     ready += [f"http://127.0.0.1:{args.actions_port}/health", f"http://127.0.0.1:{args.web_port}/health",
               f"http://127.0.0.1:{args.rasa_port}/"]
@@ -170,6 +170,8 @@ defaults
   log global
   option httplog
   option dontlognull
+  # The customer's address for the chat's per-client limits (rasa_channels.guard.client_address).
+  option forwardfor
   # A request to a server that refuses the connection (just killed, not yet marked down) goes to another.
   option redispatch
   retries 3

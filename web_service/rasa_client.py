@@ -12,14 +12,29 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import jwt
 
 from web_service.settings import WebSettings
 
 logger = logging.getLogger(__name__)
+
+
+JWT_LIFETIME_SECONDS = 300
+
+
+def rasa_authorization(secret: str) -> dict[str, str]:
+    """The header for Rasa's HTTP API: a short-lived HS256 JWT with the admin role, signed with ``RASA_TOKEN``.
+
+    Rasa runs with ``--jwt-secret`` (scripts/rasa_server.py reads it from the environment), so the secret
+    itself never travels, and no token appears in a URL, an access log or a process list.
+    """
+    claims = {"user": {"username": "crm-service", "role": "admin"}, "exp": int(time.time()) + JWT_LIFETIME_SECONDS}
+    return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
 
 
 class RasaError(Exception):
@@ -38,7 +53,7 @@ class RasaClient:
     def _call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
         url = f"{self.base}{path}"
         try:
-            resp = httpx.request(method, url, params={"token": self.token, **kwargs.pop("params", {})},
+            resp = httpx.request(method, url, params=kwargs.pop("params", {}), headers=rasa_authorization(self.token),
                                  timeout=timeout or self.timeout, **kwargs)
         except httpx.HTTPError as exc:
             raise RasaError(f"Rasa unreachable: {exc.__class__.__name__}") from exc

@@ -46,6 +46,16 @@ class Stack:
     rasa_instances: tuple[str, ...] = ()  # each Rasa server's own address (rasa_url is the load balancer's)
     output: list[str] | None = None  # the launcher's (supervisor's) output, growing while the stack runs
 
+    def rasa_request(self, path: str, *, base: str | None = None, body: Any = None) -> urllib.request.Request:
+        """A request to Rasa's HTTP API as the services send it: a short-lived JWT in the Authorization
+        header (never a token in the URL). ``base``: one Rasa server's own address instead of the stack's."""
+        from web_service.rasa_client import rasa_authorization
+
+        return urllib.request.Request(f"{base or self.rasa_url}{path}", method="POST" if body is not None else "GET",
+                                      data=json.dumps(body).encode() if body is not None else None,
+                                      headers={"Content-Type": "application/json",
+                                               **rasa_authorization(self.env["RASA_TOKEN"])})
+
     def pids(self) -> dict[str, int]:
         """The supervisor's children and their current process ids."""
         return {k: int(v) for k, v in json.loads((self.work / "children.json").read_text()).items()}

@@ -45,8 +45,10 @@ def back_and_serving(stack: Stack, name: str, old_pid: int) -> None:
     stack.wait_restarted(name, old_pid, timeout=60)
     kind = name.split("-")[0]
     if kind == "rasa":
-        status = f"{stack.instance_url(name)}/status?token={stack.env['RASA_TOKEN']}"
-        wait_until(lambda: json.loads(urllib.request.urlopen(status, timeout=5).read()).get("model_file"), 300,
+        def status():  # type: ignore[no-untyped-def]
+            return stack.rasa_request("/status", base=stack.instance_url(name))
+
+        wait_until(lambda: json.loads(urllib.request.urlopen(status(), timeout=5).read()).get("model_file"), 300,
                    f"{name} has its model again")
     elif kind in ("web", "actions"):
         wait_until(lambda: http_ok(f"{stack.instance_url(name)}/health"), 60, f"{name} answers /health")

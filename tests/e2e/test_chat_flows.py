@@ -80,7 +80,10 @@ def test_rasa_http_api_and_action_server_require_their_tokens(stack: Stack):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{stack.rasa_url}/conversations/someone/tracker", timeout=10)
     assert err.value.code == 401
-    with urllib.request.urlopen(f"{stack.rasa_url}/conversations/someone/tracker?token={stack.env['RASA_TOKEN']}", timeout=10) as ok:
+    with pytest.raises(urllib.error.HTTPError) as err:  # the secret itself is no token: it never travels
+        urllib.request.urlopen(f"{stack.rasa_url}/conversations/someone/tracker?token={stack.env['RASA_TOKEN']}", timeout=10)
+    assert err.value.code == 401
+    with urllib.request.urlopen(stack.rasa_request("/conversations/someone/tracker"), timeout=10) as ok:
         assert ok.status == 200
     req = urllib.request.Request(f"{stack.actions_url}/webhook", data=b'{"next_action": "action_greet"}',
                                  headers={"Content-Type": "application/json"})

@@ -97,8 +97,7 @@ def test_rest_cannot_claim_another_channel_or_metadata(stack: Stack):
 def _tracker_events(stack: Stack, sender: str) -> tuple[int, list[dict]]:
     import urllib.request
 
-    url = f"{stack.rasa_url}/conversations/{sender}/tracker?include_events=ALL&token={stack.env['RASA_TOKEN']}"
-    with urllib.request.urlopen(url, timeout=30) as resp:
+    with urllib.request.urlopen(stack.rasa_request(f"/conversations/{sender}/tracker?include_events=ALL"), timeout=30) as resp:
         return resp.status, json.loads(resp.read())["events"]
 
 

@@ -190,8 +190,7 @@ def _messenger(stack: Stack, psid: str, text: str, secret: str | None) -> tuple[
 
 
 def _tracker_user_texts(stack: Stack, sender: str) -> list[str]:
-    url = f"{stack.rasa_url}/conversations/{sender}/tracker?token={stack.env['RASA_TOKEN']}"
-    with urllib.request.urlopen(url, timeout=10) as resp:
+    with urllib.request.urlopen(stack.rasa_request(f"/conversations/{sender}/tracker"), timeout=10) as resp:
         return [e["text"] for e in json.loads(resp.read())["events"] if e["event"] == "user"]
 
 

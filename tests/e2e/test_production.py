@@ -3,7 +3,6 @@ HAProxy's sticky routing that the socket.io polling transport needs."""
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import pytest
@@ -19,13 +18,12 @@ def test_a_message_sent_through_one_rasa_server_reaches_a_socket_held_by_the_oth
     rasa_a, rasa_b = stack.rasa_instances
     customer = SioCustomer(stack, url=rasa_a)
     try:
-        customer.say("/greet")
+        customer.say("hello")
         customer.wait_for("Hi! I'm the service assistant")
         # An external event for this conversation through Rasa B's HTTP API, as the notifier and the agent
         # console send them: Rasa B has no socket for it; the Redis manager hands it to Rasa A.
-        req = urllib.request.Request(
-            f"{rasa_b}/conversations/{customer.session_id}/trigger_intent?output_channel=latest&token={stack.env['RASA_TOKEN']}",
-            data=json.dumps({"name": "ask_capabilities"}).encode(), headers={"Content-Type": "application/json"})
+        req = stack.rasa_request(f"/conversations/{customer.session_id}/trigger_intent?output_channel=latest",
+                                 base=rasa_b, body={"name": "ask_capabilities"})
         with urllib.request.urlopen(req, timeout=60) as resp:
             assert resp.status == 200
         customer.wait_for("open a repair ticket when something is wrong", 30)

@@ -52,7 +52,7 @@ def test_a_killed_rasa_server_is_restarted_with_its_model_and_answers(stack: Sta
     url = stack.instance_url(child)
 
     def model_loaded() -> bool:
-        with urllib.request.urlopen(f"{url}/status?token={stack.env['RASA_TOKEN']}", timeout=5) as resp:
+        with urllib.request.urlopen(stack.rasa_request("/status", base=url), timeout=5) as resp:
             return bool(json.loads(resp.read()).get("model_file"))
 
     wait_until(model_loaded, 300, f"{child} has loaded its model again")
