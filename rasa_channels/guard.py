@@ -9,8 +9,8 @@ Every input channel of ours (REST, socket.io, Messenger) passes each ``UserMessa
   a 30 KB message once added ~2.9 GB to Rasa's memory. The first 1,000 characters hold the request.
 - **No typed intents.** Rasa reads a text that starts with ``/`` as ``/intent{"entity": "value"}`` and skips
   language understanding. A customer may send such a payload only by pressing one of the buttons the bot
-  offered since their last message (the exact payload); anything else has its leading slashes removed and
-  is understood as ordinary text. Internal intents (``/restart``, ``/session_start``, ``EXTERNAL_*``) are
+  offered since their last message (the exact payload), or the web chat's opening ``/greet``; anything else has
+  its leading slashes removed and is understood as ordinary text. Internal intents (``/restart``, ``/session_start``, ``EXTERNAL_*``) are
   never offered as buttons, so they can't be reached.
 - **Channel binding.** A conversation id belongs to the channel it started on: a REST message naming a
   web-chat session (or the reverse) is refused, so a session id seen elsewhere opens nothing.
@@ -56,6 +56,10 @@ _BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A
 _KEEP_FORMAT = {"\u200c", "\u200d"}
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
 _NEWLINES = re.compile(r"\s*\n\s*")
+
+# Payloads any client may send without the bot offering them first: the web chat's opening "/greet"
+# (an intent that reads and changes nothing, and no entities).
+OPEN_PAYLOADS = frozenset({"/greet"})
 
 REPLY_RATE_LIMITED = "You're sending messages faster than I can read them. Please wait a moment and try again."
 REPLY_OTHER_CHANNEL = "Please start a new conversation here: this one continues in the chat where it started."
@@ -234,7 +238,7 @@ class InputGuard:
         if len(raw) > self.settings.max_chars:
             self.counts["cut_to_max_chars"] += 1
             logger.info("chat message of %d characters cut to %d on %s", len(raw), len(text), channel)
-        if text.startswith("/"):
+        if text.startswith("/") and text not in OPEN_PAYLOADS:
             tracker = await self._tracker(sender) if sender else None
             if tracker is None or text not in offered_payloads(list(tracker.events)):
                 self.counts["typed_intent_as_text"] += 1

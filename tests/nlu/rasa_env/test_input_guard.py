@@ -84,9 +84,13 @@ def test_typed_intent_is_read_as_text_unless_the_bot_offered_it() -> None:
             assert message.text == seen
         message = _msg("/affirm", sender="never-seen")
         assert await guard.admit(message, "rest") is None and message.text == "affirm"
+        # The web chat's opening message is the one payload anyone may send; with entities it is text again.
+        for sent, seen in [("/greet", "/greet"), ('/greet{"customer_id": 1}', 'greet{"customer_id": 1}')]:
+            message = _msg(sent, sender="new-visitor")
+            assert await guard.admit(message, "socketio") is None and message.text == seen
 
     asyncio.run(run())
-    assert guard.counts["typed_intent_as_text"] == 4
+    assert guard.counts["typed_intent_as_text"] == 5
 
 
 def test_a_conversation_is_bound_to_its_channel() -> None:
