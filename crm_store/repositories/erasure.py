@@ -279,6 +279,10 @@ def _handoffs(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, 
     conds = [Handoff.customer_id == ctx.customer_id]
     if ctx.senders:
         conds.append(Handoff.conversation_id.in_(ctx.senders))
+    # And any other conversation's handoff that quotes them (an anonymous chat where their e-mail or a serial
+    # was typed), as the tracker step does for conversations.
+    conds += [cast(Handoff.packet, String).contains(n) for n in ctx.needles]
+    conds += [Handoff.summary.contains(n) for n in ctx.needles]
     handoffs = list(session.scalars(select(Handoff).where(or_(*conds))))
     for h in handoffs:
         anonymous = f"erased-{h.id}"

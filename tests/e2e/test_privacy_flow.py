@@ -20,7 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from crm_store.tracker_store import TrackerStore
+from crm_store.tracker_store import TrackerStore, tracker_store_url
 from device_hooks.simulator import normal_readings
 from crm_store.enums import ApplianceCategory
 from tests.e2e.conftest import ROOT, Stack
@@ -123,7 +123,7 @@ def erase(stack: Stack, token: str, cid: int) -> dict[str, Any]:
 def test_erase_end_to_end(stack: Stack, agent_token: str):  # noqa: F811
     token = admin(stack)
     person = pick_customer(stack, set())
-    tracker = TrackerStore(f"sqlite:///{stack.env['TRACKER_DB']}")
+    tracker = TrackerStore(tracker_store_url(stack.env))
     serial = person["serials"][0]
     # Chats: socket.io (verified, then handed to an agent who replies) and REST (verified).
     web = SioCustomer(stack)
@@ -192,7 +192,7 @@ def test_erase_end_to_end(stack: Stack, agent_token: str):  # noqa: F811
 
 def test_an_erase_killed_half_way_is_finished_by_rerunning_it(stack: Stack):
     person = pick_customer(stack, set())
-    tracker = TrackerStore(f"sqlite:///{stack.env['TRACKER_DB']}")
+    tracker = TrackerStore(tracker_store_url(stack.env))
     stack.say(f"privacy-kill-{uuid.uuid4().hex[:8]}", "which appliances do I have?")
     cmd = [APP_PY, "-m", "crm_store.erase", "--customer", str(person["id"])]
     proc = subprocess.Popen([*cmd, "--pause-after", "tickets"], cwd=ROOT, env=stack.env, stdout=subprocess.PIPE,
@@ -254,7 +254,7 @@ def _texts(replies: list[dict[str, Any]]) -> str:
 
 def test_the_customer_asks_from_the_chat_export_alerts_off_and_a_confirmed_erasure(stack: Stack):
     person = pick_customer(stack, set())
-    tracker = TrackerStore(f"sqlite:///{stack.env['TRACKER_DB']}")
+    tracker = TrackerStore(tracker_store_url(stack.env))
     sender = f"privacy-chat-{uuid.uuid4().hex[:8]}"
     assert "e-mail" in _texts(stack.say(sender, "send me my data"))  # verification first
     stack.say(sender, person["email"])
