@@ -27,6 +27,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+def _warm_up(rasa_url: str) -> None:
+    req = urllib.request.Request(f"{rasa_url}/webhooks/rest/webhook", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"sender": f"warm-up-{uuid.uuid4().hex[:8]}", "message": "hello"}).encode())
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        resp.read()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -293,10 +300,15 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         env.update({"MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(ports["mqtt"])})  # for the simulator run by tests
         instances = next((line.split(None, 2)[2].strip().split(", ") for line in output
                           if line.strip().startswith("Rasa servers")), [f"http://127.0.0.1:{ports['rasa']}"])
-        yield Stack(rasa_url=f"http://127.0.0.1:{ports['rasa']}", web_url=f"http://127.0.0.1:{ports['web']}",
-                    actions_url=f"http://127.0.0.1:{ports['actions']}", env=env, database_url=env["DATABASE_URL"],
-                    mqtt_port=ports["mqtt"], work=work, topology=topology, rasa_instances=tuple(instances),
-                    output=output)
+        stack = Stack(rasa_url=f"http://127.0.0.1:{ports['rasa']}", web_url=f"http://127.0.0.1:{ports['web']}",
+                      actions_url=f"http://127.0.0.1:{ports['actions']}", env=env, database_url=env["DATABASE_URL"],
+                      mqtt_port=ports["mqtt"], work=work, topology=topology, rasa_instances=tuple(instances),
+                      output=output)
+        # Each Rasa server's first turn builds TensorFlow graphs and warms the action server (tens of seconds on
+        # a busy machine): taken here, once, so that no test's first reply waits for it.
+        for url in instances:
+            _warm_up(url)
+        yield stack
     finally:
         proc.terminate()  # SIGTERM: the launcher stops its children in order
         try:

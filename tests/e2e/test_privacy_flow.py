@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from crm_store.tracker_store import TrackerStore, tracker_store_url
 from device_hooks.simulator import normal_readings
@@ -30,6 +31,14 @@ from tests.privacy.builder import scan_crm, scan_tracker
 
 APP_PY = str(ROOT / ".venv-app" / "bin" / "python")
 
+
+
+@pytest.fixture(autouse=True)
+def _embedded_only(stack: Stack) -> None:
+    """These tests read the stack's SQLite files directly (CRM, tracker store) to prove what is stored; on the
+    production topology the same erasure and retention are covered against PostgreSQL by tests/privacy."""
+    if stack.topology != "embedded":
+        pytest.skip("reads the embedded stack's SQLite files; PostgreSQL is covered by tests/privacy")
 
 def pick_customer(stack: Stack, skip: set[int]) -> dict[str, Any]:
     """A demo customer (not Anna, whom other tests use) with a phone, an order and a provisioned device, and
