@@ -13,24 +13,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from urllib.parse import quote
 
 import httpx
-import jwt
 
 from crm_store.enums import ProactiveKind
 from crm_store.models import utcnow
 from crm_store.repositories.proactive import claim_for_push, due_messages, mark_held, reachable_identity, release_push
 from device_hooks.pipeline import Pipeline
+from web_service.rasa_client import rasa_authorization
 
 logger = logging.getLogger(__name__)
-
-def rasa_authorization(secret: str) -> dict[str, str]:
-    """A short-lived admin JWT for Rasa's HTTP API (as web_service.rasa_client does): no token in a URL."""
-    claims = {"user": {"username": "device-worker", "role": "admin"}, "exp": int(time.time()) + 300}
-    return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
-
 
 INTENTS = {ProactiveKind.DEVICE_FAULT: "EXTERNAL_device_fault", ProactiveKind.DEVICE_RECOVERED: "EXTERNAL_device_recovered"}
 RETRY_AFTER = dt.timedelta(seconds=30)

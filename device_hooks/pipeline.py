@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,7 +36,6 @@ from crm_store.models import (
     DeadLetter,
     Device,
     DeviceRuleState,
-    IngestCounter,
     ProductLot,
     ProductModel,
     TelemetryRule,
@@ -400,10 +399,3 @@ class Pipeline:
             return counts
         increment_counters(session, counts)  # one atomic upsert, shared with the HTTP route
         return counts
-
-
-def counters(session: Session) -> dict[str, int]:
-    """The pipeline's running totals and the dead letters per reason, for the API."""
-    totals = {name: value for name, value in session.execute(select(IngestCounter.name, IngestCounter.value))}
-    totals["dead_letters"] = session.scalar(select(func.count(DeadLetter.id))) or 0
-    return totals

@@ -28,7 +28,8 @@ JWT_LIFETIME_SECONDS = 300
 
 
 def rasa_authorization(secret: str) -> dict[str, str]:
-    """The header for Rasa's HTTP API: a short-lived HS256 JWT with the admin role, signed with ``RASA_TOKEN``.
+    """The header for Rasa's HTTP API (web service, device worker, launcher, tests): a short-lived HS256 JWT with
+    the admin role, signed with ``RASA_TOKEN``.
 
     Rasa runs with ``--jwt-secret`` (scripts/rasa_server.py reads it from the environment), so the secret
     itself never travels, and no token appears in a URL, an access log or a process list.
