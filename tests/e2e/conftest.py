@@ -320,3 +320,33 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
             for name in databases:
                 _drop_pg_database(name)
+
+
+# --- diagnostics: a failing end-to-end test carries what the stack's processes logged while it ran ---------
+_LOG_OFFSETS = pytest.StashKey[dict[pathlib.Path, int]]()
+
+
+@pytest.fixture(autouse=True)
+def _mark_stack_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "stack" in request.fixturenames:
+        work: pathlib.Path = request.getfixturevalue("stack").work
+        request.node.stash[_LOG_OFFSETS] = {p: p.stat().st_size for p in (work / "log").glob("*.log")}
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    offsets = item.stash.get(_LOG_OFFSETS, None)
+    if report.when != "call" or not report.failed or offsets is None:
+        return
+    for path, start in offsets.items():
+        try:
+            with path.open("rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if text.strip():
+            report.sections.append((f"stack log {path.name} (during the test, last 4,000 characters)", text[-4000:]))
