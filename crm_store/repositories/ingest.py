@@ -4,7 +4,7 @@ dead letters (messages refused with a reason, kept as evidence)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -48,6 +48,17 @@ def record_dead_letter(session: Session, *, received_at: dt.datetime, source: st
     session.flush()
     increment_counter(session, f"rejected:{reason}")
     return letter
+
+
+def insert_dead_letters(session: Session, letters: Sequence[Mapping[str, object]]) -> None:
+    """Keeps many refused messages in one executemany INSERT, without counting them (the caller counts a
+    whole batch with :func:`increment_counters`). Each mapping has DeadLetter's columns: ``received_at``
+    (aware datetime), ``source`` ("mqtt" | "http"), ``topic`` (≤ 300 chars), ``reason`` (≤ 32), ``detail``
+    (≤ 500), ``payload`` (text, already cut to the size limit) and ``payload_size`` (bytes as received)."""
+    if not letters:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(DeadLetter), list(letters))
 
 
 def counter_totals(session: Session) -> dict[str, int]:
