@@ -280,7 +280,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             lines.put(line)
 
     threading.Thread(target=read, daemon=True).start()
-    deadline = time.time() + 420
+    # The launcher's own wait for readiness (STACK_START_SECONDS, 420 by default; longer on a busy machine where
+    # several stacks load their models at once) plus the migrations, demo data and device provisioning before it.
+    deadline = time.time() + float(os.environ.get("STACK_START_SECONDS") or 420) + 120
     ready = False
     while time.time() < deadline and not ready:
         try:
@@ -292,7 +294,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         ready = line.strip() == "READY"
     try:
         if not ready:
-            proc.kill()
+            # No kill -9 here: the launcher would leave its children running. The ``finally`` below stops it
+            # with SIGTERM, which stops its children in order.
             logs = "".join(p.read_text()[-3000:] for p in (work / "log").glob("*.log"))
             pytest.fail("the stack did not start:\n" + "".join(output)[-3000:] + logs)
         secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
