@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
 
 
 class DeviceSettings(BaseSettings):
@@ -44,6 +47,13 @@ class DeviceSettings(BaseSettings):
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: SecretStr = SecretStr("")
     notify_poll_seconds: float = 1.0
+    # A chat whose verification is older than this (the action server's VERIFICATION_TTL_MINUTES) is not
+    # pushed to: the message is held until the customer verifies again.
+    verification_ttl_minutes: int = Field(default=DEFAULT_VERIFICATION_TTL_MINUTES, gt=0)
+
+    @property
+    def verification_ttl(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.verification_ttl_minutes)
 
 
 @lru_cache

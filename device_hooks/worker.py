@@ -219,7 +219,8 @@ class Worker:
         self.session = Session(self.settings, self.pipeline, self._committed)
         self.session.start()
         async with httpx.AsyncClient() as client:
-            notifier = Notifier(self.pipeline, self.settings.rasa_url, self.settings.rasa_token.get_secret_value(), client)
+            notifier = Notifier(self.pipeline, self.settings.rasa_url, self.settings.rasa_token.get_secret_value(), client,
+                                self.settings.verification_ttl)
             notify = asyncio.create_task(self._notify_forever(notifier))
             try:
                 await self._supervise()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret"}
 
@@ -64,6 +67,9 @@ class WebSettings(BaseSettings):
     # How often this replica looks for due erasures and for the retention job (which runs once per
     # RETENTION_INTERVAL_MINUTES across replicas). 0 switches the background job off.
     privacy_poll_seconds: float = 10.0
+    # The action server's VERIFICATION_TTL_MINUTES: an open chat whose verification expired is anonymous, its
+    # presence reports release no held message to it.
+    verification_ttl_minutes: int = Field(default=DEFAULT_VERIFICATION_TTL_MINUTES, gt=0)
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> WebSettings:
@@ -72,6 +78,10 @@ class WebSettings(BaseSettings):
             raise ValueError("SECRET_KEY must be a random value of at least 32 characters outside development")
         return self
 
+
+    @property
+    def verification_ttl(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.verification_ttl_minutes)
 
     @property
     def previous_secret_keys(self) -> list[str]:
