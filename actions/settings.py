@@ -30,6 +30,14 @@ class ActionSettings(BaseSettings):
     # reads the same variable (device_hooks.settings) so that it never pushes to an expired chat.
     verification_ttl_minutes: int = Field(default=DEFAULT_VERIFICATION_TTL_MINUTES, gt=0)
 
+    # New handoffs an unverified chat may queue (``limits`` syntax, moving window): per conversation and per
+    # client address (actions.escalation_limits); a verified customer's are not limited. They open no ticket.
+    anonymous_escalations_per_conversation: str = "2/hour"
+    anonymous_escalations_per_client: str = "5/hour"
+    # Redis (e.g. redis://127.0.0.1:6379/3): the escalation limits count across every action server there;
+    # empty: per process.
+    redis_url: SecretStr = SecretStr("")
+
     @property
     def verification_ttl(self) -> dt.timedelta:
         return dt.timedelta(minutes=self.verification_ttl_minutes)

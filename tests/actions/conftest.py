@@ -42,6 +42,16 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def fresh_escalation_limits() -> Iterator[None]:
+    """Each test counts anonymous escalations from zero (the limits live in process memory without Redis)."""
+    from actions.escalation_limits import get_escalation_limits
+
+    get_escalation_limits.cache_clear()
+    yield
+    get_escalation_limits.cache_clear()
+
+
 @pytest.fixture
 def crm_url(seeded_db: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from actions.settings import get_settings

@@ -241,6 +241,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         # Every test customer shares 127.0.0.1: the per-address chat limit would count the whole suite.
         "CHAT_RATE_PER_CLIENT": "100000/minute",
         "VERIFY_MAX_FAILURES_PER_CLIENT": "100000",
+        "ANONYMOUS_ESCALATIONS_PER_CLIENT": "100000/hour",
     })
     for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
                 "MQTT_BRIDGE_PASSWORD", "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "REDIS_URL",
