@@ -42,7 +42,7 @@ from crm_store.models import (
     utcnow,
 )
 from crm_store.repositories.catalogue import get_fault
-from crm_store.repositories.ingest import increment_counters
+from crm_store.repositories.ingest import DeadLetterQuota, increment_counters, ration_dead_letters, topic_device
 from crm_store.repositories.proactive import queue_notification
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status, find_open_ticket, open_ticket
 from device_hooks.rules import Raised, Rule, RuleState, Transition, device_fault, evaluate
@@ -82,6 +82,7 @@ class BatchResult:
     tickets_opened: list[str] = field(default_factory=list)
     notifications: int = 0
     transitions: int = 0
+    dead_letters_dropped: int = 0  # refused and counted, but not kept: the device's dead-letter quota was used up
 
 
 def _sqlite_time(value: dt.datetime) -> str:
@@ -113,8 +114,10 @@ class Pipeline:
 
     RULES_TTL = 5.0
 
-    def __init__(self, database_url: str, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
+    def __init__(self, database_url: str, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+                 dead_letter_quota: DeadLetterQuota = DeadLetterQuota()) -> None:
         self.statement_timeout_ms = int(statement_timeout_ms)
+        self.dead_letter_quota = dead_letter_quota
         self.engine: Engine = get_engine(database_url)
         self.sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
@@ -203,6 +206,12 @@ class Pipeline:
                 self._handle(session, info, transition, raw, result)
             touched = self._touch_devices(session, new)
             if dead:
+                # A device sending garbage fills the table no faster than its quota; the rest is only counted.
+                keep = ration_dead_letters(session, [(topic_device(str(d["topic"])), str(d["reason"])) for d in dead],
+                                           quota=self.dead_letter_quota, now=now)
+                result.dead_letters_dropped = keep.count(False)
+                dead = [letter for letter, kept in zip(dead, keep) if kept]
+            if dead:
                 session.execute(self._insert(DeadLetter), dead)
             counts = self._count(session, result)
         # Committed: only now may memory reflect the batch.
@@ -210,6 +219,9 @@ class Pipeline:
         self.totals.update(counts)
         for reason, n in result.rejected.items():
             logger.warning("rejected %d device message(s): %s", n, reason)
+        if result.dead_letters_dropped:
+            logger.warning("%d refused device message(s) counted but not kept: their device's dead-letter quota is used up",
+                           result.dead_letters_dropped)
         return result
 
     # -- steps -------------------------------------------------------------------------------------

@@ -201,7 +201,8 @@ class Session:
 class Worker:
     def __init__(self, settings: DeviceSettings, pipeline: Pipeline | None = None) -> None:
         self.settings = settings
-        self.pipeline = pipeline or Pipeline(settings.database_url, statement_timeout_ms=settings.db_statement_timeout_ms)
+        self.pipeline = pipeline or Pipeline(settings.database_url, statement_timeout_ms=settings.db_statement_timeout_ms,
+                                             dead_letter_quota=settings.dead_letter_quota)
         self.stopping = asyncio.Event()
         self.notify = asyncio.Event()
         self.processed = 0

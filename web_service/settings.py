@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
+from crm_store.repositories.ingest import DeadLetterQuota
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret"}
 
@@ -78,6 +79,16 @@ class WebSettings(BaseSettings):
             raise ValueError("SECRET_KEY must be a random value of at least 32 characters outside development")
         return self
 
+
+    # Dead letters (refused device messages kept as evidence) per device and window: beyond it a refused message
+    # is only counted (per device and reason, crm_store.repositories.ingest.ration_dead_letters). The device
+    # worker reads the same two variables.
+    dead_letters_per_device: int = Field(default=100, ge=0)
+    dead_letter_window_minutes: int = Field(default=60, gt=0)
+
+    @property
+    def dead_letter_quota(self) -> DeadLetterQuota:
+        return DeadLetterQuota(self.dead_letters_per_device, dt.timedelta(minutes=self.dead_letter_window_minutes))
 
     @property
     def verification_ttl(self) -> dt.timedelta:
