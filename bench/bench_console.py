@@ -54,7 +54,8 @@ def start_stack(model: str, work: pathlib.Path) -> tuple[subprocess.Popen[str], 
     ports = {k: free_port() for k in ("rasa", "actions", "web", "mqtt")}
     (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite", TRACKER_DB=str(work / "tracker.db"),
-               ESCALATION_CONFIG=str(work / "escalation.yml"), CHAT_RATE_PER_CLIENT="100000/minute")
+               ESCALATION_CONFIG=str(work / "escalation.yml"), CHAT_RATE_PER_CLIENT="100000/minute",
+               ANONYMOUS_ESCALATIONS_PER_CLIENT="100000/hour")  # every simulated customer is 127.0.0.1
     for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD"):
         env.pop(key, None)
     cmd = [str(ROOT / ".venv-app/bin/python"), str(ROOT / "scripts/run_stack.py"), "--model", model,
