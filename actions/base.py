@@ -183,6 +183,9 @@ class CrmFormValidationAction(FormValidationAction, ABC):
         except Exception:
             logger.exception("customer lookup failed (conversation %s)", tracker.sender_id)
             identity_events = []
+            # Unconfirmed, this turn reads nothing of an account (the slot alone proves nothing); the slots
+            # themselves stay, and the next turn confirms the link again.
+            tracker.add_slots(forget_customer())
         if verification_expired(tracker, identity_events):
             logger.info("verification of conversation %s expired", tracker.sender_id)
             dispatcher.utter_message(text=VERIFICATION_EXPIRED)
