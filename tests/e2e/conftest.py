@@ -302,7 +302,12 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         ready = line.strip() == "READY"
     try:
         if not ready:
-            proc.kill()
+            # SIGTERM: the launcher stops its children (SIGKILL would leave Rasa servers and the rest running).
+            proc.terminate()
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
             logs = "".join(p.read_text()[-3000:] for p in (work / "log").glob("*.log"))
             pytest.fail("the stack did not start:\n" + "".join(output)[-3000:] + logs)
         secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
