@@ -271,6 +271,9 @@ def banner(args: argparse.Namespace, env: dict[str, str], embedded_broker: bool,
         f"  Rasa server   http://127.0.0.1:{args.rasa_port}  (HTTP API: a JWT signed with RASA_TOKEN from {args.env_file})",
         f"  MQTT broker   mqtt://{env['MQTT_HOST']}:{env['MQTT_PORT']}{' (embedded)' if embedded_broker else ''}; "
         f"device tokens in {state_dir / 'device_tokens.json'}",
+        "  REST channel  " + ("/webhooks/rest/webhook, bearer REST_CHANNEL_TOKEN required" if env.get("REST_CHANNEL_TOKEN")
+                              else "off (REST_CHANNEL_TOKEN unset)" if args.topology == "production"
+                              else "/webhooks/rest/webhook, open (development: set REST_CHANNEL_TOKEN to require it)"),
     ]
     if args.topology == "production":
         crm = env["DATABASE_URL"].rsplit("/", 1)[-1]
