@@ -16,13 +16,11 @@ from __future__ import annotations
 import datetime as dt
 
 from rasa_sdk.events import EventType, SlotSet
-from sqlalchemy import func, select
 
 from actions.base import CrmAction, Turn
-from crm_store.models import ChannelIdentity, Device, Purchase, Ticket
 from crm_store.repositories.customers import get_customer
 from crm_store.repositories.erasure import request_erasure
-from crm_store.repositories.privacy import record_access, set_consent
+from crm_store.repositories.privacy import count_holdings, record_access, set_consent
 
 PRIVACY_REQUESTS = ("data_export", "erasure", "revoke_alerts")
 # A chat erasure starts after this turn (and the bot's reply) is in the tracker store.
@@ -36,21 +34,18 @@ ERASURE_EXPLAINED = (
 )
 
 
-def _count(turn: Turn, model: type, column) -> int:  # type: ignore[no-untyped-def]
-    return turn.session.scalar(select(func.count()).select_from(model).where(column == turn.customer.id)) or 0  # type: ignore[union-attr]
-
-
 def privacy_reply(turn: Turn, request: str) -> list[EventType]:
     """The answer to a privacy request of the verified ``turn.customer``."""
     assert turn.customer is not None
     customer, say = turn.customer, turn.dispatcher.utter_message
     if request == "data_export":
         record_access(turn.session, actor="customer:chat", action="export_requested", customer_id=customer.id)
+        held = count_holdings(turn.session, customer_id=customer.id)
         say(text=(
             f"Here is what we hold about you, {customer.first_name}: your profile and consent choices, "
-            f"{_count(turn, Purchase, Purchase.customer_id)} purchase(s), {_count(turn, Device, Device.customer_id)} "
-            f"appliance(s) with their readings, {_count(turn, Ticket, Ticket.customer_id)} support ticket(s), and "
-            f"{_count(turn, ChannelIdentity, ChannelIdentity.customer_id)} linked chat conversation(s). "
+            f"{held['purchases']} purchase(s), {held['devices']} "
+            f"appliance(s) with their readings, {held['tickets']} support ticket(s), and "
+            f"{held['chat_identities']} linked chat conversation(s). "
             "I've passed your request to our privacy team: they will send the complete archive (one JSON file) to "
             "the e-mail address registered with us, within 30 days at the latest. I don't send it here, "
             "so that nobody else who can see this chat gets it."))

@@ -30,7 +30,7 @@ from crm_store.enums import (
 )
 from crm_store.models import Customer, FaultDefinition, ProactiveMessage, Ticket, utcnow
 from crm_store.repositories.catalogue import get_fault
-from crm_store.repositories.customers import CustomerProfile, find_customer_by_identity, get_profile
+from crm_store.repositories.customers import CustomerProfile, find_customer_by_identity, get_customer, get_profile
 from crm_store.repositories.devices import list_devices_for_customer
 from crm_store.repositories.interactions import record_interaction
 from crm_store.repositories.proactive import claim_for_delivery, get_message, undelivered_for_customer
@@ -138,7 +138,7 @@ def render_proactive(session: Session, message: ProactiveMessage) -> Reply | Non
     ticket = message.ticket
     if ticket is None:
         return None
-    customer = session.get(Customer, message.customer_id)
+    customer = get_customer(session, customer_id=message.customer_id)
     slots: list[EventType] = [SlotSet("ticket_number", ticket.number)]
     if message.kind is ProactiveKind.DEVICE_RECOVERED:
         return Reply(_recovered_text(session, message, ticket, customer), events=slots)
@@ -466,6 +466,6 @@ def device_status_reply(session: Session, customer: CustomerProfile, appliance: 
         intro = f"I don't see a {category.label} registered to you. " + intro
     elif category is not None:
         intro = f"Here's the latest from your {category.label}" + ("s:" if len(chosen) > 1 else ":")
-    owner = session.get(Customer, customer.id)
+    owner = get_customer(session, customer_id=customer.id)
     lines = [_device_status_line(device_health(session, d), owner) for d in (chosen or devices)]
     return Reply(intro + "\n" + "\n".join(lines), events=done)

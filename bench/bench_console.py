@@ -62,13 +62,16 @@ def start_stack(model: str, work: pathlib.Path) -> tuple[subprocess.Popen[str], 
            "--rasa-port", str(ports["rasa"]), "--actions-port", str(ports["actions"]), "--web-port", str(ports["web"]),
            "--mqtt-port", str(ports["mqtt"]), "--env-file", str(work / ".env"), "--log-dir", str(work / "log")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
+    deadline, ready = time.time() + 600, False
     for line in proc.stdout:  # type: ignore[union-attr]
         if line.strip() == "READY":
+            ready = True
             break
         if time.time() > deadline:
-            proc.kill()
-            raise SystemExit("the stack did not start")
+            break
+    if not ready:  # the launcher gave up (its output ended) or took too long
+        proc.kill()
+        raise SystemExit(f"the stack did not start; its logs are in {work / 'log'}")
     secrets = dict(line.split("=", 1) for line in (work / ".env").read_text().splitlines() if "=" in line and not line.startswith("#"))
     return proc, f"http://127.0.0.1:{ports['web']}", secrets
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -117,3 +117,26 @@ def session_scope(url: str, *, write: bool = True) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def ping(session: Session) -> str:
+    """Runs ``SELECT 1`` in the session's transaction and returns the dialect's name ("sqlite" or
+    "postgresql"). Raises ``sqlalchemy.exc.OperationalError`` (or another DBAPIError) when the database
+    cannot be reached or does not answer."""
+    session.execute(text("SELECT 1"))
+    return session.get_bind().dialect.name
+
+
+def create_missing_databases(url: str, names: list[str]) -> None:
+    """Creates each PostgreSQL database of ``names`` that does not exist yet on the server of ``url``,
+    connecting to that server's ``postgres`` database (AUTOCOMMIT: CREATE DATABASE cannot run in a
+    transaction). The role in ``url`` needs CREATEDB for a missing one; errors are
+    ``sqlalchemy.exc.OperationalError``/``ProgrammingError``."""
+    admin = create_engine(make_url(normalise_url(url)).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()

@@ -20,11 +20,16 @@ import pwd
 import secrets
 import tempfile
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_store.db import session_scope
-from crm_store.models import Device, DeviceCredential, utcnow
+from crm_store.models import Device
+from crm_store.repositories.device_credentials import (
+    active_credential,
+    broker_passwords,
+    devices_without_credential,
+    store_credential,
+)
 from device_hooks.settings import get_settings
 from device_hooks.validation import MAX_PACKET_BYTES
 
@@ -108,33 +113,21 @@ def token_digest(token: str) -> str:
 def issue_credential(session: Session, device: Device) -> str:
     """A new secret for the device (replacing any earlier one); returned once, stored only hashed."""
     token = secrets.token_urlsafe(24)
-    credential = session.get(DeviceCredential, device.id)
-    if credential is None:
-        credential = DeviceCredential(device_id=device.id)
-        session.add(credential)
-    credential.token_sha256 = token_digest(token)
-    credential.mqtt_password_hash = mosquitto_hash(token)
-    credential.created_at, credential.revoked_at = utcnow(), None
-    session.flush()
+    store_credential(session, device_id=device.id, token_sha256=token_digest(token), mqtt_password_hash=mosquitto_hash(token))
     return token
 
 
 def device_for_token(session: Session, *, serial: str, token: str) -> Device | None:
     """The device if the token is its current secret; None otherwise."""
-    row = session.execute(
-        select(Device, DeviceCredential)
-        .join(DeviceCredential, DeviceCredential.device_id == Device.id)
-        .where(Device.serial == serial, DeviceCredential.revoked_at.is_(None))
-    ).first()
-    if row is None or not secrets.compare_digest(row.DeviceCredential.token_sha256, token_digest(token)):
+    found = active_credential(session, serial=serial)
+    if found is None or not secrets.compare_digest(found[1], token_digest(token)):
         return None
-    return row.Device
+    return found[0]
 
 
 def provision(session: Session) -> dict[str, str]:
     """Credentials for every device that has none; returns {serial: token} for the new ones."""
-    stmt = select(Device).outerjoin(DeviceCredential).where(DeviceCredential.device_id.is_(None)).order_by(Device.id)
-    return {device.serial: issue_credential(session, device) for device in session.scalars(stmt)}
+    return {device.serial: issue_credential(session, device) for device in devices_without_credential(session)}
 
 
 def write_config(session: Session, directory: pathlib.Path, *, port: int, host: str = "127.0.0.1",
@@ -151,13 +144,7 @@ def write_config(session: Session, directory: pathlib.Path, *, port: int, host: 
     (directory / "data").mkdir(exist_ok=True)
     services = [f"{user}:{mosquitto_hash(pw)}" for user, pw in sorted(service_passwords.items())]
     lines = [] if service_port else list(services)
-    rows = session.execute(
-        select(Device.serial, DeviceCredential.mqtt_password_hash)
-        .join(DeviceCredential, DeviceCredential.device_id == Device.id)
-        .where(DeviceCredential.revoked_at.is_(None))
-        .order_by(Device.serial)
-    )
-    lines += [f"{serial}:{pw_hash}" for serial, pw_hash in rows]
+    lines += [f"{serial}:{pw_hash}" for serial, pw_hash in broker_passwords(session)]
     files = {"passwd": lines, **({"passwd-services": services} if service_port else {})}
     for name, content in files.items():
         path = directory / name

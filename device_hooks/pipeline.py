@@ -14,16 +14,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import orjson
-from sqlalchemy import Engine, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from crm_store.db import get_engine
+from crm_store.db import get_engine, session_factory
 from crm_store.enums import (
     DeviceMessageKind,
     FaultSeverity,
-    LotStatus,
     ProactiveKind,
     RuleAction,
     TicketEventKind,
@@ -31,18 +27,27 @@ from crm_store.enums import (
     TicketSource,
     TicketStatus,
 )
-from crm_store.models import (
-    Customer,
-    DeadLetter,
-    Device,
-    DeviceRuleState,
-    ProductLot,
-    ProductModel,
-    TelemetryRule,
-    utcnow,
+from crm_store.models import utcnow
+from crm_store.repositories.catalogue import get_fault, list_enabled_rules
+from crm_store.repositories.device_batches import (
+    DeviceInfo,
+    MessageRow,
+    devices_by_serial,
+    insert_device_messages,
+    limit_statement_time,
+    lock_rule_states,
+    save_rule_states,
+    set_last_seen,
 )
-from crm_store.repositories.catalogue import get_fault
-from crm_store.repositories.ingest import DeadLetterQuota, increment_counters, ration_dead_letters, topic_device
+from crm_store.repositories.devices import get_model_name
+from crm_store.repositories.ingest import (
+    DeadLetterQuota,
+    increment_counters,
+    insert_dead_letters,
+    ration_dead_letters,
+    topic_device,
+)
+from crm_store.repositories.lots import record_back_in_range, record_excursion
 from crm_store.repositories.proactive import queue_notification
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status, find_open_ticket, open_ticket
 from device_hooks.rules import Raised, Rule, RuleState, Transition, device_fault, evaluate
@@ -64,16 +69,6 @@ class RawMessage:
     source: str = "mqtt"
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    id: int
-    serial: str
-    model_id: int
-    customer_id: int | None
-    telemetry_consent: bool
-    monitors_lot_id: int | None
-
-
 @dataclass
 class BatchResult:
     accepted: int = 0
@@ -83,11 +78,6 @@ class BatchResult:
     notifications: int = 0
     transitions: int = 0
     dead_letters_dropped: int = 0  # refused and counted, but not kept: the device's dead-letter quota was used up
-
-
-def _sqlite_time(value: dt.datetime) -> str:
-    # The text form SQLAlchemy's SQLite DateTime stores (UTC, no offset), so ORM reads see the same values.
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def dedup_key(code: str) -> str:
@@ -109,7 +99,9 @@ class Pipeline:
     Keeps nothing in memory that the database could contradict: device ownership and consent are read
     per batch, rule states are read per batch under a row lock on the batch's devices (so two workers
     sharing the stream evaluate one device one batch at a time), and a rolled-back batch leaves no trace
-    here. Only the rule definitions are cached, for ``RULES_TTL`` seconds.
+    here. Only the rule definitions are cached, for ``RULES_TTL`` seconds. Every statement is a
+    ``crm_store.repositories`` function (``device_batches`` for the bulk ones) run in the batch's one
+    transaction, which this class opens and commits.
     """
 
     RULES_TTL = 5.0
@@ -118,9 +110,8 @@ class Pipeline:
                  dead_letter_quota: DeadLetterQuota = DeadLetterQuota()) -> None:
         self.statement_timeout_ms = int(statement_timeout_ms)
         self.dead_letter_quota = dead_letter_quota
-        self.engine: Engine = get_engine(database_url)
-        self.sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
-        self._insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        self.engine = get_engine(database_url)
+        self.sessions = session_factory(database_url)
         self.rules: dict[int, list[Rule]] = {}
         self._rules_at = -1e9
         self._last_seen: dict[int, dt.datetime] = {}
@@ -130,29 +121,12 @@ class Pipeline:
         if time.monotonic() - self._rules_at < self.RULES_TTL:
             return
         rules: dict[int, list[Rule]] = {}
-        for r in session.scalars(select(TelemetryRule).where(TelemetryRule.enabled.is_(True))):
+        for r in list_enabled_rules(session):
             rules.setdefault(r.model_id, []).append(
                 Rule(r.id, r.fault_code, r.metric, r.operator, r.threshold, r.hold_seconds, r.recovery_seconds,
                      r.action.value)
             )
         self.rules, self._rules_at = rules, time.monotonic()
-
-    @staticmethod
-    def _devices(session: Session, serials: set[str]) -> dict[str, DeviceInfo]:
-        """Owner and consent as they are now: one indexed query per batch (~1 ms for a 2,000-message batch
-        from 20 devices), so a revoked consent or a transferred device counts from the next batch on."""
-        out: dict[str, DeviceInfo] = {}
-        ordered = sorted(serials)
-        for start in range(0, len(ordered), 500):
-            rows = session.execute(
-                select(Device.id, Device.serial, Device.model_id, Device.customer_id, Device.monitors_lot_id,
-                       Customer.consent_telemetry).outerjoin(Customer, Device.customer_id == Customer.id)
-                .where(Device.serial.in_(ordered[start : start + 500]))
-            )
-            for r in rows:
-                out[r.serial] = DeviceInfo(r.id, r.serial, r.model_id, r.customer_id, r.consent_telemetry is not False,
-                                           r.monitors_lot_id)
-        return out
 
     def process(self, batch: list[RawMessage], *, now: dt.datetime | None = None) -> BatchResult:
         """Handles a batch in one transaction; returns what happened. Raises only on database failure
@@ -169,12 +143,13 @@ class Pipeline:
                 dead.append(self._dead_letter(raw, rej))
 
         with self.sessions() as session, session.begin():
-            if self.engine.dialect.name == "postgresql":
-                # No wait on the database is unbounded (a lock held by a stuck session, a server that stopped
-                # answering): the batch fails and the worker retries it. SQLite has its busy_timeout.
-                session.execute(text(f"SET LOCAL statement_timeout = {self.statement_timeout_ms}"))
+            # No wait on the database is unbounded (a lock held by a stuck session, a server that stopped
+            # answering): the batch fails and the worker retries it. SQLite has its busy_timeout.
+            limit_statement_time(session, timeout_ms=self.statement_timeout_ms)
             self._load_rules(session)
-            devices = self._devices(session, {msg.serial for msg, _raw in parsed})
+            # Owner and consent as they are now, so a revoked consent or a transferred device counts from
+            # the next batch on.
+            devices = devices_by_serial(session, {msg.serial for msg, _raw in parsed})
             valid: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]] = []
             seen: set[tuple[int, dt.datetime, int]] = set()
             for msg, raw in parsed:
@@ -211,8 +186,7 @@ class Pipeline:
                                            quota=self.dead_letter_quota, now=now)
                 result.dead_letters_dropped = keep.count(False)
                 dead = [letter for letter, kept in zip(dead, keep) if kept]
-            if dead:
-                session.execute(self._insert(DeadLetter), dead)
+            insert_dead_letters(session, dead)
             counts = self._count(session, result)
         # Committed: only now may memory reflect the batch.
         self._last_seen.update(touched)
@@ -234,71 +208,21 @@ class Pipeline:
             "payload_size": len(raw.payload),
         }
 
-    def _store(self, session: Session, valid: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]) -> list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]:
-        """Inserts the messages; returns those that were new (not stored by an earlier delivery).
+    @staticmethod
+    def _store(session: Session, valid: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]) -> list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]:
+        """Inserts the messages; returns those that were new (not stored by an earlier delivery), in the
+        order the database reported them (COPY on PostgreSQL, multi-row INSERTs on SQLite)."""
+        rows: list[MessageRow] = [(info.id, msg.kind.value, msg.seq, msg.ts, raw.received_at, msg.body)
+                                  for info, msg, raw in valid]
+        return [valid[i] for i in insert_device_messages(session, rows)]
 
-        One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING per chunk, through the driver: the ORM's
-        per-row bookkeeping was 57 % of a batch's time when profiled, and this is the hot path.
-        """
-        if not valid:
-            return []
-        if self.engine.dialect.name == "postgresql":
-            return self._store_postgresql(session, valid)
-        sqlite_ = self.engine.dialect.name == "sqlite"
-        mark = "?" if sqlite_ else "%s"
-        conn = session.connection()
-        stamps: dict[dt.datetime, object] = {}  # a read's messages share one received_at
-        new: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]] = []
-        for start in range(0, len(valid), 1000):
-            chunk = valid[start : start + 1000]
-            params: list[object] = []
-            keys: dict[tuple[int, object, int], tuple[DeviceInfo, DeviceMessageIn, RawMessage]] = {}
-            for item in chunk:
-                info, msg, raw = item
-                ts = _sqlite_time(msg.ts) if sqlite_ else msg.ts
-                received = stamps.get(raw.received_at)
-                if received is None:
-                    received = stamps[raw.received_at] = _sqlite_time(raw.received_at) if sqlite_ else raw.received_at
-                params += (info.id, msg.kind.value, msg.seq, ts, received, orjson.dumps(msg.body).decode())
-                keys[(info.id, ts, msg.seq)] = item
-            rows = ",".join([f"({mark},{mark},{mark},{mark},{mark},{mark})"] * len(chunk))
-            sql = (f"INSERT INTO device_messages (device_id, kind, seq, ts, received_at, body) VALUES {rows} "
-                   "ON CONFLICT (device_id, ts, seq) DO NOTHING RETURNING device_id, ts, seq")
-            for device_id, ts, seq in conn.exec_driver_sql(sql, tuple(params)):
-                new.append(keys[(device_id, ts, seq)])
-        return new
-
-    def _store_postgresql(self, session: Session, valid: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]) -> list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]:
-        """COPY into a transaction-scoped staging table, then one INSERT ... SELECT: a 6,000-placeholder
-        INSERT spent 40 % of its time in the driver splitting the query text, COPY has no placeholders."""
-        dbapi = session.connection().connection.dbapi_connection
-        keys = {(info.id, msg.ts, msg.seq): (info, msg, raw) for info, msg, raw in valid}
-        with dbapi.cursor() as cur:  # type: ignore[union-attr]
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming_device_messages (device_id integer, kind varchar(32), "
-                        "seq bigint, ts timestamptz, received_at timestamptz, body json) ON COMMIT DELETE ROWS")
-            with cur.copy("COPY incoming_device_messages (device_id, kind, seq, ts, received_at, body) FROM STDIN") as copy:
-                for info, msg, raw in valid:
-                    copy.write_row((info.id, msg.kind.value, msg.seq, msg.ts, raw.received_at, orjson.dumps(msg.body).decode()))
-            cur.execute("INSERT INTO device_messages (device_id, kind, seq, ts, received_at, body) "
-                        "SELECT device_id, kind, seq, ts, received_at, body FROM incoming_device_messages "
-                        "ON CONFLICT (device_id, ts, seq) DO NOTHING RETURNING device_id, ts, seq")
-            return [keys[(device_id, ts, seq)] for device_id, ts, seq in cur.fetchall()]
-
-    def _lock_states(self, session: Session, device_ids: set[int]) -> dict[tuple[int, str], RuleState]:
+    @staticmethod
+    def _lock_states(session: Session, device_ids: set[int]) -> dict[tuple[int, str], RuleState]:
         """The rule states of these devices as committed, read under a lock on the devices' rows (taken in
         id order, so two workers never deadlock on each other): a second worker with readings of the same
-        device waits here until this batch is committed, then sees its states."""
-        if not device_ids:
-            return {}
-        ids = sorted(device_ids)
-        if self.engine.dialect.name != "sqlite":  # SQLite has one writer at a time anyway (BEGIN IMMEDIATE)
-            session.execute(select(Device.id).where(Device.id.in_(ids)).order_by(Device.id).with_for_update(key_share=True))
-        rows = session.execute(
-            select(DeviceRuleState.device_id, DeviceRuleState.rule_key, DeviceRuleState.breach_since,
-                   DeviceRuleState.active, DeviceRuleState.normal_since, DeviceRuleState.last_ts)
-            .where(DeviceRuleState.device_id.in_(ids))
-        )
-        return {(r.device_id, r.rule_key): RuleState(r.breach_since, r.active, r.normal_since, r.last_ts) for r in rows}
+        device waits there until this batch is committed, then sees its states."""
+        return {(r.device_id, r.rule_key): RuleState(r.breach_since, r.active, r.normal_since, r.last_ts)
+                for r in lock_rule_states(session, device_ids)}
 
     def _evaluate(self, states: dict[tuple[int, str], RuleState], info: DeviceInfo, msg: DeviceMessageIn) -> list[Transition]:
         out: list[Transition] = []
@@ -320,18 +244,10 @@ class Pipeline:
         return out
 
     def _save_states(self, session: Session, states: dict[tuple[int, str], RuleState]) -> None:
-        changed = [(k, s) for k, s in states.items() if s.changed]
-        if not changed:
-            return
-        stmt = self._insert(DeviceRuleState)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["device_id", "rule_key"],
-            set_={c: getattr(stmt.excluded, c) for c in ("breach_since", "active", "normal_since", "last_ts")},
-        )
-        session.execute(stmt, [
+        save_rule_states(session, [
             {"device_id": d, "rule_key": k, "breach_since": s.breach_since, "active": s.active,
              "normal_since": s.normal_since, "last_ts": s.last_ts}
-            for (d, k), s in changed
+            for (d, k), s in states.items() if s.changed
         ])
 
     def _handle(self, session: Session, info: DeviceInfo, transition: Transition, raw: RawMessage, result: BatchResult) -> None:
@@ -342,7 +258,7 @@ class Pipeline:
             return
         fault = get_fault(session, model_id=info.model_id, code=transition.fault_code)
         if isinstance(transition, Raised):
-            model_name = session.scalar(select(ProductModel.name).where(ProductModel.id == info.model_id)) or ""
+            model_name = get_model_name(session, model_id=info.model_id) or ""
             title = fault.title if fault else f"Device fault {transition.fault_code}"
             what = (f"{rule.metric} {rule.operator} {rule.threshold:g} since {transition.since:%Y-%m-%d %H:%M:%S} UTC"
                     if rule else f"device reported {transition.fault_code}")
@@ -376,20 +292,17 @@ class Pipeline:
             result.notifications += 1
 
     def _lot_excursion(self, session: Session, info: DeviceInfo, transition: Transition) -> None:
-        lot = session.get(ProductLot, info.monitors_lot_id) if info.monitors_lot_id else None
+        if isinstance(transition, Raised):
+            lot = record_excursion(session, lot_id=info.monitors_lot_id, since=transition.since, detail={
+                "logger": info.serial, "fault_code": transition.fault_code, "since": transition.since.isoformat(),
+                "confirmed_at": transition.at.isoformat(), "value": transition.value,
+            }) if info.monitors_lot_id else None
+            if lot is not None:
+                logger.warning("lot %s marked: temperature excursion (%s)", lot.code, transition.fault_code)
+        else:  # the lot stays marked until inspected
+            lot = record_back_in_range(session, lot_id=info.monitors_lot_id, at=transition.at) if info.monitors_lot_id else None
         if lot is None:
             logger.warning("shipment logger %s reported %s but monitors no lot", info.serial, transition.fault_code)
-            return
-        detail = dict(lot.excursion_detail or {})
-        if isinstance(transition, Raised):
-            if lot.status is not LotStatus.EXCURSION:
-                lot.status, lot.excursion_at = LotStatus.EXCURSION, transition.since
-            detail.update({"logger": info.serial, "fault_code": transition.fault_code, "since": transition.since.isoformat(),
-                           "confirmed_at": transition.at.isoformat(), "value": transition.value})
-            logger.warning("lot %s marked: temperature excursion (%s)", lot.code, transition.fault_code)
-        else:
-            detail["back_in_range_at"] = transition.at.isoformat()  # the lot stays marked until inspected
-        lot.excursion_detail = detail
 
     def _touch_devices(self, session: Session, new: list[tuple[DeviceInfo, DeviceMessageIn, RawMessage]]) -> dict[int, dt.datetime]:
         latest: dict[int, dt.datetime] = {}
@@ -398,8 +311,7 @@ class Pipeline:
                 latest[info.id] = raw.received_at
         due = [{"id": d, "last_seen_at": t} for d, t in latest.items()
                if d not in self._last_seen or t - self._last_seen[d] >= LAST_SEEN_RESOLUTION]
-        if due:
-            session.execute(update(Device), due)
+        set_last_seen(session, due)
         return {row["id"]: row["last_seen_at"] for row in due}  # remembered once committed
 
     def _count(self, session: Session, result: BatchResult) -> Counter[str]:

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import select as sql_select
-
 from crm_store.db import session_scope
 from crm_store.enums import ApplianceCategory
-from crm_store.models import Device, ProductModel, TelemetryRule, utcnow
+from crm_store.models import TelemetryRule, utcnow
+from crm_store.repositories.catalogue import list_enabled_rules
+from crm_store.repositories.devices import list_fleet
 from device_hooks.settings import get_settings
 
 logger = logging.getLogger("device_hooks.simulator")
@@ -85,13 +85,12 @@ def load_fleet(tokens_file: pathlib.Path, serials: list[str] | None = None, limi
         raise SystemExit(f"{tokens_file} not found: provision the devices first (python -m device_hooks.broker provision)")
     tokens: dict[str, str] = json.loads(tokens_file.read_text())
     with session_scope(get_settings().database_url, write=False) as session:
-        stmt = sql_select(Device.serial, ProductModel.category, Device.model_id).join(ProductModel).order_by(Device.id)
         rules: dict[int, list[TelemetryRule]] = {}
-        for rule in session.scalars(sql_select(TelemetryRule).where(TelemetryRule.enabled.is_(True))):
+        for rule in list_enabled_rules(session):
             session.expunge(rule)
             rules.setdefault(rule.model_id, []).append(rule)
         fleet = [SimDevice(serial, tokens[serial], category, rules.get(model_id, []))
-                 for serial, category, model_id in session.execute(stmt)
+                 for serial, category, model_id in list_fleet(session)
                  if serial in tokens and (serials is None or serial in serials)]
     if serials:
         missing = set(serials) - {d.serial for d in fleet}

@@ -243,7 +243,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         sup.start_all()
-        wait_ready(plan.ready_urls, sup, time.time() + 420, lambda: stopping, (env["MQTT_HOST"], int(env["MQTT_PORT"])))
+        # STACK_START_SECONDS: how long the processes may take to answer (Rasa loading its model is most of it).
+        ready_by = time.time() + float(env.get("STACK_START_SECONDS") or 420)
+        wait_ready(plan.ready_urls, sup, ready_by, lambda: stopping, (env["MQTT_HOST"], int(env["MQTT_PORT"])))
         if stopping:
             return 0
         print(banner(args, env, broker is not None, state_dir, log_dir, plan), flush=True)

@@ -86,21 +86,14 @@ def production_env(env: dict[str, str]) -> None:
 
 def ensure_databases(env: dict[str, str]) -> None:
     """Creates the CRM and tracker databases when missing (connecting to the server's ``postgres`` db)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from crm_store.db import create_missing_databases  # imported here: the launcher's other paths need no CRM
 
-    crm = make_url(env["DATABASE_URL"])
+    crm = urllib.parse.urlsplit(env["DATABASE_URL"])
+    crm_db = urllib.parse.unquote(crm.path.lstrip("/"))
     tracker_db = env["TRACKER_DB"]
-    names = [crm.database, tracker_db] if (env["TRACKER_HOST"], env["TRACKER_PORT"]) == (crm.host, str(crm.port or 5432)) \
-        else [crm.database]
-    admin = create_engine(crm.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            for name in names:
-                if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
-                    conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
+    names = [crm_db, tracker_db] if (env["TRACKER_HOST"], env["TRACKER_PORT"]) == (crm.hostname, str(crm.port or 5432)) \
+        else [crm_db]
+    create_missing_databases(env["DATABASE_URL"], names)
     # A tracker database on another server is created by Rasa itself (login_db in endpoints.production.yml).
 
 

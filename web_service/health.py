@@ -24,9 +24,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import redis
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import text
-
-from crm_store.db import session_scope
+from crm_store.db import ping, session_scope
 from device_hooks.broker import BRIDGE_USER
 from web_service.settings import WebSettings
 
@@ -45,8 +43,7 @@ class CheckFailed(Exception):
 def check_database(settings: WebSettings, timeout: float) -> dict[str, Any]:
     # A read-only unit of work: the check never queues on SQLite's write lock.
     with session_scope(settings.database_url, write=False) as session:
-        session.execute(text("SELECT 1"))
-        return {"dialect": session.get_bind().dialect.name}
+        return {"dialect": ping(session)}
 
 
 def _get(url: str, timeout: float) -> None:

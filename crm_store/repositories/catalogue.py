@@ -7,7 +7,7 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from crm_store.models import FaultDefinition
+from crm_store.models import FaultDefinition, TelemetryRule
 
 ERROR_CODE_RE = re.compile(r"\b([EF])\s?-?(\d{2})\b", re.IGNORECASE)
 
@@ -43,3 +43,9 @@ def match_fault(session: Session, *, model_id: int, text: str) -> FaultDefinitio
         if hits > best_hits:
             best, best_hits = fault, hits
     return best
+
+
+def list_enabled_rules(session: Session) -> list[TelemetryRule]:
+    """Every enabled telemetry rule (all models), in no particular order: metric, operator, threshold (in
+    the metric's unit), hold and recovery times (seconds) and the action a breach takes."""
+    return list(session.scalars(select(TelemetryRule).where(TelemetryRule.enabled.is_(True))))

@@ -43,3 +43,14 @@ def get_model_by_code(session: Session, *, code: str) -> ProductModel | None:
 
 def list_models(session: Session) -> list[ProductModel]:
     return list(session.scalars(select(ProductModel).order_by(ProductModel.code)))
+
+
+def get_model_name(session: Session, *, model_id: int) -> str | None:
+    """The product model's display name (e.g. "CoolMax 500"), or None if there is no such model."""
+    return session.scalar(select(ProductModel.name).where(ProductModel.id == model_id))
+
+
+def list_fleet(session: Session) -> list[tuple[str, ApplianceCategory, int]]:
+    """Every device as ``(serial, appliance category, model id)``, in id order (the simulator's fleet)."""
+    stmt = select(Device.serial, ProductModel.category, Device.model_id).join(ProductModel).order_by(Device.id)
+    return [(serial, category, model_id) for serial, category, model_id in session.execute(stmt)]

@@ -134,6 +134,17 @@ def record_dead_letter(session: Session, *, received_at: dt.datetime, source: st
     return letter
 
 
+def insert_dead_letters(session: Session, letters: Sequence[Mapping[str, object]]) -> None:
+    """Keeps many refused messages in one executemany INSERT, without counting them (the caller counts a
+    whole batch with :func:`increment_counters`). Each mapping has DeadLetter's columns: ``received_at``
+    (aware datetime), ``source`` ("mqtt" | "http"), ``topic`` (≤ 300 chars), ``reason`` (≤ 32), ``detail``
+    (≤ 500), ``payload`` (text, already cut to the size limit) and ``payload_size`` (bytes as received)."""
+    if not letters:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(DeadLetter), list(letters))
+
+
 def counter_totals(session: Session) -> dict[str, int]:
     """Every counter's value and the number of dead letters kept (``dead_letters``)."""
     totals = {name: value for name, value in session.execute(select(IngestCounter.name, IngestCounter.value))}

@@ -98,6 +98,15 @@ def list_access(session: Session, *, customer_id: int | None = None, limit: int 
 
 # -- export ----------------------------------------------------------------------------------------
 
+def count_holdings(session: Session, *, customer_id: int) -> dict[str, int]:
+    """How many of each kind of record are held about the customer, for the bot's summary of an export
+    request: ``{"purchases": n, "devices": n, "tickets": n, "chat_identities": n}`` (0 for an unknown id)."""
+    kinds = (("purchases", Purchase, Purchase.customer_id), ("devices", Device, Device.customer_id),
+             ("tickets", Ticket, Ticket.customer_id), ("chat_identities", ChannelIdentity, ChannelIdentity.customer_id))
+    return {name: session.scalar(select(func.count()).select_from(model).where(column == customer_id)) or 0
+            for name, model, column in kinds}
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).isoformat()

@@ -63,3 +63,8 @@ def authenticate_user(session: Session, *, username: str, password: str) -> User
         verify_password(password, "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
         return None
     return user if verify_password(password, user.password_hash) else None
+
+
+def list_active_users(session: Session) -> list[User]:
+    """Every active console user (agents and supervisors), by user name."""
+    return list(session.scalars(select(User).where(User.is_active.is_(True)).order_by(User.username)))

@@ -36,6 +36,18 @@ class Watched:
     page: Any
     errors: list[str] = field(default_factory=list)
     requests: list[tuple[float, str, str]] = field(default_factory=list)  # (monotonic time, method, url)
+    frames: list[str] = field(default_factory=list)  # socket.io frames, sent (>) and received (<), shortened
+
+    def wait_greeting(self, timeout_ms: int = 60_000) -> Any:
+        """Waits for the chat page's first bot message; on a timeout the failure shows the socket.io frames,
+        console errors and requests of the page, so a CI failure says where the greeting stopped."""
+        first = self.page.locator("li.msg.bot").first
+        try:
+            first.wait_for(timeout=timeout_ms)
+        except Exception as exc:
+            trail = "\n".join(self.frames[-40:] + self.errors + [f"{m} {u}" for _t, m, u in self.requests[-20:]])
+            raise AssertionError(f"no greeting within {timeout_ms} ms; the page's trail:\n{trail}") from exc
+        return first
 
     def assert_clean(self, expected: tuple[str, ...] = ()) -> None:
         """No console error but the ``expected`` ones (e.g. the browser's log line of a refusal a test provoked)."""
@@ -50,8 +62,17 @@ def watch(page: Any) -> Watched:
     page.on("console", lambda m: w.errors.append(f"{m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: w.errors.append(f"uncaught: {e}"))
     page.on("request", lambda r: w.requests.append((time.monotonic(), r.method, r.url)))
-    page.on("websocket", lambda ws: w.requests.append((time.monotonic(), "WS", ws.url)))
+    page.on("websocket", lambda ws: _frames(w, ws))
     return w
+
+
+def _frames(w: Watched, ws: Any) -> None:
+    import time
+
+    w.requests.append((time.monotonic(), "WS", ws.url))
+    ws.on("framesent", lambda payload: w.frames.append(f"> {str(payload)[:160]}"))
+    ws.on("framereceived", lambda payload: w.frames.append(f"< {str(payload)[:160]}"))
+    ws.on("close", lambda _ws: w.frames.append("closed"))
 
 
 def axe(page: Any, name: str) -> list[dict[str, Any]]:

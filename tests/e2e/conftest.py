@@ -290,7 +290,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             lines.put(line)
 
     threading.Thread(target=read, daemon=True).start()
-    deadline = time.time() + 420
+    # The launcher's own wait for readiness (STACK_START_SECONDS, 420 by default; longer on a busy machine where
+    # several stacks load their models at once) plus the migrations, demo data and device provisioning before it.
+    deadline = time.time() + float(os.environ.get("STACK_START_SECONDS") or 420) + 120
     ready = False
     while time.time() < deadline and not ready:
         try:
@@ -302,12 +304,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         ready = line.strip() == "READY"
     try:
         if not ready:
-            # SIGTERM: the launcher stops its children (SIGKILL would leave Rasa servers and the rest running).
-            proc.terminate()
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            # No kill -9 here: the launcher would leave its children running. The ``finally`` below stops it
+            # with SIGTERM, which stops its children in order.
             logs = "".join(p.read_text()[-3000:] for p in (work / "log").glob("*.log"))
             pytest.fail("the stack did not start:\n" + "".join(output)[-3000:] + logs)
         secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
@@ -335,3 +333,33 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
             for name in databases:
                 _drop_pg_database(name)
+
+
+# --- diagnostics: a failing end-to-end test carries what the stack's processes logged while it ran ---------
+_LOG_OFFSETS = pytest.StashKey[dict[pathlib.Path, int]]()
+
+
+@pytest.fixture(autouse=True)
+def _mark_stack_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "stack" in request.fixturenames:
+        work: pathlib.Path = request.getfixturevalue("stack").work
+        request.node.stash[_LOG_OFFSETS] = {p: p.stat().st_size for p in (work / "log").glob("*.log")}
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    offsets = item.stash.get(_LOG_OFFSETS, None)
+    if report.when != "call" or not report.failed or offsets is None:
+        return
+    for path, start in offsets.items():
+        try:
+            with path.open("rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if text.strip():
+            report.sections.append((f"stack log {path.name} (during the test, last 4,000 characters)", text[-4000:]))

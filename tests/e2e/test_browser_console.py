@@ -76,7 +76,7 @@ def test_console_and_widget_round_trip(stack: Stack, browser):
 
     c = customer.page
     c.goto(f"{stack.web_url}/chat")
-    c.locator("li.msg.bot").first.wait_for(timeout=60_000)
+    customer.wait_greeting()
     for text, answer in (("link my account", "what e-mail address"), ("anna.schmidt@example.com", "order numbers"),
                          ("ORD-2021-000101", "I've found your account")):
         say(c, text)

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from tests.e2e.browser_kit import watch
 from tests.e2e.conftest import ARTIFACTS, ROOT, Stack
 from tests.e2e.test_browser import CHROMIUM
 
@@ -44,11 +45,12 @@ def test_customer_and_agent_pages_round_trip(stack: Stack, browser):
     subprocess.run([str(ROOT / ".venv-app" / "bin" / "python"), "-m", "web_service.manage", "ensure-user", "--username", AGENT,
                     "--role", "agent", "--full-name", "Lena Berg", "--password-env", "PW"],
                    cwd=ROOT, env=dict(stack.env, PW=PASSWORD), check=True)
-    customer = browser.new_context(viewport={"width": 700, "height": 900}).new_page()
+    watched = watch(browser.new_context(viewport={"width": 700, "height": 900}).new_page())
+    customer = watched.page
     agent = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
 
     customer.goto(f"{stack.web_url}/chat")
-    customer.locator("li.msg.bot").first.wait_for(timeout=30_000)
+    watched.wait_greeting()
     for text, answer in (("link my account", "what e-mail address"), ("anna.schmidt@example.com", "order numbers"),
                          ("ORD-2021-000101", "I've found your account")):
         customer.fill("#input", text)

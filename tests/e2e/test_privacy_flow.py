@@ -6,6 +6,10 @@ through the API leaves none of their identifiers in any CRM table, the tracker s
 ticket counts per category survive; their device is refused by the broker; re-running changes nothing;
 an erase killed half way (kill -9) is finished by re-running it. Revoking telemetry consent refuses the
 device's telemetry as ``no_consent`` within 5 s with the worker running.
+
+Both topologies: the CRM and the tracker store are read through their URLs (``DATABASE_URL`` and
+``TRACKER_STORE_URL`` / ``TRACKER_*`` of the stack's env) with SQLAlchemy: SQLite files on the embedded
+stack, PostgreSQL databases on the production one.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import uuid
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
+from sqlalchemy import inspect
 
+from crm_store.db import get_engine
 from crm_store.tracker_store import TrackerStore, tracker_store_url
 from device_hooks.simulator import normal_readings
 from crm_store.enums import ApplianceCategory
@@ -33,12 +38,18 @@ APP_PY = str(ROOT / ".venv-app" / "bin" / "python")
 
 
 
-@pytest.fixture(autouse=True)
-def _embedded_only(stack: Stack) -> None:
-    """These tests read the stack's SQLite files directly (CRM, tracker store) to prove what is stored; on the
-    production topology the same erasure and retention are covered against PostgreSQL by tests/privacy."""
-    if stack.topology != "embedded":
-        pytest.skip("reads the embedded stack's SQLite files; PostgreSQL is covered by tests/privacy")
+def stores(stack: Stack) -> TrackerStore:
+    """The stack's tracker store, read through its URL (``TRACKER_STORE_URL`` or the ``TRACKER_*`` variables of
+    the stack's env) like the CRM through ``DATABASE_URL``: SQLite files on the embedded topology, PostgreSQL
+    databases on the production one (checked, so that a production run never silently reads SQLite)."""
+    url = tracker_store_url(stack.env)
+    assert url, "the stack has no tracker store configured"
+    tracker = TrackerStore(url)
+    expected = "sqlite" if stack.topology == "embedded" else "postgresql"
+    assert get_engine(stack.database_url).dialect.name == expected, stack.database_url
+    assert tracker.engine.dialect.name == expected, url
+    return tracker
+
 
 def pick_customer(stack: Stack, skip: set[int]) -> dict[str, Any]:
     """A demo customer (not Anna, whom other tests use) with a phone, an order and a provisioned device, and
@@ -118,7 +129,8 @@ def tickets_per_category(stack: Stack) -> dict[str, int]:
 
 
 def all_counts(stack: Stack) -> dict[str, int]:
-    tables = [r[0] for r in query(stack, "SELECT name FROM sqlite_master WHERE type = 'table'")]
+    """Rows per CRM table (SQLite or PostgreSQL, through SQLAlchemy's inspector), but the ingest counters."""
+    tables = inspect(get_engine(stack.database_url)).get_table_names()
     return {t: query(stack, f'SELECT count(*) FROM "{t}"')[0][0] for t in tables if t != "ingest_counters"}
 
 
@@ -132,7 +144,7 @@ def erase(stack: Stack, token: str, cid: int) -> dict[str, Any]:
 def test_erase_end_to_end(stack: Stack, agent_token: str):  # noqa: F811
     token = admin(stack)
     person = pick_customer(stack, set())
-    tracker = TrackerStore(tracker_store_url(stack.env))
+    tracker = stores(stack)
     serial = person["serials"][0]
     # Chats: socket.io (verified, then handed to an agent who replies) and REST (verified).
     web = SioCustomer(stack)
@@ -181,6 +193,8 @@ def test_erase_end_to_end(stack: Stack, agent_token: str):  # noqa: F811
                         scan_logs(stack, person["needles"]))
     print(f"erase scan: CRM {sum(crm.values())} hits, tracker store {chats} hits, log files {sum(logs.values())} hits")
     assert (crm, chats, logs) == ({}, 0, {})
+    # Every event of both conversations is gone from the tracker store's events table, not only the identifiers.
+    assert tracker.conversation_events([web.session_id, rest_sender]) == {}
     assert tickets_per_category(stack) == categories
     # The broker refuses the device at once.
     refused, rc = device_client(stack, serial, person["tokens"][serial])
@@ -201,7 +215,7 @@ def test_erase_end_to_end(stack: Stack, agent_token: str):  # noqa: F811
 
 def test_an_erase_killed_half_way_is_finished_by_rerunning_it(stack: Stack):
     person = pick_customer(stack, set())
-    tracker = TrackerStore(tracker_store_url(stack.env))
+    tracker = stores(stack)
     stack.say(f"privacy-kill-{uuid.uuid4().hex[:8]}", "which appliances do I have?")
     cmd = [APP_PY, "-m", "crm_store.erase", "--customer", str(person["id"])]
     proc = subprocess.Popen([*cmd, "--pause-after", "tickets"], cwd=ROOT, env=stack.env, stdout=subprocess.PIPE,
@@ -213,7 +227,8 @@ def test_an_erase_killed_half_way_is_finished_by_rerunning_it(stack: Stack):
         proc.wait()
     status, steps = query(stack, "SELECT status, steps FROM erasure_requests WHERE customer_id = ? "
                                  "ORDER BY id DESC LIMIT 1", person["id"])[0]
-    assert status == "running" and "tickets" in json.loads(steps) and "customer" not in json.loads(steps)
+    steps = json.loads(steps) if isinstance(steps, str) else steps  # JSON text on SQLite, decoded by psycopg
+    assert status == "running" and "tickets" in steps and "customer" not in steps
     assert query(stack, "SELECT count(*) FROM customers WHERE id = ?", person["id"])[0][0] == 1
     # Re-run at once (the web service's privacy job may take it over first: either finishes it).
     subprocess.run(cmd, cwd=ROOT, env=stack.env, capture_output=True, timeout=60)
@@ -263,7 +278,7 @@ def _texts(replies: list[dict[str, Any]]) -> str:
 
 def test_the_customer_asks_from_the_chat_export_alerts_off_and_a_confirmed_erasure(stack: Stack):
     person = pick_customer(stack, set())
-    tracker = TrackerStore(tracker_store_url(stack.env))
+    tracker = stores(stack)
     sender = f"privacy-chat-{uuid.uuid4().hex[:8]}"
     assert "e-mail" in _texts(stack.say(sender, "send me my data"))  # verification first
     stack.say(sender, person["email"])

@@ -8,12 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 
 from crm_store.enums import ApplianceCategory
 from crm_store.models import User, utcnow
 from crm_store.repositories.handoffs import get_skills, handoff_metrics, set_skills
-from crm_store.repositories.users import get_user_by_username
+from crm_store.repositories.users import get_user_by_username, list_active_users
 from web_service import errors
 from web_service.deps import SessionDep, StaffUser, SupervisorUser
 from web_service.schemas import ConsoleUser, SkillsPublic, SkillsUpdate
@@ -44,8 +43,7 @@ def read_me(session: SessionDep, user: StaffUser) -> ConsoleUser:
 
 @router.get("/api/console/agents", response_model=list[ConsoleUser])
 def read_agents(session: SessionDep, _user: SupervisorUser) -> list[ConsoleUser]:
-    users = session.scalars(select(User).where(User.is_active.is_(True)).order_by(User.username))
-    return [_console_user(session, u) for u in users]
+    return [_console_user(session, u) for u in list_active_users(session)]
 
 
 @router.put("/api/console/agents/{username}/skills", response_model=ConsoleUser)

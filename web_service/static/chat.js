@@ -85,15 +85,17 @@
 
   // --- sending ------------------------------------------------------------------------------------------
   function emit(event, data) {
-    if (confirmed && socket.connected) socket.emit(event, data);
+    if (confirmed && socket.connected) socket.emit(event, data, acked);
     else outbox.push([event, data]);
   }
+  // Rasa acknowledges a message once it has logged it (and answered): only then can the console read it in
+  // the transcript, so the "sent" signal waits for the acknowledgement instead of racing Rasa.
+  function acked() { signal("sent"); }
   function send(payload, shown) {
     if (!payload || !payload.trim()) return;
     if (shown !== null) add({ who: "user", text: shown || payload });
     emit("user_uttered", { message: payload, session_id: state.sessionId });
     if (!state.agent) showTyping("Assistant is typing…", 20000);
-    signal("sent");
     lastSignal = 0;  // the next keystroke starts a new burst of typing: tell the console at once
   }
   // Tells the service team's console that the customer is typing or sent something (only recorded while a
@@ -222,8 +224,10 @@
     state = load(); state.sessionId = sid; save();
     confirmed = true;
     statusEl.textContent = "online";
-    while (outbox.length) { const q = outbox.shift(); q[1].session_id = sid; socket.emit(q[0], q[1]); }
-    if (first && leader) send("/greet", null);
+    while (outbox.length) { const q = outbox.shift(); q[1].session_id = sid; socket.emit(q[0], q[1], acked); }
+    // A new conversation is greeted by the tab that writes the bot's replies, once it knows it is that tab
+    // (the lock may be granted after the session is confirmed).
+    if (first) leading.then(function () { if (state.sessionId === sid && !load().transcript.length) send("/greet", null); });
     if (!streaming) { streaming = true; stream(); }
     reportPresence();
   });
@@ -261,8 +265,10 @@
   });
   document.addEventListener("visibilitychange", function () { if (!document.hidden) { unread = 0; document.title = TITLE; } });
 
-  if (navigator.locks) navigator.locks.request(STORE + "-leader", function () { leader = true; return new Promise(function () {}); });
-  else leader = true;
+  const leading = new Promise(function (resolve) {
+    if (!navigator.locks) { leader = true; resolve(); return; }
+    navigator.locks.request(STORE + "-leader", function () { leader = true; resolve(); reportPresence(); return new Promise(function () {}); });
+  });
   showSound();
   renderAll();
   input.focus();

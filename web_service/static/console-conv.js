@@ -110,6 +110,7 @@
       C.loadDevice(dev, faults, chart);
       return box;
     }));
+    C.loadConsent(c ? c.id : null);
     if (!c) { $("tickets").replaceChildren(); $("purchases").replaceChildren(); return; }
     try {
       const full = await api("GET", "/api/customers/" + c.id);
