@@ -52,27 +52,50 @@ def sender_channel(tracker: Tracker) -> str | None:
     return tracker.get_latest_input_channel()
 
 
-def resolve_customer(session: Session, tracker: Tracker) -> tuple[CustomerProfile | None, list[EventType]]:
-    """Who the customer is: from the ``customer_id`` slot, else from the chat's linked identity.
+VERIFICATION_EXPIRED = (
+    "For your security, a verification lasts a limited time and yours has expired. Please confirm your details "
+    "again before I show anything from your account."
+)
 
-    Returns the profile (or None) and the slot events that record a newly found identity.
+
+def linked_customer(session: Session, tracker: Tracker, *, touch: bool = True) -> CustomerProfile | None:
+    """The customer this chat was verified as, while that verification lasts (``VERIFICATION_TTL_MINUTES``).
+
+    Decided by the CRM's chat-link row for the conversation's channel and id, whose ``verified_at`` only a
+    successful verification sets: never by a slot or anything else in the conversation.
     """
-    customer_id = tracker.get_slot("customer_id")
-    if customer_id is not None:
-        profile = get_profile(session, customer_id=int(customer_id))
-        if profile is not None:
-            return profile, []
-        # The customer was erased since the slot was set: forget them in this conversation too.
-        return None, [SlotSet("customer_id", None), SlotSet("customer_name", None)]
     channel = sender_channel(tracker)
     if not channel:
-        return None, []
-    customer = find_customer_by_identity(session, channel=channel, external_id=tracker.sender_id)
-    if customer is None:
-        return None, []
-    profile = get_profile(session, customer_id=customer.id)
-    assert profile is not None
+        return None
+    customer = find_customer_by_identity(session, channel=channel, external_id=tracker.sender_id,
+                                         verified_within=get_settings().verification_ttl, touch=touch)
+    return get_profile(session, customer_id=customer.id) if customer is not None else None
+
+
+def resolve_customer(session: Session, tracker: Tracker) -> tuple[CustomerProfile | None, list[EventType]]:
+    """Who the customer is: the chat's verified link (see :func:`linked_customer`), checked on every action.
+
+    Returns the profile (or None) and the slot events that bring ``customer_id``/``customer_name`` in line:
+    set for a newly found link, cleared when the verification expired or the customer was erased.
+    """
+    slot = tracker.get_slot("customer_id")
+    # Touching the link's last-seen time writes: only on the first look-up, as before the slot is set.
+    profile = linked_customer(session, tracker, touch=slot is None)
+    if profile is None:
+        return None, ([] if slot is None else forget_customer())
+    if slot is not None and int(slot) == profile.id:
+        return profile, []
     return profile, customer_slots(profile)
+
+
+def forget_customer() -> list[EventType]:
+    return [SlotSet("customer_id", None), SlotSet("customer_name", None)]
+
+
+def verification_expired(tracker: Tracker, identity_events: list[EventType]) -> bool:
+    """Whether these identity events end a verification the conversation had (its link expired or is gone)."""
+    return tracker.get_slot("customer_id") is not None and any(
+        e.get("event") == "slot" and e.get("name") == "customer_id" and e.get("value") is None for e in identity_events)
 
 
 def resolving_writes(tracker: Tracker) -> bool:
@@ -128,6 +151,10 @@ class CrmAction(Action, ABC):
     def _run_sync(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
         with crm_session(write=self.writes or resolving_writes(tracker)) as session:
             customer, events = resolve_customer(session, tracker)
+            if verification_expired(tracker, events):
+                logger.info("verification of conversation %s expired", tracker.sender_id)
+                dispatcher.utter_message(text=VERIFICATION_EXPIRED)
+                tracker.add_slots(events)  # the action sees the conversation as anonymous
             return events + self.act(Turn(dispatcher, tracker, domain, session, customer))
 
 
@@ -156,6 +183,12 @@ class CrmFormValidationAction(FormValidationAction, ABC):
         except Exception:
             logger.exception("customer lookup failed (conversation %s)", tracker.sender_id)
             identity_events = []
+            # Unconfirmed, this turn reads nothing of an account (the slot alone proves nothing); the slots
+            # themselves stay, and the next turn confirms the link again.
+            tracker.add_slots(forget_customer())
+        if verification_expired(tracker, identity_events):
+            logger.info("verification of conversation %s expired", tracker.sender_id)
+            dispatcher.utter_message(text=VERIFICATION_EXPIRED)
         tracker.add_slots(identity_events)
         interrupted = self.interrupt(dispatcher, tracker, domain)
         if interrupted is not None:

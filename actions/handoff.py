@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,17 @@ from sqlalchemy.orm import Session
 from actions.base import CrmAction, Turn, sender_channel
 from actions.devices import parse_category
 from actions.escalation_config import EscalationConfig, get_escalation_config
+from actions.escalation_limits import REFUSED_TEXT, get_escalation_limits
+from actions.transcript import (  # noqa: F401  (re-exported: the dialogue rules and tests read them here)
+    INTENT_LABELS,
+    bot_tried,
+    fallback_streak,
+    frustration_score,
+    is_repetition,
+    transcript,
+    user_texts,
+)
+from actions.verification import client_key
 from crm_store.enums import (
     PRIORITY_RANK,
     HandoffReason,
@@ -47,31 +57,6 @@ from crm_store.repositories.users import get_user_by_username
 
 logger = logging.getLogger(__name__)
 
-TRANSCRIPT_MAX_TURNS = 200
-# Actions that are bookkeeping, not something the bot tried for the customer.
-_QUIET_ACTIONS = {"action_listen", "action_session_start", "action_extract_slots", "action_relay_agent_messages"}
-_DESCRIBED_ACTIONS = {
-    "verify_form": "asked for details to verify the customer",
-    "problem_form": "collected the problem report",
-    "action_open_ticket": "opened or updated a ticket",
-    "action_resume_request": "answered a request about devices or tickets",
-    "action_fallback": "did not understand a message (fallback)",
-    "action_greet": "greeted the customer",
-}
-
-
-# What the customer's messages were about, in words an agent reads at a glance (not intent names).
-INTENT_LABELS = {
-    "greet": "greeting", "goodbye": "goodbye", "thank": "thanks", "affirm": "yes", "deny": "no",
-    "bot_challenge": "whether they talk to a bot", "ask_capabilities": "what the assistant can do",
-    "stop": "stopping a question", "out_of_scope": "something outside our service",
-    "verify_identity": "verifying who they are", "inform": "giving details",
-    "list_devices": "their registered appliances", "report_problem": "reporting a problem",
-    "ask_ticket_status": "a ticket's status", "request_human": "asking for a person",
-    "express_frustration": "frustration", "ask_device_status": "how their appliances are doing",
-    "fault_self_help": "self-help for a fault", "book_technician": "booking a technician",
-    "faq": "a product question",
-}
 # Role words some accounts carry as their full name: no name to show a customer.
 _ROLE_NAMES = {"administrator", "admin", "supervisor", "agent", "system", "root", "operator", "staff"}
 TEAM_NAME = "Service team"
@@ -85,97 +70,6 @@ class Trigger:
     key: str
     ticket: Ticket | None = None
     detail: str = ""
-
-
-# --- reading the conversation ------------------------------------------------------------------------
-
-def transcript(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The conversation's messages (customer and bot) with their times, oldest first."""
-    turns = []
-    for event in events:
-        kind = event.get("event")
-        if kind not in ("user", "bot") or not event.get("text"):
-            continue
-        at = event.get("timestamp")
-        turns.append({
-            "from": "customer" if kind == "user" else "bot",
-            "text": str(event["text"])[:4000],
-            "at": dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat() if at else None,
-        })
-    return turns[-TRANSCRIPT_MAX_TURNS:]
-
-
-def fallback_streak(events: list[dict[str, Any]]) -> int:
-    """How many messages in a row before this one the bot answered with its fallback."""
-    streak = 0
-    for event in reversed(events):
-        if event.get("event") == "action":
-            name = event.get("name")
-            if name == "action_fallback":
-                streak += 1
-            elif name not in _QUIET_ACTIONS:
-                break
-        elif event.get("event") in ("session_started", "pause", "resume", "restart"):
-            break
-    return streak
-
-
-def user_texts(events: list[dict[str, Any]]) -> list[str]:
-    return [str(e.get("text") or "") for e in events if e.get("event") == "user" and e.get("text")]
-
-
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
-
-
-def is_repetition(texts: list[str]) -> bool:
-    """The latest message says (nearly) what one of the previous three said."""
-    if len(texts) < 2:
-        return False
-    latest = _words(texts[-1])
-    if len(latest) < 2:
-        return False
-    for earlier in texts[-4:-1]:
-        other = _words(earlier)
-        if other and len(latest & other) / len(latest | other) >= 0.7:
-            return True
-    return False
-
-
-def frustration_score(texts: list[str], *, phrases: list[str], said_frustrated: bool) -> int:
-    """Frustration from wording, shouting and repetition (see escalation.yml for the scale)."""
-    if not texts:
-        return int(said_frustrated)
-    latest = texts[-1]
-    lowered = latest.lower()
-    score = int(said_frustrated)
-    score += min(2, sum(1 for p in phrases if p.lower() in lowered))
-    letters = [c for c in latest if c.isalpha()]
-    shouting = latest.count("!") >= 2 or (len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.7)
-    score += int(shouting)
-    score += int(is_repetition(texts))
-    return score
-
-
-def bot_tried(events: list[dict[str, Any]]) -> list[str]:
-    """A short account of what the bot did in this conversation, for the agent."""
-    tried: list[str] = []
-    intents: list[str] = []
-    for event in events:
-        if event.get("event") == "action" and event.get("name") in _DESCRIBED_ACTIONS:
-            line = _DESCRIBED_ACTIONS[event["name"]]
-            if not tried or tried[-1] != line:
-                tried.append(line)
-        elif event.get("event") == "user":
-            name = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
-            if name and name not in intents:
-                intents.append(name)
-    fallbacks = sum(1 for e in events if e.get("event") == "action" and e.get("name") == "action_fallback")
-    topics = [INTENT_LABELS[i] for i in intents if i in INTENT_LABELS]
-    summary = [f"customer's messages were about: {', '.join(topics) or 'nothing yet'}"]
-    if fallbacks:
-        summary.append(f"fallbacks: {fallbacks}")
-    return summary + tried
 
 
 # --- CRM triggers ------------------------------------------------------------------------------------
@@ -284,22 +178,22 @@ def _packet(turn: Turn, trigger: Trigger, ticket: Ticket | None, tried: list[str
     return packet
 
 
-def _ticket_for(turn: Turn, trigger: Trigger) -> Ticket:
-    """The ticket the handoff is about: the trigger's, the one being discussed, or a new one."""
+def _ticket_for(turn: Turn, trigger: Trigger) -> Ticket | None:
+    """The ticket the handoff is about: the trigger's, the one being discussed, or a new one; None for an
+    unverified chat, which opens no ticket (nobody is accountable for it: the handoff alone, rate-limited)."""
     if trigger.ticket is not None:
         return trigger.ticket
-    customer_id = turn.customer.id if turn.customer else None
+    if turn.customer is None:
+        return None
+    customer_id = turn.customer.id
     number = turn.tracker.get_slot("ticket_number")
-    if number and customer_id is not None:
+    if number:
         ticket = get_ticket_by_number(turn.session, number=str(number), customer_id=customer_id)
         if ticket is not None and ticket.status.is_open:
             return ticket
     # A known customer's escalation joins their open general problem (the key the chat and the API use for
-    # a problem with no device); an unverified one gets a ticket per conversation.
-    if customer_id is not None:
-        dedup_key, _fault = problem_key(turn.session, model_id=None, category="general")
-    else:
-        dedup_key = f"handoff:{turn.tracker.sender_id}"[:128]
+    # a problem with no device).
+    dedup_key, _fault = problem_key(turn.session, model_id=None, category="general")
     ticket, _created = open_ticket(
         turn.session, customer_id=customer_id, device_id=None, source=TicketSource.CHAT, category="escalation",
         title=f"Chat escalated to an agent: {trigger.reason.label}", dedup_key=dedup_key,
@@ -312,7 +206,9 @@ def escalate(turn: Turn, trigger: Trigger) -> list[EventType]:
     """Queue a handoff with its packet, tell the customer what happens next, pause the bot.
 
     Outside staffed hours (or when the trigger is switched off) the request becomes a callback on a
-    ticket and the bot keeps serving the customer instead of leaving them waiting.
+    ticket and the bot keeps serving the customer instead of leaving them waiting. An unverified chat's
+    handoff has no ticket and is rate-limited per conversation and client address
+    (``actions.escalation_limits``): past the limit nothing is queued and the customer is told what to do.
     """
     config = get_escalation_config()
     session, tracker = turn.session, turn.tracker
@@ -325,20 +221,26 @@ def escalate(turn: Turn, trigger: Trigger) -> list[EventType]:
             + " Your messages here reach them."
         )
         return [ConversationPaused()]
+    if turn.customer is None and not get_escalation_limits().admit(conversation=tracker.sender_id,
+                                                                   client=client_key(tracker)).allowed:
+        turn.dispatcher.utter_message(text=REFUSED_TEXT)
+        return []
     now = utcnow()
     enabled = getattr(config.triggers, trigger.reason.value).enabled
     staffed = enabled and config.staffed_hours.is_open(now)
     ticket = _ticket_for(turn, trigger)
     tier = turn.customer.loyalty_tier if turn.customer else None
     priority = config.priority_for(getattr(config.triggers, trigger.reason.value).priority, tier)
-    if PRIORITY_RANK[ticket.priority] > PRIORITY_RANK[priority]:
+    if ticket is not None and PRIORITY_RANK[ticket.priority] > PRIORITY_RANK[priority]:
         priority = ticket.priority
-    category = ticket.device.model.category if ticket.device else parse_category(tracker.get_slot("appliance"))
+    category = (ticket.device.model.category if ticket is not None and ticket.device
+                else parse_category(tracker.get_slot("appliance")))
     tried = bot_tried(tracker.events)
     summary = f"{trigger.reason.label.capitalize()}" + (f": {trigger.detail}" if trigger.detail else "") + ". Bot " + "; ".join(tried)
     handoff, _ = create_handoff(
         session, conversation_id=tracker.sender_id, channel=sender_channel(tracker),
-        customer_id=turn.customer.id if turn.customer else None, ticket_id=ticket.id, reason=trigger.reason,
+        customer_id=turn.customer.id if turn.customer else None, ticket_id=ticket.id if ticket else None,
+        reason=trigger.reason,
         trigger_key=trigger.key, priority=priority,
         language=turn.customer.preferred_language if turn.customer else "en", category=category,
         summary=summary[:2000], packet=_packet(turn, trigger, ticket, tried),
@@ -347,12 +249,14 @@ def escalate(turn: Turn, trigger: Trigger) -> list[EventType]:
     )
     record_interaction(session, customer_id=handoff.customer_id, stage=JourneyStage.MOTIVATION, event="escalated",
                        channel=handoff.channel, conversation_id=tracker.sender_id,
-                       data={"handoff": handoff.id, "reason": trigger.reason.value, "ticket": ticket.number})
+                       data={"handoff": handoff.id, "reason": trigger.reason.value,
+                             "ticket": ticket.number if ticket else None})
+    number = ticket.number if ticket else "your request"  # the two reasons that name it always have one
     intro = {
         HandoffReason.SAFETY_FAULT: f"Because {trigger.detail or 'a fault on your appliance'} can be dangerous, "
                                     "I'm bringing in a person from our service team right away.",
-        HandoffReason.VIP_CRITICAL: f"Your ticket {ticket.number} is critical, so I'm bringing in a person from our service team.",
-        HandoffReason.REPEAT_CONTACT: f"You've contacted us several times about {ticket.number}, so I'm bringing in "
+        HandoffReason.VIP_CRITICAL: f"Your ticket {number} is critical, so I'm bringing in a person from our service team.",
+        HandoffReason.REPEAT_CONTACT: f"You've contacted us several times about {number}, so I'm bringing in "
                                       "a person from our service team to sort it out.",
         HandoffReason.FRUSTRATION: "I'm sorry this has been frustrating. I'm bringing in a person from our service team.",
         HandoffReason.REPEATED_FALLBACK: "I'm sorry I keep misunderstanding you. I'm bringing in a person from our service team.",
@@ -361,15 +265,20 @@ def escalate(turn: Turn, trigger: Trigger) -> list[EventType]:
         return _offer_callback(turn, handoff.id, ticket, config, now, enabled)
     position = queue_position(session, handoff=handoff)
     wait = position * config.minutes_per_conversation
+    sees = f"our whole conversation and your ticket {ticket.number}" if ticket else "our whole conversation"
     turn.dispatcher.utter_message(
         text=f"{intro} You're number {position} in the queue; the expected wait is about {wait} minutes. "
-        f"They'll see our whole conversation and your ticket {ticket.number}, so you won't have to repeat yourself. "
+        f"They'll see {sees}, so you won't have to repeat yourself. "
         "You can keep writing here in the meantime."
     )
-    return [SlotSet("handoff_id", float(handoff.id)), SlotSet("ticket_number", ticket.number), ConversationPaused()]
+    return [SlotSet("handoff_id", float(handoff.id)), *_ticket_slot(ticket), ConversationPaused()]
 
 
-def _offer_callback(turn: Turn, handoff_id: int, ticket: Ticket, config: EscalationConfig, now: dt.datetime,
+def _ticket_slot(ticket: Ticket | None) -> list[EventType]:
+    return [SlotSet("ticket_number", ticket.number)] if ticket is not None else []
+
+
+def _offer_callback(turn: Turn, handoff_id: int, ticket: Ticket | None, config: EscalationConfig, now: dt.datetime,
                     enabled: bool) -> list[EventType]:
     record = get_customer(turn.session, customer_id=turn.customer.id) if turn.customer else None
     if not enabled:
@@ -377,8 +286,15 @@ def _offer_callback(turn: Turn, handoff_id: int, ticket: Ticket, config: Escalat
     else:
         back = config.staffed_hours.next_opening(now)
         opening = "Our service team is offline right now" + (f" (back {back:%A %H:%M})" if back else "")
+    if ticket is None:  # an unverified chat: no ticket, and no contact details to call back on
+        turn.dispatcher.utter_message(
+            text=f"{opening}. I've passed our conversation on, and an agent will reply here as soon as they can. "
+            "If you're a customer, say \"link my account\" so they can also call or e-mail you. In the meantime "
+            "I'm still here to help."
+        )
+        return [SlotSet("handoff_id", float(handoff_id))]
     how = (f"call you back on {record.phone}" if record and record.phone
-           else f"e-mail you at {record.email}" if record else "reply as soon as they can")
+           else f"e-mail you at {record.email}" if record else "get back to you")
     turn.dispatcher.utter_message(
         text=f"{opening}. I've passed everything we discussed to them on ticket {ticket.number}, and an agent will "
         f"{how} as soon as they can. In the meantime I'm still here for your appliances and tickets."

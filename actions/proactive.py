@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from actions.base import CrmAction, Turn, customer_slots, sender_channel
 from actions.devices import parse_category, sentence_case
+from actions.settings import get_settings
 from crm_store.enums import (
     ApplianceCategory,
     JourneyStage,
@@ -249,7 +250,8 @@ class ActionNotifyDevice(CrmAction):
         channel = sender_channel(turn.tracker) or DEFAULT_CHANNEL
         customer = turn.customer
         if customer is None:
-            linked = find_customer_by_identity(turn.session, channel=channel, external_id=turn.tracker.sender_id)
+            linked = find_customer_by_identity(turn.session, channel=channel, external_id=turn.tracker.sender_id,
+                                              verified_within=get_settings().verification_ttl)
             customer = get_profile(turn.session, customer_id=linked.id) if linked is not None else None
             if customer is not None:
                 events += customer_slots(customer)

@@ -23,6 +23,7 @@ from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 
 from actions.base import CrmAction, Turn, customer_slots, sender_channel
 from actions.escalation_config import get_escalation_config
+from actions.settings import get_settings
 from actions.handoff import Trigger, crm_trigger, escalate
 from crm_store.enums import HandoffMessageKind, HandoffReason, HandoffStatus
 from crm_store.repositories.customers import find_customer_by_identity, get_profile
@@ -46,7 +47,8 @@ def _customer(turn: Turn) -> tuple[object | None, list[EventType]]:
     if turn.customer is not None:
         return turn.customer, []
     channel = sender_channel(turn.tracker) or "socketio"
-    linked = find_customer_by_identity(turn.session, channel=channel, external_id=turn.tracker.sender_id)
+    linked = find_customer_by_identity(turn.session, channel=channel, external_id=turn.tracker.sender_id,
+                                      verified_within=get_settings().verification_ttl)
     profile = get_profile(turn.session, customer_id=linked.id) if linked is not None else None
     return profile, customer_slots(profile) if profile is not None else []
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
 
 
 class ActionSettings(BaseSettings):
@@ -22,6 +25,22 @@ class ActionSettings(BaseSettings):
     # 1 min, doubling with each further failure up to 24 h (crm_store.repositories.lockouts).
     verify_max_failures_per_identity: int = 5
     verify_max_failures_per_client: int = 20
+    # How long a verified chat stays linked to its customer (minutes from the verification, kept in the CRM's
+    # chat-link row): after it no account data is shown and the bot asks to verify again. The device worker
+    # reads the same variable (device_hooks.settings) so that it never pushes to an expired chat.
+    verification_ttl_minutes: int = Field(default=DEFAULT_VERIFICATION_TTL_MINUTES, gt=0)
+
+    # New handoffs an unverified chat may queue (``limits`` syntax, moving window): per conversation and per
+    # client address (actions.escalation_limits); a verified customer's are not limited. They open no ticket.
+    anonymous_escalations_per_conversation: str = "2/hour"
+    anonymous_escalations_per_client: str = "5/hour"
+    # Redis (e.g. redis://127.0.0.1:6379/3): the escalation limits count across every action server there;
+    # empty: per process.
+    redis_url: SecretStr = SecretStr("")
+
+    @property
+    def verification_ttl(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.verification_ttl_minutes)
 
 
 @lru_cache

@@ -57,7 +57,8 @@ def start_stack(model: str, work: pathlib.Path) -> tuple[subprocess.Popen[str], 
                ESCALATION_CONFIG=str(work / "escalation.yml"), CHAT_RATE_PER_CLIENT="100000/minute",
                # 50 messages from one customer within a minute: above the guard's 20/minute per conversation,
                # which would refuse them (a person typing never gets there)
-               CHAT_RATE_PER_CONVERSATION="100000/minute")
+               CHAT_RATE_PER_CONVERSATION="100000/minute",
+               ANONYMOUS_ESCALATIONS_PER_CLIENT="100000/hour")  # every simulated customer is 127.0.0.1
     for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD"):
         env.pop(key, None)
     cmd = [str(ROOT / ".venv-app/bin/python"), str(ROOT / "scripts/run_stack.py"), "--model", model,

@@ -46,7 +46,7 @@ def start_stack(work: pathlib.Path, model: str) -> tuple[subprocess.Popen[str], 
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite",
                TRACKER_DB=str(work / "tracker.db"), FACEBOOK_APP_SECRET="", ESCALATION_CONFIG=str(work / "escalation.yml"),
                # Every suite customer comes from 127.0.0.1: the per-address limit would count the whole suite.
-               CHAT_RATE_PER_CLIENT="100000/minute")
+               CHAT_RATE_PER_CLIENT="100000/minute", ANONYMOUS_ESCALATIONS_PER_CLIENT="100000/hour")
     for key in ("MQTT_HOST", "MQTT_PORT", "SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD",
                 "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD"):
         env.pop(key, None)

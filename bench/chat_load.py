@@ -11,6 +11,7 @@ new sender id. Runs in Rasa's environment (.venv-rasa), which ships aiohttp and 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 import uuid
@@ -69,7 +70,10 @@ class RestTransport:
         self.sender = sender
 
     async def turn(self, message: str, expect: re.Pattern[str]) -> str:
-        async with self.http.post(self.url, json={"sender": self.sender, "message": message},
+        # A production stack's REST channel needs the trusted back end's token (REST_CHANNEL_TOKEN).
+        token = os.environ.get("REST_CHANNEL_TOKEN", "")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.post(self.url, json={"sender": self.sender, "message": message}, headers=headers,
                                   timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
             resp.raise_for_status()
             return reply_text(await resp.json())

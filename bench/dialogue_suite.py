@@ -14,6 +14,7 @@ Used by bench/bench_dialogue.py (``make bench-dialogue``) and tests/e2e/test_dia
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import urllib.request
@@ -93,9 +94,11 @@ class Customers:
 
 
 def say(rasa_url: str, sender: str, message: str, timeout: float = 120) -> list[dict[str, Any]]:
+    token = os.environ.get("REST_CHANNEL_TOKEN", "")  # a production stack's REST channel requires it
     req = urllib.request.Request(f"{rasa_url}/webhooks/rest/webhook",
                                  data=json.dumps({"sender": sender, "message": message}).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 

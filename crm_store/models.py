@@ -431,6 +431,20 @@ class DeadLetter(Base):
     payload_size: Mapped[int] = mapped_column(Integer)
 
 
+class DeadLetterTally(Base):
+    """Refused device messages of one device (the serial its topic names) in one quota window, per reason: how
+    many arrived and how many were kept as dead letters (the rest were only counted). The row with reason
+    ``""`` is the device's quota account: its ``received`` counts every reason together (``stored`` unused)."""
+
+    __tablename__ = "dead_letter_tallies"
+
+    device: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True, index=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    stored: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class IngestCounter(Base):
     """Running totals of the device pipeline (accepted, duplicate, rejected:<reason>, ...)."""
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from crm_store.db import DEFAULT_DATABASE_URL, session_scope
 from crm_store.models import (
-    AccessAudit, DeadLetter, DeviceMessage, ErasureRequest, Handoff, HandoffMessage, JobLease, utcnow,
+    AccessAudit, DeadLetter, DeadLetterTally, DeviceMessage, ErasureRequest, Handoff, HandoffMessage, JobLease, utcnow,
 )
 from crm_store.tracker_store import TrackerStore, tracker_store_url
 
@@ -96,6 +96,10 @@ def run_retention(url: str, *, settings: RetentionSettings | None = None, tracke
         out["raw_telemetry"] = _batched_delete(url, DeviceMessage, DeviceMessage.received_at < now - s.raw_telemetry_days * days)
     if s.dead_letters_days > 0:
         out["dead_letters"] = _batched_delete(url, DeadLetter, DeadLetter.received_at < now - s.dead_letters_days * days)
+        # Their per-device quota tallies go with them (the table has no id column to delete in batches by).
+        with session_scope(url) as session:
+            out["dead_letter_tallies"] = session.execute(
+                delete(DeadLetterTally).where(DeadLetterTally.window_start < now - s.dead_letters_days * days)).rowcount
     if s.chat_trackers_days > 0 and tracker is not None:
         conversations, rows = tracker.delete_inactive(before_unix=(now - s.chat_trackers_days * days).timestamp())
         out["chat_trackers"], out["chat_tracker_events"] = conversations, rows

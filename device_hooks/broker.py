@@ -31,6 +31,7 @@ from crm_store.repositories.device_credentials import (
     store_credential,
 )
 from device_hooks.settings import get_settings
+from device_hooks.validation import MAX_PACKET_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,11 @@ max_inflight_messages 10000
 # A stopped worker's persistent session keeps its messages until it is back.
 max_queued_messages 2000000
 max_queued_bytes 0
-# Bigger packets are refused by the broker itself; the worker's own limit (16 KiB) is lower.
-max_packet_size 65536
+# Bigger packets are refused by the broker itself (an MQTT 5 client is told "packet too large"), and their
+# sender is disconnected; the worker's own limit (16 KiB) is lower, so the packets in between are counted per
+# device as dead letters (within a quota). Mosquitto 2.0 keeps no count of the packets it refuses here (a
+# notice per packet only with connection_messages on, which would also log every device's connection).
+max_packet_size {max_packet_size}
 log_dest stdout
 log_type error
 log_type warning
@@ -149,7 +153,8 @@ def write_config(session: Session, directory: pathlib.Path, *, port: int, host: 
     (directory / "acl").write_text(ACL.format(worker=WORKER_USER, bridge=BRIDGE_USER))
     conf = directory / "mosquitto.conf"
     listener = SERVICE_LISTENER.format(service_port=service_port, dir=directory.resolve()) if service_port else ""
-    conf.write_text(CONF.format(port=port, host=host, dir=directory.resolve(), service_listener=listener))
+    conf.write_text(CONF.format(port=port, host=host, dir=directory.resolve(), service_listener=listener,
+                                max_packet_size=MAX_PACKET_BYTES))
     _hand_to_broker_user(directory)
     return conf
 

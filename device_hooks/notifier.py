@@ -19,6 +19,7 @@ import httpx
 
 from crm_store.enums import ProactiveKind
 from crm_store.models import utcnow
+from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
 from crm_store.repositories.proactive import claim_for_push, due_messages, mark_held, reachable_identity, release_push
 from device_hooks.pipeline import Pipeline
 from web_service.rasa_client import rasa_authorization
@@ -33,8 +34,10 @@ TRIGGER_TIMEOUT = 30.0  # seconds; shorter than the push lease (crm_store.reposi
 class Notifier:
     """Pushes due outbox messages; holds those nobody can receive now (shown when the customer next chats)."""
 
-    def __init__(self, pipeline: Pipeline, rasa_url: str, rasa_token: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, pipeline: Pipeline, rasa_url: str, rasa_token: str, client: httpx.AsyncClient,
+                 verification_ttl: dt.timedelta = dt.timedelta(minutes=DEFAULT_VERIFICATION_TTL_MINUTES)) -> None:
         self.sessions = pipeline.sessions
+        self.verification_ttl = verification_ttl
         self.rasa_url = rasa_url.rstrip("/")
         self.rasa_token = rasa_token
         self.client = client
@@ -44,7 +47,8 @@ class Notifier:
         plans = []
         with self.sessions() as session, session.begin():
             for message in due_messages(session, lock=True):
-                identity = reachable_identity(session, customer_id=message.customer_id)
+                identity = reachable_identity(session, customer_id=message.customer_id,
+                                              verified_within=self.verification_ttl)
                 if identity is None:
                     if mark_held(session, message, reason="unreachable"):
                         logger.info("proactive message %d held: customer %d has no open chat", message.id, message.customer_id)

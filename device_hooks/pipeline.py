@@ -40,7 +40,13 @@ from crm_store.repositories.device_batches import (
     set_last_seen,
 )
 from crm_store.repositories.devices import get_model_name
-from crm_store.repositories.ingest import increment_counters, insert_dead_letters
+from crm_store.repositories.ingest import (
+    DeadLetterQuota,
+    increment_counters,
+    insert_dead_letters,
+    ration_dead_letters,
+    topic_device,
+)
 from crm_store.repositories.lots import record_back_in_range, record_excursion
 from crm_store.repositories.proactive import queue_notification
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status, find_open_ticket, open_ticket
@@ -71,6 +77,7 @@ class BatchResult:
     tickets_opened: list[str] = field(default_factory=list)
     notifications: int = 0
     transitions: int = 0
+    dead_letters_dropped: int = 0  # refused and counted, but not kept: the device's dead-letter quota was used up
 
 
 def dedup_key(code: str) -> str:
@@ -99,8 +106,10 @@ class Pipeline:
 
     RULES_TTL = 5.0
 
-    def __init__(self, database_url: str, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
+    def __init__(self, database_url: str, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+                 dead_letter_quota: DeadLetterQuota = DeadLetterQuota()) -> None:
         self.statement_timeout_ms = int(statement_timeout_ms)
+        self.dead_letter_quota = dead_letter_quota
         self.engine = get_engine(database_url)
         self.sessions = session_factory(database_url)
         self.rules: dict[int, list[Rule]] = {}
@@ -171,6 +180,12 @@ class Pipeline:
             for info, transition, raw in transitions:
                 self._handle(session, info, transition, raw, result)
             touched = self._touch_devices(session, new)
+            if dead:
+                # A device sending garbage fills the table no faster than its quota; the rest is only counted.
+                keep = ration_dead_letters(session, [(topic_device(str(d["topic"])), str(d["reason"])) for d in dead],
+                                           quota=self.dead_letter_quota, now=now)
+                result.dead_letters_dropped = keep.count(False)
+                dead = [letter for letter, kept in zip(dead, keep) if kept]
             insert_dead_letters(session, dead)
             counts = self._count(session, result)
         # Committed: only now may memory reflect the batch.
@@ -178,6 +193,9 @@ class Pipeline:
         self.totals.update(counts)
         for reason, n in result.rejected.items():
             logger.warning("rejected %d device message(s): %s", n, reason)
+        if result.dead_letters_dropped:
+            logger.warning("%d refused device message(s) counted but not kept: their device's dead-letter quota is used up",
+                           result.dead_letters_dropped)
         return result
 
     # -- steps -------------------------------------------------------------------------------------

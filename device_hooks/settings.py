@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
+from crm_store.repositories.ingest import DeadLetterQuota
 
 
 class DeviceSettings(BaseSettings):
@@ -44,6 +48,23 @@ class DeviceSettings(BaseSettings):
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: SecretStr = SecretStr("")
     notify_poll_seconds: float = 1.0
+    # A chat whose verification is older than this (the action server's VERIFICATION_TTL_MINUTES) is not
+    # pushed to: the message is held until the customer verifies again.
+    verification_ttl_minutes: int = Field(default=DEFAULT_VERIFICATION_TTL_MINUTES, gt=0)
+
+    # Dead letters (refused device messages kept as evidence) per device and window: beyond it a refused message
+    # is only counted (per device and reason, crm_store.repositories.ingest.ration_dead_letters). The web
+    # service's HTTP ingestion reads the same two variables.
+    dead_letters_per_device: int = Field(default=100, ge=0)
+    dead_letter_window_minutes: int = Field(default=60, gt=0)
+
+    @property
+    def dead_letter_quota(self) -> DeadLetterQuota:
+        return DeadLetterQuota(self.dead_letters_per_device, dt.timedelta(minutes=self.dead_letter_window_minutes))
+
+    @property
+    def verification_ttl(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.verification_ttl_minutes)
 
 
 @lru_cache

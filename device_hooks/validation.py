@@ -18,6 +18,10 @@ import orjson
 from crm_store.enums import DeviceMessageKind
 
 MAX_PAYLOAD_BYTES = 16 * 1024
+# The broker refuses bigger MQTT packets itself (Mosquitto's max_packet_size, device_hooks.broker) and
+# disconnects the sender; between the two limits a message reaches the worker and is refused there as
+# ``too_large``: counted per device and kept as evidence within the device's dead-letter quota.
+MAX_PACKET_BYTES = 4 * MAX_PAYLOAD_BYTES
 MAX_READINGS = 64
 # A device clock may be a little ahead; far-future stamps would poison "latest" and rule state.
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)

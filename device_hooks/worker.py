@@ -201,7 +201,8 @@ class Session:
 class Worker:
     def __init__(self, settings: DeviceSettings, pipeline: Pipeline | None = None) -> None:
         self.settings = settings
-        self.pipeline = pipeline or Pipeline(settings.database_url, statement_timeout_ms=settings.db_statement_timeout_ms)
+        self.pipeline = pipeline or Pipeline(settings.database_url, statement_timeout_ms=settings.db_statement_timeout_ms,
+                                             dead_letter_quota=settings.dead_letter_quota)
         self.stopping = asyncio.Event()
         self.notify = asyncio.Event()
         self.processed = 0
@@ -219,7 +220,8 @@ class Worker:
         self.session = Session(self.settings, self.pipeline, self._committed)
         self.session.start()
         async with httpx.AsyncClient() as client:
-            notifier = Notifier(self.pipeline, self.settings.rasa_url, self.settings.rasa_token.get_secret_value(), client)
+            notifier = Notifier(self.pipeline, self.settings.rasa_url, self.settings.rasa_token.get_secret_value(), client,
+                                self.settings.verification_ttl)
             notify = asyncio.create_task(self._notify_forever(notifier))
             try:
                 await self._supervise()

@@ -7,33 +7,68 @@ Same contract as ``rasa.core.channels.rest.RestInput`` (``POST /webhooks/rest/we
 - the client's ``input_channel`` and ``metadata`` fields are ignored: the channel is always ``rest`` and
   nothing the client claims about itself reaches the tracker;
 - every message passes the guard (text bound, no typed intents, channel binding, rate limits per
-  conversation and per client address); a refused one is answered with one explanatory message.
+  conversation and per client address); a refused one is answered with one explanatory message;
+- with a ``token`` in its credentials (``token: ${REST_CHANNEL_TOKEN}``) a POST needs
+  ``Authorization: Bearer <token>`` (else ``401``, counted and logged, before anything is parsed): a ``sender``
+  is a conversation's only credential, so in production only a trusted back end that authenticates its own
+  users may name one. ``scripts/run_stack.py`` leaves the channel out of the production topology unless
+  ``REST_CHANNEL_TOKEN`` is set (``bot/credentials.rest.yml``).
 """
 
 from __future__ import annotations
 
 import contextvars
+import hmac
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Text
 
 from rasa.core.channels.channel import UserMessage
 from rasa.core.channels.rest import RestInput
-from sanic import Blueprint
+from sanic import Blueprint, response
 from sanic.exceptions import SanicException
 from sanic.request import Request
+from sanic.response import HTTPResponse
 
 from rasa_channels.guard import client_address, get_guard
 
+logger = logging.getLogger(__name__)
+
 MAX_SENDER_CHARS = 128
+MIN_TOKEN_CHARS = 32
 _client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar("rest_client_address", default=None)
 
 
 class GuardedRestInput(RestInput):
     """The REST channel (name ``rest``) with input validation and the guard."""
 
+    def __init__(self, token: str = "") -> None:
+        # Rasa expands ${REST_CHANNEL_TOKEN} in credentials.yml into this value: no secret in the file itself.
+        token = (token or "").strip()
+        if token and len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"the REST channel's token must have at least {MIN_TOKEN_CHARS} characters")
+        self.token = token
+        self.refused = 0  # POSTs without the right bearer token
+
     @classmethod
     def name(cls) -> str:
         return "rest"
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[Text, Any] | None) -> GuardedRestInput:
+        return cls(token=str((credentials or {}).get("token") or ""))
+
+    def unauthorized(self, request: Request) -> HTTPResponse | None:
+        """``401`` for a POST without ``Authorization: Bearer <token>`` when the channel has a token; else None."""
+        if not self.token or request.method != "POST":
+            return None
+        scheme, _, given = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            return None
+        self.refused += 1
+        logger.warning("REST channel: a POST without a valid bearer token was refused (total %d)", self.refused)
+        return response.json({"error": "unauthorized", "message": "this channel needs a bearer token"}, status=401,
+                             headers={"WWW-Authenticate": "Bearer"})
 
     async def _extract_sender(self, req: Request) -> str:
         body = req.json if isinstance(req.json, dict) else {}
@@ -56,4 +91,10 @@ class GuardedRestInput(RestInput):
         guard = get_guard()
         bp = super().blueprint(guard.wrap(on_new_message, self.name(), lambda _m: _client_address.get()))
         guard.attach(bp)
+
+        async def authenticate(request: Request) -> HTTPResponse | None:
+            return self.unauthorized(request)
+
+        # Blueprint middleware runs for this channel's routes only, before the body is read as JSON.
+        bp.middleware("request")(authenticate)
         return bp

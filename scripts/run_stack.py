@@ -117,14 +117,28 @@ def bootstrap(env: dict[str, str], state_dir: pathlib.Path) -> None:
           "--full-name", "Administrator", "--password-env", "ADMIN_PASSWORD"], env)
 
 
-def write_credentials(env: dict[str, str], directory: pathlib.Path) -> pathlib.Path:
-    """Rasa's channel credentials: web chat and REST always, Messenger only when it is configured."""
+def write_credentials(env: dict[str, str], directory: pathlib.Path, *, production: bool = False) -> pathlib.Path:
+    """Rasa's channel credentials: the web chat always, Messenger only when it is configured, REST as
+    :func:`rest_channel_enabled` decides (its token stays ``${REST_CHANNEL_TOKEN}``, expanded by Rasa)."""
     text = (ROOT / "bot" / "credentials.yml").read_text()
     if env.get("FACEBOOK_APP_SECRET"):
         text += (ROOT / "bot" / "credentials.facebook.yml").read_text()
+    if rest_channel_enabled(env, production=production):
+        text += (ROOT / "bot" / "credentials.rest.yml").read_text()
     path = directory / "credentials.yml"
     path.write_text(text)
     return path
+
+
+def rest_channel_enabled(env: dict[str, str], *, production: bool) -> bool:
+    """The REST channel trusts any ``sender`` it is given, so in production it runs only behind a bearer token
+    that trusted back ends hold (``REST_CHANNEL_TOKEN``, at least 32 characters); off without one. Embedded
+    (development, tests): always on, open unless the token is set. Raises SystemExit for a short token."""
+    token = env.get("REST_CHANNEL_TOKEN", "").strip()
+    if token and len(token) < 32:
+        raise SystemExit("REST_CHANNEL_TOKEN must have at least 32 characters (or be empty: REST off in production)")
+    env["REST_CHANNEL_TOKEN"] = token  # Rasa expands ${REST_CHANNEL_TOKEN}: it must be set, even empty
+    return bool(token) or not production
 
 
 def broker_command(env: dict[str, str], state_dir: pathlib.Path) -> list[str] | None:
@@ -201,7 +215,7 @@ def main() -> int:
         ensure_databases(env)
     bootstrap(env, state_dir)
     model = args.model or step(["bash", "scripts/train.sh"], env).splitlines()[-1]
-    credentials = write_credentials(env, state_dir)
+    credentials = write_credentials(env, state_dir, production=production)
     broker = broker_command(env, state_dir)
 
     def rasa_cmd(port: int, endpoints: str) -> list[str]:
@@ -259,6 +273,9 @@ def banner(args: argparse.Namespace, env: dict[str, str], embedded_broker: bool,
         f"  Rasa server   http://127.0.0.1:{args.rasa_port}  (HTTP API: a JWT signed with RASA_TOKEN from {args.env_file})",
         f"  MQTT broker   mqtt://{env['MQTT_HOST']}:{env['MQTT_PORT']}{' (embedded)' if embedded_broker else ''}; "
         f"device tokens in {state_dir / 'device_tokens.json'}",
+        "  REST channel  " + ("/webhooks/rest/webhook, bearer REST_CHANNEL_TOKEN required" if env.get("REST_CHANNEL_TOKEN")
+                              else "off (REST_CHANNEL_TOKEN unset)" if args.topology == "production"
+                              else "/webhooks/rest/webhook, open (development: set REST_CHANNEL_TOKEN to require it)"),
     ]
     if args.topology == "production":
         crm = env["DATABASE_URL"].rsplit("/", 1)[-1]

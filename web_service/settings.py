@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
+from crm_store.repositories.ingest import DeadLetterQuota
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret"}
 
@@ -64,6 +68,9 @@ class WebSettings(BaseSettings):
     # How often this replica looks for due erasures and for the retention job (which runs once per
     # RETENTION_INTERVAL_MINUTES across replicas). 0 switches the background job off.
     privacy_poll_seconds: float = 10.0
+    # The action server's VERIFICATION_TTL_MINUTES: an open chat whose verification expired is anonymous, its
+    # presence reports release no held message to it.
+    verification_ttl_minutes: int = Field(default=DEFAULT_VERIFICATION_TTL_MINUTES, gt=0)
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> WebSettings:
@@ -72,6 +79,20 @@ class WebSettings(BaseSettings):
             raise ValueError("SECRET_KEY must be a random value of at least 32 characters outside development")
         return self
 
+
+    # Dead letters (refused device messages kept as evidence) per device and window: beyond it a refused message
+    # is only counted (per device and reason, crm_store.repositories.ingest.ration_dead_letters). The device
+    # worker reads the same two variables.
+    dead_letters_per_device: int = Field(default=100, ge=0)
+    dead_letter_window_minutes: int = Field(default=60, gt=0)
+
+    @property
+    def dead_letter_quota(self) -> DeadLetterQuota:
+        return DeadLetterQuota(self.dead_letters_per_device, dt.timedelta(minutes=self.dead_letter_window_minutes))
+
+    @property
+    def verification_ttl(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.verification_ttl_minutes)
 
     @property
     def previous_secret_keys(self) -> list[str]:

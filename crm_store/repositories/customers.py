@@ -99,23 +99,41 @@ def get_profile(session: Session, *, customer_id: int) -> CustomerProfile | None
     )
 
 
-def is_linked(session: Session, *, channel: str, external_id: str) -> bool:
-    """Whether a chat sender is linked to a customer; reads only (unlike :func:`find_customer_by_identity`)."""
+# How long a chat's verification lasts unless configured (VERIFICATION_TTL_MINUTES, read by the action server's
+# and the device worker's settings): after it the chat is anonymous again until the customer verifies anew.
+DEFAULT_VERIFICATION_TTL_MINUTES = 30
+
+
+def _verified_since(ttl: dt.timedelta, now: dt.datetime | None) -> dt.datetime:
+    return (now or utcnow()) - ttl
+
+
+def is_linked(session: Session, *, channel: str, external_id: str, verified_within: dt.timedelta,
+              now: dt.datetime | None = None) -> bool:
+    """Whether a chat sender is linked to a customer by a verification younger than ``verified_within``;
+    reads only (unlike :func:`find_customer_by_identity`)."""
     return session.scalar(
-        select(ChannelIdentity.id).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+        select(ChannelIdentity.id).where(
+            ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id,
+            ChannelIdentity.verified_at >= _verified_since(verified_within, now))
     ) is not None
 
 
-def find_customer_by_identity(session: Session, *, channel: str, external_id: str) -> Customer | None:
-    """The customer linked to a chat sender, touching its last-seen time."""
+def find_customer_by_identity(session: Session, *, channel: str, external_id: str, verified_within: dt.timedelta,
+                              now: dt.datetime | None = None, touch: bool = True) -> Customer | None:
+    """The customer linked to a chat sender, if the chat was verified within ``verified_within`` (the
+    server-side ``verified_at`` of the link, which only a successful verification sets); None for an
+    unlinked chat and for one whose verification expired. ``touch`` records the chat as seen now."""
     identity = session.scalar(
         select(ChannelIdentity)
-        .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+        .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id,
+               ChannelIdentity.verified_at >= _verified_since(verified_within, now))
         .options(selectinload(ChannelIdentity.customer))
     )
     if identity is None:
         return None
-    identity.last_seen_at = utcnow()
+    if touch:
+        identity.last_seen_at = utcnow()
     return identity.customer
 
 

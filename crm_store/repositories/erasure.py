@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from crm_store.db import session_scope
 from crm_store.models import (
-    ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, Device, DeviceCredential, DeviceMessage,
+    ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, DeadLetterTally, Device, DeviceCredential, DeviceMessage,
     DeviceRuleState, ErasureRequest, Handoff, HandoffMessage, Interaction, ProactiveMessage, Purchase, Ticket,
     TicketEvent, utcnow,
 )
@@ -271,8 +271,12 @@ def dead_letter_filter(serials: list[str]) -> Any:
 def _dead_letters(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
     if not ctx.serials:
         return 0, {}
-    return session.execute(delete(DeadLetter).where(dead_letter_filter(ctx.serials))
-                           .execution_options(synchronize_session=False)).rowcount, {}
+    n = session.execute(delete(DeadLetter).where(dead_letter_filter(ctx.serials))
+                        .execution_options(synchronize_session=False)).rowcount
+    # The quota tallies name the serial too (counts only, but a serial is the customer's device).
+    n += session.execute(delete(DeadLetterTally).where(DeadLetterTally.device.in_(ctx.serials))
+                         .execution_options(synchronize_session=False)).rowcount
+    return n, {}
 
 
 def _handoffs(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:

@@ -83,12 +83,16 @@ def queue_notification(
     return message
 
 
-def reachable_identity(session: Session, *, customer_id: int, now: dt.datetime | None = None) -> ChannelIdentity | None:
-    """The customer's most recently seen push-capable chat that is still within its presence window."""
+def reachable_identity(session: Session, *, customer_id: int, verified_within: dt.timedelta,
+                       now: dt.datetime | None = None) -> ChannelIdentity | None:
+    """The customer's most recently seen push-capable chat that is still within its presence window and
+    whose verification is younger than ``verified_within`` (an expired chat is anonymous again: a push there
+    would show account data to whoever holds that conversation now)."""
     now = now or utcnow()
     stmt = (
         select(ChannelIdentity)
-        .where(ChannelIdentity.customer_id == customer_id, ChannelIdentity.channel.in_(list(PRESENCE_WINDOW)))
+        .where(ChannelIdentity.customer_id == customer_id, ChannelIdentity.channel.in_(list(PRESENCE_WINDOW)),
+               ChannelIdentity.verified_at >= now - verified_within)
         .order_by(ChannelIdentity.last_seen_at.desc())
     )
     for identity in session.scalars(stmt):

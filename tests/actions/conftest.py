@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import pathlib
 import shutil
 from collections.abc import Iterator
@@ -14,8 +15,12 @@ import pytest
 from ruamel.yaml import YAML
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from crm_store.db import get_engine, session_scope
+from crm_store.models import ChannelIdentity
+from crm_store.repositories.customers import link_identity
 
 SNAPSHOTS = pathlib.Path(__file__).parent / "snapshots"
 DOMAIN: dict[str, Any] = YAML(typ="safe").load((pathlib.Path(__file__).parents[2] / "bot" / "domain.yml").read_text())
@@ -35,6 +40,16 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     get_engine(url).dispose()  # closing the last connection checkpoints the WAL into crm.db
     get_engine.cache_clear()
     return path
+
+
+@pytest.fixture(autouse=True)
+def fresh_escalation_limits() -> Iterator[None]:
+    """Each test counts anonymous escalations from zero (the limits live in process memory without Redis)."""
+    from actions.escalation_limits import get_escalation_limits
+
+    get_escalation_limits.cache_clear()
+    yield
+    get_escalation_limits.cache_clear()
 
 
 @pytest.fixture
@@ -63,8 +78,27 @@ def tracker_from(snapshot: str, **overrides: Any) -> Tracker:
     return Tracker.from_dict(state)
 
 
+def verified_as_slots_say(tracker: Tracker) -> None:
+    """A tracker whose ``customer_id`` slot is set stands for a chat verified as that customer: the CRM gets the
+    chat's link (verified now) unless the test made one itself (e.g. an expired one)."""
+    customer_id, channel = tracker.get_slot("customer_id"), tracker.get_latest_input_channel()
+    url = os.environ.get("DATABASE_URL")
+    if customer_id is None or not channel or not url:
+        return
+    try:
+        with session_scope(url, write=False) as session:  # read-only: some tests hold the write lock
+            linked = session.scalar(select(ChannelIdentity.id).where(
+                ChannelIdentity.channel == channel, ChannelIdentity.external_id == tracker.sender_id))
+        if linked is None:
+            with session_scope(url) as session:
+                link_identity(session, channel=channel, external_id=tracker.sender_id, customer_id=int(customer_id))
+    except (OSError, SQLAlchemyError):
+        pass  # a test of an unreachable CRM: the action itself meets the failure
+
+
 def run_action(action: Any, tracker: Tracker) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Runs an action; returns (events, messages sent to the customer)."""
+    verified_as_slots_say(tracker)
     dispatcher = CollectingDispatcher()
     events = asyncio.run(action.run(dispatcher, tracker, DOMAIN))
     return events, dispatcher.messages

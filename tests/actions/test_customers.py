@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from actions.customers import ActionGreet, ActionResumeRequest, ValidateVerifyForm
@@ -34,7 +36,8 @@ def test_correct_details_verify_and_link_the_chat(crm_url):
     assert slots["requested_slot"] is None  # the form is done
     assert "I've found your account" in messages[0]["text"]
     with session_scope(crm_url) as s:
-        assert find_customer_by_identity(s, channel="socketio", external_id="web-session-2").id == 1
+        assert find_customer_by_identity(s, channel="socketio", external_id="web-session-2",
+                                         verified_within=dt.timedelta(minutes=30)).id == 1
 
 
 @pytest.mark.parametrize(

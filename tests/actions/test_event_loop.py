@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from crm_store.db import get_engine, session_scope
+from crm_store.repositories.customers import link_identity
 from tests.actions.conftest import DOMAIN, SNAPSHOTS
 from tests.live import action_server, sqlite_write_lock
 
@@ -30,6 +32,9 @@ def server(seeded_db: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) ->
     work = tmp_path_factory.mktemp("actions-loop")
     db = work / "crm.db"
     shutil.copy(seeded_db, db)
+    with session_scope(f"sqlite:///{db}") as session:  # the snapshot "problem_reported" is a verified chat
+        link_identity(session, channel="socketio", external_id="loop-other", customer_id=1)
+    get_engine.cache_clear()
     with action_server({"DATABASE_URL": f"sqlite:///{db}", "ACTION_SERVER_TOKEN": TOKEN}, work) as url:
         yield url, db
 
@@ -92,7 +97,7 @@ def test_a_form_links_a_known_chat_and_only_reads_when_the_customer_is_known(crm
     from actions.tickets import ValidateProblemForm
     from crm_store.db import session_scope
     from crm_store.models import ChannelIdentity, utcnow
-    from tests.actions.conftest import run_action, slots_of, tracker_from
+    from tests.actions.conftest import run_action, slots_of, tracker_from, verified_as_slots_say
 
     with session_scope(crm_url) as s:
         s.add(ChannelIdentity(channel="socketio", external_id="web-linked-7", customer_id=1,
@@ -103,7 +108,9 @@ def test_a_form_links_a_known_chat_and_only_reads_when_the_customer_is_known(crm
     with session_scope(crm_url, write=False) as s:
         identity = s.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "web-linked-7"))
         assert utcnow() - identity.last_seen_at < dt.timedelta(minutes=1)
+    known = tracker_from("problem_reported")
+    verified_as_slots_say(known)  # its link exists before the lock is taken
     with sqlite_write_lock(crm_url.removeprefix("sqlite:///")):
         started = time.perf_counter()
-        slots = slots_of(run_action(ValidateProblemForm(), tracker_from("problem_reported"))[0])
+        slots = slots_of(run_action(ValidateProblemForm(), known)[0])
         assert time.perf_counter() - started < 3 and slots["device_serial"] == "WM80-23000102"

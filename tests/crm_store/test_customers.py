@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from crm_store.enums import LoyaltyTier
+from crm_store.models import utcnow
 from crm_store.repositories.customers import (
     find_customer_by_identity,
     get_profile,
+    is_linked,
     link_identity,
     verify_customer,
 )
+
+TTL = dt.timedelta(minutes=30)
 
 
 def test_verify_customer_with_order_number_or_serial(session, factory):
@@ -35,15 +41,34 @@ def test_verify_customer_refuses_other_peoples_references(session, factory):
 
 def test_identity_link_is_found_again_and_can_move(session, factory):
     anna, bob = factory.customer(), factory.customer()
-    assert find_customer_by_identity(session, channel="socketio", external_id="s-1") is None
+    assert find_customer_by_identity(session, channel="socketio", external_id="s-1", verified_within=TTL) is None
 
     link_identity(session, channel="socketio", external_id="s-1", customer_id=anna.id)
-    assert find_customer_by_identity(session, channel="socketio", external_id="s-1") is anna
+    assert find_customer_by_identity(session, channel="socketio", external_id="s-1", verified_within=TTL) is anna
     # Same sender id on another channel is another person.
-    assert find_customer_by_identity(session, channel="rest", external_id="s-1") is None
+    assert find_customer_by_identity(session, channel="rest", external_id="s-1", verified_within=TTL) is None
 
     link_identity(session, channel="socketio", external_id="s-1", customer_id=bob.id)
-    assert find_customer_by_identity(session, channel="socketio", external_id="s-1") is bob
+    assert find_customer_by_identity(session, channel="socketio", external_id="s-1", verified_within=TTL) is bob
+
+
+def test_a_link_expires_after_its_verification_ttl_and_a_new_verification_renews_it(session, factory):
+    anna = factory.customer()
+    link_identity(session, channel="socketio", external_id="s-2", customer_id=anna.id)
+    verified = utcnow()
+    just_before, just_after = verified + TTL - dt.timedelta(seconds=5), verified + TTL + dt.timedelta(seconds=5)
+
+    assert find_customer_by_identity(session, channel="socketio", external_id="s-2", verified_within=TTL,
+                                     now=just_before) is anna
+    assert is_linked(session, channel="socketio", external_id="s-2", verified_within=TTL, now=just_before)
+    # Being seen (every action, every presence report) does not extend it: only a verification does.
+    assert find_customer_by_identity(session, channel="socketio", external_id="s-2", verified_within=TTL,
+                                     now=just_after) is None
+    assert not is_linked(session, channel="socketio", external_id="s-2", verified_within=TTL, now=just_after)
+
+    link_identity(session, channel="socketio", external_id="s-2", customer_id=anna.id)
+    assert find_customer_by_identity(session, channel="socketio", external_id="s-2", verified_within=TTL,
+                                     now=utcnow() + TTL - dt.timedelta(seconds=5)) is anna
 
 
 def test_profile_counts_purchases_and_flags_loyal_customers(session, factory):

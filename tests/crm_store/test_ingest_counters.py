@@ -3,6 +3,7 @@ all land, on PostgreSQL and SQLite. And the read-only/write units of work of crm
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import uuid
@@ -13,7 +14,16 @@ from sqlalchemy.exc import DBAPIError
 
 from crm_store.db import session_scope
 from crm_store.models import DeadLetter, IngestCounter, utcnow
-from crm_store.repositories.ingest import counter_totals, increment_counter, increment_counters, record_dead_letter
+from crm_store.repositories.ingest import (
+    OVER_QUOTA,
+    DeadLetterQuota,
+    counter_totals,
+    dead_letter_tallies,
+    increment_counter,
+    increment_counters,
+    ration_dead_letters,
+    record_dead_letter,
+)
 from tests.live import sqlite_write_lock
 
 THREADS, ROUNDS = 8, 40
@@ -75,14 +85,52 @@ def test_a_dead_letter_is_kept_and_counted_in_the_same_transaction(database_url)
     with session_scope(database_url, write=False) as session:
         before = counter_totals(session).get("rejected:json", 0)
     with session_scope(database_url) as session:
-        letter = record_dead_letter(session, received_at=utcnow(), source="http", topic="devices/X-1/fault", reason="json",
-                                    detail="broken", payload=b"{" * 5000, keep_bytes=100)
+        letter = record_dead_letter(session, received_at=utcnow(), source="http", topic=f"devices/X-{uuid.uuid4().hex[:6]}/fault",
+                                    reason="json", detail="broken", payload=b"{" * 5000, keep_bytes=100,
+                                    quota=DeadLetterQuota())
         letter_id = letter.id
     with session_scope(database_url, write=False) as session:
         stored = session.get(DeadLetter, letter_id)
         assert len(stored.payload) == 100 and stored.payload_size == 5000
         totals = counter_totals(session)
         assert totals["rejected:json"] == before + 1 and totals["dead_letters"] >= 1
+
+
+def test_racing_writers_keep_exactly_the_quota_of_dead_letters_and_count_the_rest(database_url):
+    """8 threads × 40 transactions, each with 3 refused messages of one device (2 reasons): exactly the quota is
+    kept (the upsert on the device's quota row orders them), every message is tallied per reason."""
+    device, quota = f"RACE-{uuid.uuid4().hex[:8].upper()}", DeadLetterQuota(per_device=250)
+    now = utcnow()
+    kept: list[int] = []
+    with session_scope(database_url, write=False) as session:
+        over_before = counter_totals(session).get(OVER_QUOTA, 0)
+
+    def work(_i: int, _r: int) -> None:
+        with session_scope(database_url) as session:
+            keep = ration_dead_letters(session, [(device, "too_large"), (device, "json"), (device, "too_large")],
+                                       quota=quota, now=now)
+        kept.append(keep.count(True))
+
+    _race(database_url, work)
+    total = THREADS * ROUNDS * 3
+    assert sum(kept) == 250
+    with session_scope(database_url, write=False) as session:
+        tallies = dead_letter_tallies(session, device=device)
+        assert counter_totals(session)[OVER_QUOTA] - over_before == total - 250
+    assert tallies["too_large"]["received"] == 2 * THREADS * ROUNDS and tallies["json"]["received"] == THREADS * ROUNDS
+    assert sum(t["stored"] for t in tallies.values()) == 250
+    assert sum(t["dropped"] for t in tallies.values()) == total - 250
+
+
+def test_the_quota_is_per_device_and_per_window(database_url):
+    quota = DeadLetterQuota(per_device=2, window=dt.timedelta(hours=1))
+    a, b = f"A-{uuid.uuid4().hex[:8].upper()}", f"B-{uuid.uuid4().hex[:8].upper()}"
+    start = quota.window_start(utcnow())
+    with session_scope(database_url) as session:
+        assert ration_dead_letters(session, [(a, "json")] * 3 + [(b, "json")], quota=quota, now=start) == [
+            True, True, False, True]
+        assert ration_dead_letters(session, [(a, "json")], quota=quota, now=start + dt.timedelta(minutes=59)) == [False]
+        assert ration_dead_letters(session, [(a, "json")], quota=quota, now=start + dt.timedelta(hours=1)) == [True]
 
 
 def test_a_read_only_unit_of_work_refuses_to_write(database_url):

@@ -159,3 +159,49 @@ def broker_fleet(db_url: str, fleet: Fleet, request: pytest.FixtureRequest):  # 
     broker = request.getfixturevalue("broker")
     devices = [SimDevice(serial, token, ApplianceCategory.FRIDGE) for _id, serial, token in made]
     return broker, devices, [device_id for device_id, _s, _t in made]
+
+
+def test_the_broker_refuses_packets_over_its_limit_and_passes_smaller_oversize_ones_for_counting(
+        fleet: Fleet, request: pytest.FixtureRequest):
+    """max_packet_size in the generated config: a 100 KB publish is refused by Mosquitto (MQTT 5: "packet too
+    large", the device is disconnected) and never reaches the worker's subscription; a 60 KB one (over the
+    contract's 16 KiB, under the broker's 64 KiB) is delivered, so the worker refuses it as too_large and counts it."""
+    from device_hooks.validation import MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES
+
+    _, serial, token = fleet.device("FR50")
+    broker: Broker = request.getfixturevalue("broker")
+    assert f"max_packet_size {MAX_PACKET_BYTES}\n" in broker.conf.read_text()
+    sizes: list[int] = []
+    got = threading.Event()
+    watcher, rc = paho_client(broker.service_port, WORKER_USER, broker.worker_password)
+    assert rc == 0
+
+    def on_message(_c, _u, msg):  # type: ignore[no-untyped-def]
+        sizes.append(len(msg.payload))
+        got.set()
+
+    watcher.on_message = on_message
+    watcher.subscribe("devices/#", qos=1)
+    device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=serial, protocol=mqtt.MQTTv5)
+    device.username_pw_set(serial, token)
+    reasons: list[str] = []
+    gone = threading.Event()
+
+    def on_disconnect(_c, _u, _f, reason_code, _p):  # type: ignore[no-untyped-def]
+        reasons.append(str(reason_code))
+        gone.set()
+
+    device.on_disconnect = on_disconnect
+    device.connect("127.0.0.1", broker.port)
+    device.loop_start()
+    device.publish(f"devices/{serial}/telemetry", b"A" * 100_000, qos=1)
+    assert gone.wait(10) and reasons == ["Packet too large"]
+    device.loop_stop()
+    device2, rc = paho_client(broker.port, serial, token)
+    assert rc == 0
+    device2.publish(f"devices/{serial}/telemetry", b"B" * 60_000, qos=1).wait_for_publish(10)
+    assert got.wait(10)
+    assert sizes == [60_000] and MAX_PAYLOAD_BYTES < 60_000 < MAX_PACKET_BYTES
+    for client in (watcher, device2):
+        client.loop_stop()
+        client.disconnect()

@@ -140,6 +140,40 @@ def test_invalid_messages_become_dead_letters_counted_by_reason(db_url: str, fle
         assert any(d.payload == "{oops" for d in kept)
 
 
+def test_two_thousand_oversize_payloads_from_one_device_keep_only_its_quota_and_count_the_rest(db_url: str, fleet: Fleet):
+    """The issue's flood (2,000 payloads of 60 KB from one device token, ~15 MB/s of dead letters): with a quota
+    of 100 per device and hour, 100 are kept and 1,900 are counted per device and reason, across batches and two
+    racing pipelines; another device's refused message is still kept."""
+    from crm_store.repositories.ingest import OVER_QUOTA, DeadLetterQuota, counter_totals, dead_letter_tallies
+
+    _, serial, _ = fleet.device("DW60")
+    _, other, _ = fleet.device("FR50")
+    now = utcnow()
+    payload = b'{"ts": 1, "seq": 1, "readings": {"x": "' + b"A" * 60_000 + b'"}}'
+    flood = [RawMessage(f"devices/{serial}/telemetry", payload, now) for _ in range(2000)]
+    pipelines = [Pipeline(db_url, dead_letter_quota=DeadLetterQuota(per_device=100)) for _ in range(2)]
+    with session_scope(db_url, write=False) as session:
+        over_before = counter_totals(session).get(OVER_QUOTA, 0)
+    results = []
+    threads = [threading.Thread(target=lambda p=p, part=flood[i::2]: results.extend(
+        p.process(part[k:k + 250]) for k in range(0, len(part), 250))) for i, p in enumerate(pipelines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert sum(r.rejected["too_large"] for r in results) == 2000
+    assert sum(r.dead_letters_dropped for r in results) == 1900
+    last = pipelines[0].process([RawMessage(f"devices/{other}/telemetry", b"{oops", now)])
+    assert last.dead_letters_dropped == 0
+    with session_scope(db_url) as session:
+        kept = session.scalar(select(func.count(DeadLetter.id)).where(DeadLetter.topic == f"devices/{serial}/telemetry"))
+        assert kept == 100
+        assert session.scalar(select(func.count(DeadLetter.id)).where(DeadLetter.topic == f"devices/{other}/telemetry")) == 1
+        assert dead_letter_tallies(session, device=serial) == {"too_large": {"received": 2000, "stored": 100, "dropped": 1900}}
+        totals = counter_totals(session)
+        assert totals[OVER_QUOTA] - over_before == 1900 and totals["rejected:too_large"] >= 2000
+
+
 def test_telemetry_of_an_owner_without_consent_is_not_stored(db_url: str, fleet: Fleet):
     device_id, serial, _ = fleet.device("AC12", consent_telemetry=False)
     result = Pipeline(db_url).process([message(serial, readings={"room_temp_c": 21.0})])

@@ -27,8 +27,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def _warm_up(rasa_url: str) -> None:
-    req = urllib.request.Request(f"{rasa_url}/webhooks/rest/webhook", headers={"Content-Type": "application/json"},
+def rest_headers(env: dict[str, str]) -> dict[str, str]:
+    """Headers of a REST channel POST as a trusted back end sends it: the bearer token when the stack has one
+    (the production topology's REST channel requires it; the embedded one is open)."""
+    token = env.get("REST_CHANNEL_TOKEN", "")
+    return {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+
+
+def _warm_up(rasa_url: str, env: dict[str, str]) -> None:
+    req = urllib.request.Request(f"{rasa_url}/webhooks/rest/webhook", headers=rest_headers(env),
                                  data=json.dumps({"sender": f"warm-up-{uuid.uuid4().hex[:8]}", "message": "hello"}).encode())
     with urllib.request.urlopen(req, timeout=300) as resp:
         resp.read()
@@ -104,7 +111,7 @@ class Stack:
         req = urllib.request.Request(
             f"{self.rasa_url}/webhooks/rest/webhook",
             data=json.dumps({"sender": sender, "message": message}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers=rest_headers(self.env),
         )
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())
@@ -241,10 +248,11 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         # Every test customer shares 127.0.0.1: the per-address chat limit would count the whole suite.
         "CHAT_RATE_PER_CLIENT": "100000/minute",
         "VERIFY_MAX_FAILURES_PER_CLIENT": "100000",
+        "ANONYMOUS_ESCALATIONS_PER_CLIENT": "100000/hour",
     })
     for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
                 "MQTT_BRIDGE_PASSWORD", "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "REDIS_URL",
-                "REDIS_KEY_PREFIX", "REDIS_PASSWORD", "TRACKER_PASSWORD"):
+                "REDIS_KEY_PREFIX", "REDIS_PASSWORD", "TRACKER_PASSWORD", "REST_CHANNEL_TOKEN"):
         env.pop(key, None)  # the launcher generates the secrets into the test's own .env
     databases: list[str] = []
     if topology == "embedded":
@@ -261,7 +269,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         server = PG_ADMIN_URL.rsplit("/", 1)[0]
         env.update({"DATABASE_URL": f"{server}/{databases[0]}",
                     "TRACKER_STORE_URL": f"{server.replace('+psycopg', '')}/{databases[1]}",
-                    "REDIS_URL": "redis://127.0.0.1:6379/4", "REDIS_KEY_PREFIX": f"e2e{suffix}"})
+                    "REDIS_URL": "redis://127.0.0.1:6379/4", "REDIS_KEY_PREFIX": f"e2e{suffix}",
+                    # The tests' REST client is the trusted back end: production's REST channel requires it.
+                    "REST_CHANNEL_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex})
     (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
     env_file = work / ".env"
     cmd = [str(ROOT / ".venv-app" / "bin" / "python"), str(ROOT / "scripts" / "run_stack.py"), "--topology", topology,
@@ -310,7 +320,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         # Each Rasa server's first turn builds TensorFlow graphs and warms the action server (tens of seconds on
         # a busy machine): taken here, once, so that no test's first reply waits for it.
         for url in instances:
-            _warm_up(url)
+            _warm_up(url, env)
         yield stack
     finally:
         proc.terminate()  # SIGTERM: the launcher stops its children in order

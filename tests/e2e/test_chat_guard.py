@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import json
 import os
 import pathlib
@@ -10,7 +11,7 @@ import subprocess
 import time
 import uuid
 
-from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.conftest import ROOT, Stack, rest_headers
 from tests.e2e.test_chat_flows import texts
 
 
@@ -89,7 +90,7 @@ def test_rest_cannot_claim_another_channel_or_metadata(stack: Stack):
     sender = f"e2e-{uuid.uuid4().hex[:8]}"
     body = {"sender": sender, "message": "hello", "input_channel": "socketio", "metadata": {"customer_id": 1}}
     req = urllib.request.Request(f"{stack.rasa_url}/webhooks/rest/webhook", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers=rest_headers(stack.env))
     with urllib.request.urlopen(req, timeout=60) as resp:
         assert texts(json.loads(resp.read())).startswith("Hi! I'm the service assistant")
     status, events = _tracker_events(stack, sender)
@@ -142,9 +143,37 @@ def test_blank_and_malformed_rest_messages_get_a_clear_answer(stack: Stack):
     for body in ({"sender": "", "message": "hi"}, {"sender": "x" * 500, "message": "hi"}, {"sender": "a", "message": 5},
                  {"message": "hi"}):
         req = urllib.request.Request(f"{stack.rasa_url}/webhooks/rest/webhook", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers=rest_headers(stack.env))
         try:
             urllib.request.urlopen(req, timeout=30)
             raise AssertionError(f"accepted {body}")
         except urllib.error.HTTPError as err:
             assert err.code == 400, (body, err.code)
+
+
+def test_an_expired_verification_shows_nothing_and_asks_again(stack: Stack):
+    """VERIFICATION_TTL_MINUTES (30) after a chat was verified, its devices are not shown and the bot asks for
+    the details again: the time is the CRM's chat-link row, which nothing in the conversation can change."""
+    from sqlalchemy import update
+
+    from crm_store.db import session_scope
+    from crm_store.models import ChannelIdentity
+
+    sender = f"e2e-{uuid.uuid4().hex[:8]}"
+    stack.say(sender, "what devices do I have?")
+    stack.say(sender, "anna.schmidt@example.com")
+    assert "You have 3 appliances registered with us" in texts(stack.say(sender, "ORD-2021-000101"))
+    assert "WM80-23000102" in texts(stack.say(sender, "what devices do I have?"))
+    # 31 minutes pass (the link's verified_at, as the server set it, moves back).
+    with session_scope(stack.database_url) as session:
+        moved = session.execute(update(ChannelIdentity).where(ChannelIdentity.channel == "rest",
+                                                              ChannelIdentity.external_id == sender)
+                                .values(verified_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=31))).rowcount
+    assert moved == 1
+    reply = texts(stack.say(sender, "what devices do I have?"))
+    assert "yours has expired" in reply and "e-mail address" in reply
+    assert "WM80-23000102" not in reply and "appliances registered" not in reply
+    assert "Hi Anna" not in texts(stack.say(sender, "hi"))
+    stack.say(sender, "what devices do I have?")
+    stack.say(sender, "anna.schmidt@example.com")
+    assert "You have 3 appliances registered with us" in texts(stack.say(sender, "ORD-2021-000101"))

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import Stack, http_ok, wait_until
+from tests.e2e.conftest import Stack, http_ok, rest_headers, wait_until
 from tests.e2e.test_device_flows import query, simulator
 
 
@@ -56,7 +56,7 @@ def test_a_killed_rasa_server_is_restarted_with_its_model_and_answers(stack: Sta
             return bool(json.loads(resp.read()).get("model_file"))
 
     wait_until(model_loaded, 300, f"{child} has loaded its model again")
-    req = urllib.request.Request(f"{url}/webhooks/rest/webhook", headers={"Content-Type": "application/json"},
+    req = urllib.request.Request(f"{url}/webhooks/rest/webhook", headers=rest_headers(stack.env),
                                  data=json.dumps({"sender": f"restart-{uuid.uuid4().hex[:8]}", "message": "hello"}).encode())
     with urllib.request.urlopen(req, timeout=60) as resp:
         assert json.loads(resp.read())[0]["text"].startswith("Hi! I'm the service assistant")

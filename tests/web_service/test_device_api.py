@@ -7,11 +7,12 @@ import datetime as dt
 import json
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from crm_store.db import session_scope
 from crm_store.models import ChannelIdentity, Device, DeviceMessage, ProductLot, ProactiveMessage, utcnow
 from crm_store.enums import DeviceMessageKind, LotStatus, ProactiveKind, ProactiveStatus, TicketSource
+from crm_store.repositories.ingest import counter_totals
 from crm_store.repositories.tickets import open_ticket
 from device_hooks.broker import issue_credential
 from tests.web_service.conftest import login
@@ -56,6 +57,43 @@ def test_invalid_http_messages_are_refused_and_kept_as_dead_letters(client, devi
     assert letters[0]["source"] == "http" and letters[0]["topic"] == f"devices/{serial}/fault"
     assert letters[0]["payload_size"] == len(content.encode())
     assert client.get("/api/ingest/stats", headers=headers).json()[f"rejected:{reason}"] >= 1
+
+
+def test_a_flood_of_oversize_messages_from_one_device_keeps_only_its_quota_and_counts_the_rest(client, api_db):
+    """300 payloads of 60 KB from one device over HTTP (2,000 over MQTT: tests/device_hooks/test_pipeline.py):
+    each is refused with 413, DEAD_LETTERS_PER_DEVICE (100 per hour) are kept, the rest counted per device and
+    reason; another device still gets its own quota."""
+    from crm_store.models import DeadLetter
+    from crm_store.repositories.ingest import OVER_QUOTA, dead_letter_tallies
+
+    with session_scope(api_db) as session:
+        device = session.scalar(select(Device).where(Device.serial == "DW60-24000103"))
+        token = issue_credential(session, device)
+    topic = "devices/DW60-24000103/telemetry"
+    with session_scope(api_db, write=False) as session:
+        kept_before = session.scalar(select(func.count(DeadLetter.id)).where(DeadLetter.topic == topic))
+        over_before = counter_totals(session).get(OVER_QUOTA, 0)
+    payload = b'{"ts": 1, "seq": 1, "readings": {"x": "' + b"A" * 60_000 + b'"}}'
+    headers = {"Authorization": f"Bearer {token}"}
+    statuses = {client.post("/api/ingest/devices/DW60-24000103/telemetry", content=payload, headers=headers).status_code
+                for _ in range(300)}
+    assert statuses == {413}
+    with session_scope(api_db, write=False) as session:
+        kept = session.scalar(select(func.count(DeadLetter.id)).where(DeadLetter.topic == topic)) - kept_before
+        tallies = dead_letter_tallies(session, device="DW60-24000103")["too_large"]
+        over = counter_totals(session)[OVER_QUOTA] - over_before
+    assert kept == 100 and over == 200
+    assert tallies == {"received": 300, "stored": 100, "dropped": 200}
+    headers = login(client)
+    stats = client.get("/api/ingest/stats", headers=headers).json()
+    assert stats["rejected:too_large"] >= 300 and stats[OVER_QUOTA] >= 200
+    # One device's flood uses up only its own quota.
+    serial, other = "WM80-23000102", None
+    with session_scope(api_db) as session:
+        other = issue_credential(session, session.scalar(select(Device).where(Device.serial == serial)))
+    resp = client.post(f"/api/ingest/devices/{serial}/fault", content="{broken", headers={"Authorization": f"Bearer {other}"})
+    assert resp.status_code == 422
+    assert client.get("/api/ingest/dead-letters?reason=json", headers=headers).json()[0]["topic"] == f"devices/{serial}/fault"
 
 
 def test_a_valid_message_without_a_reachable_broker_is_refused_with_503(client, device_token, monkeypatch):

@@ -38,7 +38,8 @@ def report_presence(report: PresenceReport, settings: Annotated[WebSettings, Dep
     """
     channel = Channel.SOCKETIO.value
     with session_scope(settings.database_url, write=False) as session:
-        linked = is_linked(session, channel=channel, external_id=report.session_id)
+        linked = is_linked(session, channel=channel, external_id=report.session_id,
+                           verified_within=settings.verification_ttl)
     if linked:
         with session_scope(settings.database_url) as session:
             touch_presence(session, channel=channel, external_id=report.session_id)

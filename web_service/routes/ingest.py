@@ -43,10 +43,12 @@ def _authenticate(database_url: str, serial: str, token: str) -> str | None:
         return device.serial if device is not None else None
 
 
-def _keep_dead_letter(database_url: str, rej: Rejected, *, topic: str, body: bytes, received_at: dt.datetime) -> None:
-    with session_scope(database_url) as session:
-        record_dead_letter(session, received_at=received_at, source="http", topic=topic, reason=rej.reason,
-                           detail=rej.detail, payload=body, keep_bytes=MAX_PAYLOAD_BYTES)
+def _keep_dead_letter(settings: WebSettings, rej: Rejected, *, topic: str, body: bytes, received_at: dt.datetime) -> bool:
+    """Counts the refused message and keeps it within the device's dead-letter quota; True if it was kept."""
+    with session_scope(settings.database_url) as session:
+        return record_dead_letter(session, received_at=received_at, source="http", topic=topic, reason=rej.reason,
+                                  detail=rej.detail, payload=body, keep_bytes=MAX_PAYLOAD_BYTES,
+                                  quota=settings.dead_letter_quota) is not None
 
 
 @router.post("/api/ingest/devices/{serial}/{kind}", status_code=status.HTTP_202_ACCEPTED, response_model=IngestAccepted,
@@ -59,8 +61,8 @@ async def ingest(
     bridge: Annotated[Bridge, Depends(get_bridge)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> IngestAccepted:
-    """One device message; ``kind`` is telemetry, fault or status, the body as on MQTT. 202: handed to the broker; 422: refused (kept as a
-    dead letter with the reason).
+    """One device message; ``kind`` is telemetry, fault or status, the body as on MQTT. 202: handed to the broker; 413/422: refused
+    (counted per device and reason, and kept as a dead letter while the device's quota allows).
 
     Async only to read the body as a stream with a cap; every blocking step (the token lookup, the dead
     letter, the broker's acknowledgement) runs in the threadpool, so a burst of devices never stalls the
@@ -82,9 +84,10 @@ async def ingest(
     try:
         validate(topic, bytes(body), now=received_at)
     except Rejected as rej:
-        await run_in_threadpool(_keep_dead_letter, settings.database_url, rej, topic=topic, body=bytes(body),
-                                received_at=received_at)
-        logger.warning("refused device message over HTTP from %s: %s", device_serial, rej.reason)
+        kept = await run_in_threadpool(_keep_dead_letter, settings, rej, topic=topic, body=bytes(body),
+                                       received_at=received_at)
+        logger.warning("refused device message over HTTP from %s: %s%s", device_serial, rej.reason,
+                       "" if kept else " (counted; its dead-letter quota is used up)")
         code = status.HTTP_413_CONTENT_TOO_LARGE if rej.reason == "too_large" else status.HTTP_422_UNPROCESSABLE_CONTENT
         raise HTTPException(code, {"reason": rej.reason, "message": rej.detail}) from None
     try:
