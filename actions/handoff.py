@@ -89,17 +89,25 @@ class Trigger:
 
 # --- reading the conversation ------------------------------------------------------------------------
 
+def triggered(event: dict[str, Any]) -> bool:
+    """A user event a service triggered (``EXTERNAL_*`` intent: a device fault, a ticket update), which
+    Rasa records with the text "EXTERNAL: <intent>": never something the customer wrote."""
+    intent = str(((event.get("parse_data") or {}).get("intent") or {}).get("name") or "")
+    return intent.startswith("EXTERNAL_") or str(event.get("text") or "").startswith("EXTERNAL: EXTERNAL_")
+
+
 def transcript(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The conversation's messages (customer and bot) with their times, oldest first."""
+    """The conversation's messages (customer, bot, and "system" for triggered events) with their times, oldest first."""
     turns = []
     for event in events:
         kind = event.get("event")
         if kind not in ("user", "bot") or not event.get("text"):
             continue
         at = event.get("timestamp")
+        system = kind == "user" and triggered(event)
         turns.append({
-            "from": "customer" if kind == "user" else "bot",
-            "text": str(event["text"])[:4000],
+            "from": "system" if system else "customer" if kind == "user" else "bot",
+            "text": "Proactive message: " + str(event["text"]).removeprefix("EXTERNAL: ") if system else str(event["text"])[:4000],
             "at": dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat() if at else None,
         })
     return turns[-TRANSCRIPT_MAX_TURNS:]
@@ -121,7 +129,8 @@ def fallback_streak(events: list[dict[str, Any]]) -> int:
 
 
 def user_texts(events: list[dict[str, Any]]) -> list[str]:
-    return [str(e.get("text") or "") for e in events if e.get("event") == "user" and e.get("text")]
+    """What the customer wrote (not the events services triggered, which would read as repetition)."""
+    return [str(e.get("text") or "") for e in events if e.get("event") == "user" and e.get("text") and not triggered(e)]
 
 
 def _words(text: str) -> set[str]:
@@ -336,7 +345,7 @@ def escalate(turn: Turn, trigger: Trigger) -> list[EventType]:
     category = ticket.device.model.category if ticket.device else parse_category(tracker.get_slot("appliance"))
     tried = bot_tried(tracker.events)
     summary = f"{trigger.reason.label.capitalize()}" + (f": {trigger.detail}" if trigger.detail else "") + ". Bot " + "; ".join(tried)
-    handoff, _ = create_handoff(
+    handoff, created = create_handoff(
         session, conversation_id=tracker.sender_id, channel=sender_channel(tracker),
         customer_id=turn.customer.id if turn.customer else None, ticket_id=ticket.id, reason=trigger.reason,
         trigger_key=trigger.key, priority=priority,
@@ -345,6 +354,14 @@ def escalate(turn: Turn, trigger: Trigger) -> list[EventType]:
         first_response_due_at=now + dt.timedelta(minutes=config.first_response_minutes[priority]),
         status=HandoffStatus.QUEUED if staffed else HandoffStatus.CALLBACK,
     )
+    if not created and handoff.active_key != tracker.sender_id:
+        # This safety fault already has a person (a callback the device worker queued when it could not
+        # reach the customer, or another chat of theirs): say so, and keep serving here.
+        turn.dispatcher.utter_message(
+            text=f"A person from our service team is already on ticket {ticket.number} and will contact you "
+            "as soon as possible. In the meantime I'm still here for your appliances and tickets."
+        )
+        return [SlotSet("ticket_number", ticket.number)]
     record_interaction(session, customer_id=handoff.customer_id, stage=JourneyStage.MOTIVATION, event="escalated",
                        channel=handoff.channel, conversation_id=tracker.sender_id,
                        data={"handoff": handoff.id, "reason": trigger.reason.value, "ticket": ticket.number})
