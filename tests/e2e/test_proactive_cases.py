@@ -23,7 +23,8 @@ from tests.e2e.test_handoff_flow import SioCustomer, find_handoff
 
 def fresh_customer(stack: Stack, category: str) -> tuple[str, str, str, int]:
     """(serial, e-mail, order number, customer id) of a customer with consent to messages, no quiet hours, an
-    appliance of ``category``, and no ticket, chat or handoff yet in this stack."""
+    appliance of ``category``, and no ticket, chat or handoff yet in this stack. From the highest ids down: the
+    other end-to-end tests take theirs from the lowest up, and must not find one of these (reachable) instead."""
     rows = query(stack, """
         SELECT d.serial, c.email, p.order_number, c.id FROM devices d JOIN customers c ON c.id = d.customer_id
         JOIN purchases p ON p.device_id = d.id JOIN product_models m ON m.id = d.model_id
@@ -31,7 +32,7 @@ def fresh_customer(stack: Stack, category: str) -> tuple[str, str, str, int]:
           AND c.id NOT IN (SELECT customer_id FROM tickets WHERE customer_id IS NOT NULL)
           AND c.id NOT IN (SELECT customer_id FROM channel_identities)
           AND c.id NOT IN (SELECT customer_id FROM handoffs WHERE customer_id IS NOT NULL)
-        ORDER BY c.id LIMIT 1""", category)
+        ORDER BY c.id DESC LIMIT 1""", category)
     assert rows, f"no unused customer with a {category}"
     serial, email, order, customer_id = rows[0]
     return str(serial), str(email), str(order), int(customer_id)
