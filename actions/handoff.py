@@ -237,7 +237,7 @@ def escalate(turn: Turn, trigger: Trigger) -> list[EventType]:
                 else parse_category(tracker.get_slot("appliance")))
     tried = bot_tried(tracker.events)
     summary = f"{trigger.reason.label.capitalize()}" + (f": {trigger.detail}" if trigger.detail else "") + ". Bot " + "; ".join(tried)
-    handoff, _ = create_handoff(
+    handoff, created = create_handoff(
         session, conversation_id=tracker.sender_id, channel=sender_channel(tracker),
         customer_id=turn.customer.id if turn.customer else None, ticket_id=ticket.id if ticket else None,
         reason=trigger.reason,
@@ -247,6 +247,14 @@ def escalate(turn: Turn, trigger: Trigger) -> list[EventType]:
         first_response_due_at=now + dt.timedelta(minutes=config.first_response_minutes[priority]),
         status=HandoffStatus.QUEUED if staffed else HandoffStatus.CALLBACK,
     )
+    if not created and ticket is not None and handoff.active_key != tracker.sender_id:
+        # This safety fault already has a person (a callback the device worker queued when it could not
+        # reach the customer, or another chat of theirs): say so, and keep serving here.
+        turn.dispatcher.utter_message(
+            text=f"A person from our service team is already on ticket {ticket.number} and will contact you "
+            "as soon as possible. In the meantime I'm still here for your appliances and tickets."
+        )
+        return [SlotSet("ticket_number", ticket.number)]
     record_interaction(session, customer_id=handoff.customer_id, stage=JourneyStage.MOTIVATION, event="escalated",
                        channel=handoff.channel, conversation_id=tracker.sender_id,
                        data={"handoff": handoff.id, "reason": trigger.reason.value,

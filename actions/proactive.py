@@ -34,6 +34,7 @@ from crm_store.repositories.customers import CustomerProfile, find_customer_by_i
 from crm_store.repositories.devices import list_devices_for_customer
 from crm_store.repositories.interactions import record_interaction
 from crm_store.repositories.proactive import claim_for_delivery, get_message, undelivered_for_customer
+from crm_store.repositories.safety_handoffs import open_safety_handoff
 from crm_store.repositories.telemetry import DeviceHealth, describe_reading, device_health
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status, get_ticket_by_number, list_tickets
 
@@ -142,6 +143,10 @@ def render_proactive(session: Session, message: ProactiveMessage) -> Reply | Non
     slots: list[EventType] = [SlotSet("ticket_number", ticket.number)]
     if message.kind is ProactiveKind.DEVICE_RECOVERED:
         return Reply(_recovered_text(session, message, ticket, customer), events=slots)
+    if message.kind is ProactiveKind.TICKET_UPDATE:
+        from actions.safety import ticket_update_text  # safety imports this module
+
+        return Reply(ticket_update_text(ticket, message.ticket_event), events=slots)
 
     fault = ticket_fault(session, ticket)
     what = f"{fault.title} (code {fault.code})" if fault is not None else ticket.title
@@ -157,10 +162,13 @@ def render_proactive(session: Session, message: ProactiveMessage) -> Reply | Non
     safety = message.safety_critical or bool(fault and fault.safety_critical)
     if safety and fault is not None and fault.self_help_steps:
         # Safety steps come before anything else: the customer may read only the first lines.
+        # Shown later (held: no open chat, no consent), the fault already has a person: the worker's callback.
+        person = (" A person from our service team is already on it and will contact you."
+                  if open_safety_handoff(session, ticket_id=ticket.id) is not None else "")
         text = (
             f"Important, please read this first: your {device} reported {what} {at}. This can be dangerous, "
             f"so please do this now:\n{_steps(fault.self_help_steps)}\n\n"
-            f"I've opened ticket {ticket.number} for it. What would you like to do next?"
+            f"I've opened ticket {ticket.number} for it.{person} What would you like to do next?"
         )
         return Reply(text, choice_buttons(ticket, self_help=False), slots)
     text = (

@@ -5,14 +5,15 @@ safety exceptions) and records it in the outbox; these actions are what it runs 
 
 - ``action_safety_handoff``: right after a safety-critical fault was shown (or on its own when nothing could be
   shown), a person is brought in at once and the customer is told so. Safe to run twice: the handoff is unique per
-  conversation and the safety trigger has its cooldown.
-- ``action_deliver_device_events``: for a conversation an agent owns (paused: Rasa predicts nothing there, so
-  ``trigger_intent`` would only add a fake customer line). Run through ``POST /conversations/{id}/execute``, it
-  delivers the customer's undelivered proactive messages into their channel and adds a system note with the
-  ticket to the handoff, so the agent sees it at once.
+  conversation and per fault (one open safety handoff per ticket), and the safety trigger has its cooldown.
+- ``action_deliver_device_events``: for a conversation a person has (paused: Rasa predicts nothing there, so
+  ``trigger_intent`` would only add a line to the transcript). The device worker runs it through
+  ``POST /conversations/{id}/execute``: it tells the customer what the bot owes them at once and adds a system
+  note with the ticket to the handoff, so the agent sees it at once.
 - ``action_notify_ticket_update``: a staff status change (technician scheduled, resolved...) told to the customer
-  in their chat; triggered with ``EXTERNAL_ticket_update`` and entity ``ticket_number``; only in a conversation
-  linked to the ticket's customer.
+  in their chat, exactly once; triggered with ``EXTERNAL_ticket_update`` and entities ``proactive_id`` (the outbox
+  row the web service queued with the change) and ``ticket_number``; only in a conversation linked to the
+  ticket's customer.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from actions.base import CrmAction, Turn, customer_slots, sender_channel
 from actions.escalation_config import get_escalation_config
 from actions.settings import get_settings
 from actions.handoff import Trigger, crm_trigger, escalate
-from crm_store.enums import HandoffMessageKind, HandoffReason, HandoffStatus
+from actions.proactive import ActionNotifyDevice, Reply, render_proactive
+from crm_store.enums import HandoffMessageKind, HandoffReason, ProactiveKind
+from crm_store.models import ProactiveMessage, Ticket, TicketEvent
 from crm_store.repositories.customers import find_customer_by_identity, get_profile
 from crm_store.repositories.handoffs import add_handoff_message, get_active_handoff
-from crm_store.repositories.tickets import get_ticket_by_number
+from crm_store.repositories.proactive import claim_for_delivery, undelivered_for_customer
+from crm_store.repositories.safety_handoffs import raise_priority
 
 logger = logging.getLogger(__name__)
 
@@ -75,50 +79,78 @@ class ActionSafetyHandoff(CrmAction):
         return events + handed
 
 
+def ticket_update_text(ticket: Ticket, change: TicketEvent | None) -> str:
+    """What a staff status change means for the customer: the status it moved to (that change's, not the
+    ticket's current one: each change is told once) and the team's note when there is one."""
+    to = (change.data or {}).get("to") if change is not None else None
+    status = to if to in STATUS_NEWS else ticket.status.value
+    news = STATUS_NEWS.get(status, f"its status is now {ticket.status.label}")
+    text = f"An update on your ticket {ticket.number} ({ticket.title}): {news}."
+    if change is not None and change.body and not change.is_private:
+        text += f" Note from our team: {change.body}"
+    return text
+
+
+def agent_note(message: ProactiveMessage, text: str) -> str:
+    """The system line an agent sees when the bot told their customer something on its own."""
+    what = {ProactiveKind.DEVICE_FAULT: "Device fault", ProactiveKind.DEVICE_RECOVERED: "Device recovery",
+            ProactiveKind.TICKET_UPDATE: "Ticket update"}[message.kind]
+    urgent = " (safety-critical)" if message.safety_critical else ""
+    return f"{what}{urgent} on ticket {message.ticket.number}, told to the customer: {text}"[:4000]
+
+
 class ActionDeliverDeviceEvents(CrmAction):
-    """Delivers held device messages in a conversation an agent owns, with a system note for the agent."""
+    """Tells the customer, in a conversation a person has, what the bot owes them (device faults and
+    recoveries, ticket updates); each one becomes a system note with its ticket for the agent.
+
+    Run by the device worker through ``POST /conversations/{id}/execute`` (the conversation is paused, so a
+    triggered intent would do nothing). Each message is claimed (``claim_for_delivery``: one winner, also
+    against the worker's lease for another conversation) and the claims and notes committed together before
+    anything is said. A safety fault moves a queued handoff up to the safety priority; if the person has
+    meanwhile handed back, the safety fault brings one in as after a push.
+    """
 
     def name(self) -> str:
         return "action_deliver_device_events"
 
     def act(self, turn: Turn) -> list[EventType]:
-        from actions.proactive import deliver_held_messages  # the proactive module is another helper's
-
         customer, events = _customer(turn)
         if customer is None:
             return events
-        handoff = get_active_handoff(turn.session, conversation_id=turn.tracker.sender_id)
-        before = len(turn.dispatcher.messages)
-        events += deliver_held_messages(turn, customer.id)  # type: ignore[attr-defined]
-        told = [m.get("text") or "" for m in turn.dispatcher.messages[before:]]
-        if handoff is not None and handoff.status in (HandoffStatus.QUEUED, HandoffStatus.ASSIGNED) and told:
-            for text in told:
-                add_handoff_message(turn.session, handoff=handoff, kind=HandoffMessageKind.SYSTEM, author="device",
-                                    body=f"Device event told to the customer: {text}"[:4000])
+        sender = turn.tracker.sender_id
+        channel = sender_channel(turn.tracker) or "socketio"
+        handoff = get_active_handoff(turn.session, conversation_id=sender)
+        safety_priority = get_escalation_config().triggers.safety_fault.priority
+        claimed: list[tuple[ProactiveMessage, Reply]] = []
+        for message in undelivered_for_customer(turn.session, customer_id=customer.id):  # type: ignore[attr-defined]
+            reply = render_proactive(turn.session, message)
+            if reply is None or not claim_for_delivery(turn.session, message, channel=channel, conversation_id=sender):
+                continue
+            claimed.append((message, reply))
+            if handoff is not None:
+                add_handoff_message(turn.session, handoff=handoff, kind=HandoffMessageKind.SYSTEM, author="bot",
+                                    body=agent_note(message, reply.text))
+                if message.safety_critical:
+                    raise_priority(turn.session, handoff_id=handoff.id, priority=safety_priority)
+        if not claimed:
+            return events
+        turn.session.commit()
+        for message, reply in claimed:
+            events += reply.send(turn.dispatcher)
+            logger.info("proactive message %s delivered in conversation %s (with a person: %s)", message.id, sender,
+                        handoff is not None)
+        if handoff is None and any(m.safety_critical for m, _ in claimed):
+            turn.customer = customer  # type: ignore[assignment]
+            events += ActionSafetyHandoff().act(turn)
         return events
 
 
-class ActionNotifyTicketUpdate(CrmAction):
-    """Tells the customer what changed on their ticket (a staff status change)."""
+class ActionNotifyTicketUpdate(ActionNotifyDevice):
+    """Tells the customer about a staff status change on their ticket, triggered by the device worker with
+    ``EXTERNAL_ticket_update`` (entities ``proactive_id``, ``ticket_number``); exactly once, only in a
+    conversation linked to the ticket's customer (see ``ActionNotifyDevice``)."""
 
-    writes = False
+    kind = ProactiveKind.TICKET_UPDATE
 
     def name(self) -> str:
         return "action_notify_ticket_update"
-
-    def act(self, turn: Turn) -> list[EventType]:
-        customer, events = _customer(turn)
-        number = next(iter(turn.tracker.get_latest_entity_values("ticket_number")), None)
-        if customer is None or not number:
-            return events
-        ticket = get_ticket_by_number(turn.session, number=str(number), customer_id=customer.id)  # type: ignore[attr-defined]
-        if ticket is None:
-            logger.warning("ticket update for a ticket not of conversation %s", turn.tracker.sender_id)
-            return events
-        news = STATUS_NEWS.get(ticket.status.value, f"its status is now {ticket.status.label}")
-        text = f"An update on your ticket {ticket.number} ({ticket.title}): {news}."
-        latest = next((e for e in reversed(ticket.events) if not e.is_private and e.body and e.author != "bot"), None)
-        if latest is not None and ticket.status.is_open:
-            text += f" {latest.body}"
-        turn.dispatcher.utter_message(text=text)
-        return events + [SlotSet("ticket_number", ticket.number)]

@@ -33,17 +33,25 @@ INTENT_LABELS = {
     "faq": "a product question",
 }
 
+def triggered(event: dict[str, Any]) -> bool:
+    """A user event a service triggered (``EXTERNAL_*`` intent: a device fault, a ticket update), which
+    Rasa records with the text "EXTERNAL: <intent>": never something the customer wrote."""
+    intent = str(((event.get("parse_data") or {}).get("intent") or {}).get("name") or "")
+    return intent.startswith("EXTERNAL_") or str(event.get("text") or "").startswith("EXTERNAL: EXTERNAL_")
+
+
 def transcript(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The conversation's messages (customer and bot) with their times, oldest first."""
+    """The conversation's messages (customer, bot, and "system" for triggered events) with their times, oldest first."""
     turns = []
     for event in events:
         kind = event.get("event")
         if kind not in ("user", "bot") or not event.get("text"):
             continue
         at = event.get("timestamp")
+        system = kind == "user" and triggered(event)
         turns.append({
-            "from": "customer" if kind == "user" else "bot",
-            "text": str(event["text"])[:4000],
+            "from": "system" if system else "customer" if kind == "user" else "bot",
+            "text": "Proactive message: " + str(event["text"]).removeprefix("EXTERNAL: ") if system else str(event["text"])[:4000],
             "at": dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat() if at else None,
         })
     return turns[-TRANSCRIPT_MAX_TURNS:]
@@ -65,7 +73,8 @@ def fallback_streak(events: list[dict[str, Any]]) -> int:
 
 
 def user_texts(events: list[dict[str, Any]]) -> list[str]:
-    return [str(e.get("text") or "") for e in events if e.get("event") == "user" and e.get("text")]
+    """What the customer wrote (not the events services triggered, which would read as repetition)."""
+    return [str(e.get("text") or "") for e in events if e.get("event") == "user" and e.get("text") and not triggered(e)]
 
 
 def _words(text: str) -> set[str]:

@@ -137,6 +137,7 @@ class LotStatus(StrEnum):
 class ProactiveKind(StrEnum):
     DEVICE_FAULT = "device_fault"
     DEVICE_RECOVERED = "device_recovered"
+    TICKET_UPDATE = "ticket_update"  # staff changed the ticket's status (one message per change)
 
 
 class ProactiveStatus(StrEnum):

@@ -457,11 +457,17 @@ class IngestCounter(Base):
 class ProactiveMessage(Base):
     """A message the bot owes a customer about one of their tickets (an outbox).
 
-    One per (ticket, kind): a redelivered fault cannot notify twice.
+    A device message is one per (ticket, kind): a redelivered fault cannot notify twice. A ticket update is
+    one per status change (``ticket_event_id``, the change's ticket event): a retried PATCH adds no change.
     """
 
     __tablename__ = "proactive_messages"
-    __table_args__ = (UniqueConstraint("ticket_id", "kind", name="uq_proactive_messages_once"),)
+    __table_args__ = (
+        Index("uq_proactive_messages_once", "ticket_id", "kind", unique=True,
+              sqlite_where=text("ticket_event_id IS NULL"), postgresql_where=text("ticket_event_id IS NULL")),
+        Index("uq_proactive_messages_event", "ticket_event_id", unique=True,
+              sqlite_where=text("ticket_event_id IS NOT NULL"), postgresql_where=text("ticket_event_id IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
@@ -483,9 +489,15 @@ class ProactiveMessage(Base):
     # worker that dies mid-push does not keep it). Only that conversation's action may show it meanwhile.
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # For a ticket update: the status change it tells (its from/to statuses and the staff's note).
+    ticket_event_id: Mapped[int | None] = mapped_column(ForeignKey("ticket_events.id", ondelete="CASCADE"))
 
     ticket: Mapped[Ticket] = relationship()
     customer: Mapped[Customer] = relationship()
+    ticket_event: Mapped[TicketEvent | None] = relationship()
+
+
+SAFETY_OPEN_WHERE = "reason = 'safety_fault' AND status IN ('queued', 'assigned', 'callback')"
 
 
 class Handoff(Base):
@@ -496,6 +508,10 @@ class Handoff(Base):
         # Set to the conversation id while queued or assigned, cleared on close: the database refuses
         # a second active handoff for the same conversation (same trick as tickets' open_dedup_key).
         UniqueConstraint("active_key", name="uq_handoffs_active_key"),
+        # One open handoff per safety-critical fault (its ticket), whichever path queued it: the chat's
+        # action, the device worker's callback for a customer it cannot reach, a retried delivery.
+        Index("uq_handoffs_open_safety_ticket", "ticket_id", unique=True,
+              sqlite_where=text(SAFETY_OPEN_WHERE), postgresql_where=text(SAFETY_OPEN_WHERE)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -24,9 +24,12 @@ ACTIONS = {
     "action_queue_timeout": ("actions.handoff", "ActionQueueTimeout"),
     "action_notify_device_fault": ("actions.proactive", "ActionNotifyDeviceFault"),
     "action_notify_device_recovered": ("actions.proactive", "ActionNotifyDeviceRecovered"),
+    "action_notify_ticket_update": ("actions.safety", "ActionNotifyTicketUpdate"),
+    "action_deliver_device_events": ("actions.safety", "ActionDeliverDeviceEvents"),
 }
 TRIGGERS = {"EXTERNAL_device_fault": "action_notify_device_fault",
-            "EXTERNAL_device_recovered": "action_notify_device_recovered"}
+            "EXTERNAL_device_recovered": "action_notify_device_recovered",
+            "EXTERNAL_ticket_update": "action_notify_ticket_update"}
 
 
 class RasaStandIn:
@@ -97,11 +100,12 @@ class RasaStandIn:
         from tests.actions.conftest import run_action, tracker_from
 
         module, cls = ACTIONS[action]
-        proactive_id = (body.get("entities") or {}).get("proactive_id")
+        entities = body.get("entities") or {}
+        proactive_id = entities.get("proactive_id")
         tracker = tracker_from(
             "device_fault_pushed", sender_id=conversation, slots={"proactive_id": proactive_id},
             latest_message={"text": f"EXTERNAL: {body.get('name')}", "intent": {"name": body.get("name")},
-                            "entities": [{"entity": "proactive_id", "value": proactive_id}] if proactive_id else []},
+                            "entities": [{"entity": k, "value": v} for k, v in entities.items()]},
         )
         _events, messages = run_action(getattr(importlib.import_module(module), cls)(), tracker)
         return [m.get("text") or m.get("response") or "" for m in messages]

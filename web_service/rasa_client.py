@@ -77,8 +77,36 @@ class RasaClient:
         return list(tracker.get("events") or [])
 
 
+# What the services' ``trigger_intent`` calls stand for, in an agent's words.
+EXTERNAL_EVENTS = {"EXTERNAL_device_fault": "a device fault", "EXTERNAL_device_recovered": "a device recovery",
+                   "EXTERNAL_ticket_update": "a ticket update"}
+
+
+def external_trigger(event: dict[str, Any]) -> str | None:
+    """The ``EXTERNAL_*`` intent of a user event a service triggered (Rasa records it as a user message with
+    the text "EXTERNAL: <intent>"), else None. The customer never typed it."""
+    if event.get("event") != "user":
+        return None
+    intent = str(((event.get("parse_data") or {}).get("intent") or {}).get("name") or "")
+    if intent.startswith("EXTERNAL_"):
+        return intent
+    text = str(event.get("text") or "")
+    return text.removeprefix("EXTERNAL: ") if text.startswith("EXTERNAL: EXTERNAL_") else None
+
+
+def external_note(event: dict[str, Any], intent: str) -> str:
+    """A system line for a triggered event: "Proactive message: a device fault (ticket T-000123)"."""
+    entities = (event.get("parse_data") or {}).get("entities") or []
+    number = next((e.get("value") for e in entities if isinstance(e, dict) and e.get("entity") == "ticket_number"), None)
+    return f"Proactive message: {EXTERNAL_EVENTS.get(intent, intent)}" + (f" (ticket {number})" if number else "")
+
+
 def transcript_from_events(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
-    """The customer's, the bot's and the agents' messages, and whether the bot is paused now."""
+    """The customer's, the bot's and the agents' messages, and whether the bot is paused now.
+
+    Lines are ``{"from": "customer"|"bot"|"agent"|"system", "author", "text", "at"}``; an event a service
+    triggered (device fault, ticket update) is a system line, never the customer's.
+    """
     turns: list[dict[str, Any]] = []
     paused = False
     for event in events:
@@ -87,9 +115,14 @@ def transcript_from_events(events: list[dict[str, Any]]) -> tuple[list[dict[str,
             paused = True
         elif kind in ("resume", "restart"):
             paused = False
+        at = event.get("timestamp")
+        intent = external_trigger(event)
+        if intent is not None:
+            turns.append({"from": "system", "author": None, "text": external_note(event, intent),
+                          "at": dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat() if at else None})
+            continue
         if kind not in ("user", "bot") or not event.get("text"):
             continue
-        at = event.get("timestamp")
         metadata = event.get("metadata") or {}
         agent = (metadata.get("agent") or (metadata.get("metadata") or {}).get("agent")) if kind == "bot" else None
         turns.append({

@@ -16,14 +16,15 @@ from typing import Any
 from crm_store.db import session_scope
 from crm_store.repositories.console import assigned_conversations
 from web_service.live import Hub
-from web_service.rasa_client import RasaClient, RasaError
+from web_service.rasa_client import RasaClient, RasaError, external_trigger
 from web_service.settings import WebSettings
 
 logger = logging.getLogger(__name__)
 
 
 def user_messages(events: list[dict[str, Any]]) -> int:
-    return sum(1 for e in events if e.get("event") == "user")
+    """How many messages the customer sent (an ``EXTERNAL_*`` event a service triggered is not one)."""
+    return sum(1 for e in events if e.get("event") == "user" and external_trigger(e) is None)
 
 
 async def watch_transcripts(hub: Hub, settings: WebSettings, *, interval: float = 1.0) -> None:

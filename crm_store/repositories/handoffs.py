@@ -22,6 +22,7 @@ from crm_store.enums import (
 )
 from crm_store.errors import ConflictError, InvalidTransitionError
 from crm_store.models import AgentSkill, CsatRating, Handoff, HandoffMessage, Interaction, User, utcnow
+from crm_store.repositories.safety_handoffs import open_safety_handoff
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,13 @@ def create_handoff(
 ) -> tuple[Handoff, bool]:
     """Queue a handoff unless the conversation already has an active one.
 
-    Returns ``(handoff, created)``; the unique active key makes this safe under concurrency.
+    Returns ``(handoff, created)``; the unique active key makes this safe under concurrency. A safety
+    fault has at most one open handoff, whatever its conversation (``uq_handoffs_open_safety_ticket``): a
+    second one returns the first, which may belong to another conversation or be a callback.
     """
     existing = get_active_handoff(session, conversation_id=conversation_id)
+    if existing is None and reason is HandoffReason.SAFETY_FAULT and ticket_id is not None:
+        existing = open_safety_handoff(session, ticket_id=ticket_id)
     if existing is not None:
         return existing, False
     handoff = Handoff(
@@ -69,6 +74,8 @@ def create_handoff(
             session.flush()
     except IntegrityError:
         existing = get_active_handoff(session, conversation_id=conversation_id)
+        if existing is None and reason is HandoffReason.SAFETY_FAULT and ticket_id is not None:
+            existing = open_safety_handoff(session, ticket_id=ticket_id)
         if existing is None:
             raise
         return existing, False

@@ -6,12 +6,12 @@ import datetime as dt
 import logging
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from crm_store.enums import Channel, ProactiveKind, ProactiveStatus, TicketEventKind
-from crm_store.models import ChannelIdentity, Customer, ProactiveMessage, Ticket, utcnow
+from crm_store.models import ChannelIdentity, Customer, ProactiveMessage, Ticket, TicketEvent, utcnow
 from crm_store.repositories.tickets import add_ticket_event
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,13 @@ def queue_notification(
     safety_critical: bool,
     detected_at: dt.datetime | None = None,
     now: dt.datetime | None = None,
+    ticket_event: TicketEvent | None = None,
 ) -> ProactiveMessage | None:
     """Queue the message a ticket owes its customer; None if there is no customer or it is queued already.
 
     No consent to proactive messages: held until the customer next chats. Quiet hours: due when they
-    end, unless the fault is safety-critical.
+    end, unless the fault is safety-critical. ``ticket_event``: the status change a ticket update tells
+    (one message per change; without it, one message per ticket and kind).
     """
     if ticket.customer_id is None:
         return None
@@ -69,6 +71,7 @@ def queue_notification(
     message = ProactiveMessage(
         customer_id=customer.id, ticket_id=ticket.id, kind=kind, safety_critical=safety_critical,
         detected_at=detected_at, created_at=now, due_at=now, status=ProactiveStatus.PENDING,
+        ticket_event_id=ticket_event.id if ticket_event is not None else None,
     )
     if not customer.consent_proactive:
         message.status, message.reason = ProactiveStatus.HELD, "no_consent"
@@ -81,6 +84,33 @@ def queue_notification(
     except IntegrityError:
         return None  # the same ticket already owes this message: a redelivery must not notify twice
     return message
+
+
+def last_status_change_id(session: Session, *, ticket_id: int) -> int:
+    """The id of the ticket's latest status-change event (0 if none): read before a change, to find it after."""
+    return int(session.scalar(
+        select(func.max(TicketEvent.id)).where(TicketEvent.ticket_id == ticket_id,
+                                               TicketEvent.kind == TicketEventKind.STATUS_CHANGED)
+    ) or 0)
+
+
+def queue_ticket_update(session: Session, *, ticket: Ticket, after_event_id: int,
+                        now: dt.datetime | None = None) -> ProactiveMessage | None:
+    """Queue the customer's message about a staff status change made in this transaction, if there was one.
+
+    ``after_event_id``: :func:`last_status_change_id` read before the change. The change's own event (the
+    first status change after it) keys the message, so a retried or racing request that changed nothing
+    queues nothing, and one change is told once (``uq_proactive_messages_event``). Call it in the
+    transaction of the change: both commit or neither. Consent and quiet hours as for device messages.
+    """
+    change = session.scalar(
+        select(TicketEvent).where(TicketEvent.ticket_id == ticket.id, TicketEvent.kind == TicketEventKind.STATUS_CHANGED,
+                                  TicketEvent.id > after_event_id).order_by(TicketEvent.id).limit(1)
+    )
+    if change is None:
+        return None
+    return queue_notification(session, ticket=ticket, kind=ProactiveKind.TICKET_UPDATE, safety_critical=False,
+                              now=now, ticket_event=change)
 
 
 def reachable_identity(session: Session, *, customer_id: int, verified_within: dt.timedelta,
@@ -99,6 +129,14 @@ def reachable_identity(session: Session, *, customer_id: int, verified_within: d
         if now - identity.last_seen_at <= PRESENCE_WINDOW[identity.channel]:
             return identity
     return None
+
+
+def latest_identity(session: Session, *, customer_id: int) -> ChannelIdentity | None:
+    """The customer's most recently seen chat (any channel, however long ago), for an agent to read."""
+    return session.scalar(
+        select(ChannelIdentity).where(ChannelIdentity.customer_id == customer_id)
+        .order_by(ChannelIdentity.last_seen_at.desc(), ChannelIdentity.id.desc()).limit(1)
+    )
 
 
 def touch_presence(session: Session, *, channel: str, external_id: str, now: dt.datetime | None = None) -> bool:
@@ -242,4 +280,5 @@ def release_push(session: Session, *, message_id: int, conversation_id: str, err
 
 
 def get_message(session: Session, *, message_id: int) -> ProactiveMessage | None:
-    return session.get(ProactiveMessage, message_id, options=[selectinload(ProactiveMessage.ticket)])
+    return session.get(ProactiveMessage, message_id,
+                       options=[selectinload(ProactiveMessage.ticket), selectinload(ProactiveMessage.ticket_event)])

@@ -16,7 +16,7 @@ from crm_store.enums import HandoffMessageKind, HandoffReason, ProactiveKind, Ti
 from crm_store.models import Handoff, HandoffMessage
 from crm_store.repositories.customers import link_identity
 from crm_store.repositories.devices import get_device_by_serial
-from crm_store.repositories.proactive import queue_notification
+from crm_store.repositories.proactive import last_status_change_id, queue_notification, queue_ticket_update
 from crm_store.repositories.tickets import change_ticket_status, open_ticket
 from tests.actions.conftest import run_action, tracker_from
 
@@ -76,24 +76,53 @@ def test_case7_a_device_event_during_a_handoff_reaches_customer_and_agent(crm_ur
     assert any(number in (m.get("text") or "") for m in messages)
     with session_scope(crm_url) as s:
         notes = [m for m in s.query(HandoffMessage).all() if m.kind is HandoffMessageKind.SYSTEM]
-        assert len(notes) == 1 and number in notes[0].body and notes[0].author == "device"
+        assert len(notes) == 1 and notes[0].author == "bot"
+        assert notes[0].body.startswith(f"Device fault (safety-critical) on ticket {number}, told to the customer: ")
+        # A safety fault moves the conversation up the queue.
+        assert notes[0].handoff.priority.value == "urgent"
     # Delivered once: running again tells nobody anything.
     assert run_action(ActionDeliverDeviceEvents(), anna_chat(crm_url))[1] == []
 
 
-def test_case10_a_staff_status_change_is_told_to_the_customer(crm_url):
+def test_case10_a_staff_status_change_is_told_to_the_customer_once(crm_url):
     with session_scope(crm_url) as s:
         ticket, _ = open_ticket(s, customer_id=1, device_id=1, source=TicketSource.CHAT, category="E01",
                                 title="Compartment temperature too high", dedup_key="fault:E01", author="bot")
+        seen = last_status_change_id(s, ticket_id=ticket.id)
         change_ticket_status(s, ticket=ticket, status=TicketStatus.IN_PROGRESS, author="maria",
                              note="A technician is booked for Tuesday morning.")
-        number = ticket.number
-    tracker = anna_chat(crm_url, latest_message={"text": "", "intent": {"name": "EXTERNAL_ticket_update"},
-                                                 "entities": [{"entity": "ticket_number", "value": number}]})
-    _, messages = run_action(ActionNotifyTicketUpdate(), tracker)
-    assert messages[0]["text"] == (f"An update on your ticket {number} (Compartment temperature too high): our team is "
-                                   "working on it. A technician is booked for Tuesday morning.")
-    # Someone else's ticket number: nothing is said.
-    tracker = anna_chat(crm_url, latest_message={"text": "", "intent": {"name": "EXTERNAL_ticket_update"},
-                                                 "entities": [{"entity": "ticket_number", "value": "T-999999"}]})
+        message = queue_ticket_update(s, ticket=ticket, after_event_id=seen)
+        # A second change later is a message of its own; the first still tells its own change.
+        seen = last_status_change_id(s, ticket_id=ticket.id)
+        change_ticket_status(s, ticket=ticket, status=TicketStatus.RESOLVED, author="maria")
+        later = queue_ticket_update(s, ticket=ticket, after_event_id=seen)
+        # Nothing changed (a retried request): nothing queued.
+        assert queue_ticket_update(s, ticket=ticket, after_event_id=last_status_change_id(s, ticket_id=ticket.id)) is None
+        number, first, second = ticket.number, str(message.id), str(later.id)
+
+    def pushed(proactive_id: str) -> object:
+        return anna_chat(crm_url, slots={"proactive_id": proactive_id},
+                         latest_message={"text": "EXTERNAL: EXTERNAL_ticket_update", "intent": {"name": "EXTERNAL_ticket_update"},
+                                         "entities": [{"entity": "ticket_number", "value": number},
+                                                      {"entity": "proactive_id", "value": proactive_id}]})
+
+    _, messages = run_action(ActionNotifyTicketUpdate(), pushed(first))
+    assert [m["text"] for m in messages] == [
+        f"An update on your ticket {number} (Compartment temperature too high): our team is working on it. "
+        "Note from our team: A technician is booked for Tuesday morning."]
+    assert run_action(ActionNotifyTicketUpdate(), pushed(first))[1] == []  # a retried push says nothing twice
+    assert [m["text"] for m in run_action(ActionNotifyTicketUpdate(), pushed(second))[1]] == [
+        f"An update on your ticket {number} (Compartment temperature too high): it has been resolved."]
+
+
+def test_case10_an_update_is_not_shown_in_someone_elses_chat(crm_url):
+    with session_scope(crm_url) as s:
+        ticket, _ = open_ticket(s, customer_id=2, device_id=None, source=TicketSource.API, category="general",
+                                title="Billing question", dedup_key="general", author="maria")
+        seen = last_status_change_id(s, ticket_id=ticket.id)
+        change_ticket_status(s, ticket=ticket, status=TicketStatus.RESOLVED, author="maria")
+        message_id = str(queue_ticket_update(s, ticket=ticket, after_event_id=seen).id)
+    tracker = anna_chat(crm_url, slots={"proactive_id": message_id},
+                        latest_message={"text": "", "intent": {"name": "EXTERNAL_ticket_update"},
+                                        "entities": [{"entity": "proactive_id", "value": message_id}]})
     assert run_action(ActionNotifyTicketUpdate(), tracker)[1] == []

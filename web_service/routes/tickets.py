@@ -10,6 +10,7 @@ from crm_store.enums import TicketEventKind, TicketSource
 from crm_store.errors import ConflictError, InvalidTransitionError
 from crm_store.repositories.customers import get_customer
 from crm_store.repositories.devices import get_device_by_serial
+from crm_store.repositories.proactive import last_status_change_id, queue_ticket_update
 from crm_store.repositories.tickets import (
     add_ticket_event,
     change_ticket_priority,
@@ -77,6 +78,8 @@ def read_ticket(number: str, session: SessionDep, _user: StaffUser) -> TicketDet
 
 @router.patch("/{number}", response_model=TicketDetail)
 def update_ticket(number: str, body: TicketUpdate, session: SessionDep, user: StaffUser) -> TicketDetail:
+    """Change priority and/or status. A status change is told to the customer through the bot's proactive
+    path (queued in this transaction, so with the change or not at all; consent and quiet hours apply)."""
     ticket = get_ticket_by_number(session, number=number)
     if ticket is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, errors.TICKET_NOT_FOUND)
@@ -84,7 +87,9 @@ def update_ticket(number: str, body: TicketUpdate, session: SessionDep, user: St
         if body.priority is not None:
             change_ticket_priority(session, ticket=ticket, priority=body.priority, author=user.username)
         if body.status is not None:
+            seen = last_status_change_id(session, ticket_id=ticket.id)
             change_ticket_status(session, ticket=ticket, status=body.status, author=user.username, note=body.note)
+            queue_ticket_update(session, ticket=ticket, after_event_id=seen)
     except InvalidTransitionError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     except ConflictError as exc:
