@@ -188,6 +188,8 @@ def main() -> int:
     parser.add_argument("--model", help="model archive; default: train one for the current data if needed")
     parser.add_argument("--env-file", default=str(ROOT / ".env"))
     parser.add_argument("--log-dir", default=None, help="default: var/log (embedded), var/production/log (production)")
+    parser.add_argument("--ready-timeout", type=float, default=420,
+                        help="seconds to wait for every service to answer (a loaded machine needs more)")
     args = parser.parse_args()
 
     production = args.topology == "production"
@@ -229,7 +231,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         sup.start_all()
-        wait_ready(plan.ready_urls, sup, time.time() + 420, lambda: stopping, (env["MQTT_HOST"], int(env["MQTT_PORT"])))
+        wait_ready(plan.ready_urls, sup, time.time() + args.ready_timeout, lambda: stopping, (env["MQTT_HOST"], int(env["MQTT_PORT"])))
         if stopping:
             return 0
         print(banner(args, env, broker is not None, state_dir, log_dir, plan), flush=True)
