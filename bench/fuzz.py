@@ -135,7 +135,7 @@ def main() -> int:
     parser.add_argument("--sio", type=int, default=250, help="hostile chat messages over socket.io")
     parser.add_argument("--mqtt", type=int, default=4000, help="MQTT payloads and connection attempts")
     parser.add_argument("--http-devices", type=int, default=1500, help="HTTP device payloads")
-    parser.add_argument("--openapi-examples", type=int, default=25, help="schemathesis cases per operation and phase")
+    parser.add_argument("--openapi-examples", type=int, default=10, help="schemathesis cases per operation and phase")
     parser.add_argument("--guesses", type=int, default=10_000, help="verification guesses of the brute-force probe")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent hostile REST conversations")
     parser.add_argument("--guess-concurrency", type=int, default=16)
