@@ -34,6 +34,9 @@ HANG_S = 5.0
 WAIT_S = 30.0  # a reply later than HANG_S is a hang; later than this, none came
 QUIET_S = 0.35  # socket.io has no end-of-turn marker: the turn is over after this long without a message
 LINKED = "found your account"
+# The bot's words when it hands a conversation to a person: from then on it is silent (an agent answers), so on
+# socket.io, which has no end-of-turn marker, a conversation ends there instead of waiting for replies that never come.
+HANDED_OVER = ("in the queue", "bringing in a person", "is offline right now", "who has your conversation")
 
 
 class Recorder:
@@ -238,6 +241,9 @@ async def sio_fuzz(spec: dict[str, Any], rec: Recorder, hijack: str) -> None:
                     typed.append(text)
                     reply, seconds = await sio.turn(text)
                     rec.reply("socketio", category, typed, reply, seconds)
+                    if any(marker in reply.lower() for marker in HANDED_OVER):
+                        rec.counts["socketio_handed_over"] += 1
+                        break
             finally:
                 await sio.close()
 
