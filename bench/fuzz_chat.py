@@ -10,7 +10,8 @@ replays on the other channel), ``known`` (every seeded customer's e-mail, phone,
 
 OUT: per-source counts, failures by kind (``http_5xx``, ``hangs_over_5s``, ``data_leaks``, ``transport_errors``) with a
 few examples each, the brute force's outcome (``linked_replies``, reply kinds, senders used) and latencies.
-A data leak is a seeded identifier in a reply that no message of the same conversation contained.
+A data leak is a seeded identifier in a reply that no message of the same conversation contained (a conversation that typed
+the victim's e-mail and one of their references verified legitimately and is not checked).
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ HANDED_OVER = ("in the queue", "bringing in a person", "is offline right now", "
 
 
 class Recorder:
-    def __init__(self, known: list[str]) -> None:
+    def __init__(self, known: list[str], victim: dict[str, str] | None = None) -> None:
         self.known = [k for k in known if k]
+        # The e-mail, order and serial that "other customer" messages quote (lower-case).
+        self.credentials = [victim[k].lower() for k in ("email", "order", "serial")] if victim else []
         self.counts: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.examples: dict[str, list[Any]] = {}
@@ -67,6 +70,11 @@ class Recorder:
                                         "input": conversation_inputs[-1][:120]})
         typed = " ".join(conversation_inputs).lower()
         lowered = text.lower()
+        if self.credentials and self.credentials[0] in typed and any(ref in typed for ref in self.credentials[1:]):
+            # The conversation typed the victim's e-mail and one of their references: it knows the credentials, and
+            # the account it reads back is the verification working, not a leak.
+            self.counts[f"{source}:verified_with_typed_credentials"] += 1
+            return
         leaked = [k for k in self.known if k in lowered and k not in typed]
         if leaked:
             self.fail("data_leaks", {"source": source, "category": category, "leaked": leaked[:3], "reply": text[:300]})
@@ -313,7 +321,7 @@ def summary(values: list[float]) -> dict[str, float | int]:
 
 async def main(spec: dict[str, Any]) -> dict[str, Any]:
     """``mode`` ``fuzz``: the owners verify, then REST and socket.io fuzz at once; ``bruteforce``: the probe."""
-    rec = Recorder(spec["known"])
+    rec = Recorder(spec["known"], spec.get("victim"))
     connector = aiohttp.TCPConnector(limit=64)
     owners: list[str] = []
     brute: dict[str, Any] = {}
