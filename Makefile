@@ -4,7 +4,7 @@ APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
 
-.PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-dialogue bench-chat bench-nlu tune-nlu tune-fallback simulate clean
+.PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-dialogue bench-chat fuzz bench-nlu tune-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -57,6 +57,13 @@ bench-ingest-production: setup
 # Conversation suite (bench/dialogue_suite.yml) through a real stack: writes bench/results/dialogue.json.
 bench-dialogue: setup
 	model=$$(bash scripts/train.sh | tail -n 1) && PYTHONPATH=. $(APP_PY) bench/bench_dialogue.py --model "$$model" $(BENCH_ARGS)
+
+# Hostile inputs against a real embedded stack with the production limits: chat over REST and socket.io, the
+# OpenAPI routes (schemathesis), MQTT and HTTP device payloads, a 10,000-guess verification brute force, then every
+# log and the process list searched for secrets. Writes bench/results/fuzz.json (see README, Security). Counts are
+# options: make fuzz BENCH_ARGS="--rest 500 --guesses 1000".
+fuzz: setup
+	model=$$(bash scripts/train.sh | tail -n 1) && PYTHONPATH=. $(APP_PY) bench/fuzz.py --model "$$model" $(BENCH_ARGS)
 
 # Chat benchmark: 1, 10, 20 and 50 concurrent conversations through one Rasa server (REST and socket.io), the
 # product's bot against `rasa init`'s bot on the same Rasa in the same run. Writes bench/results/chat.json (see

@@ -128,7 +128,11 @@ class SocketIOInput(RasaSocketIOInput):
             environ = sio.get_environ(sid, namespace=self.namespace) or {}
             client = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"))
             # The client's own metadata is not trusted (nor stored): the guard adds what the server knows.
-            message = UserMessage(data.get("message"), output_channel, sender_id, input_channel=self.name())
+            text = data.get("message")
+            # UserMessage calls .strip() on any truthy text: a number or an object from a client raised there (an
+            # unhandled error, no reply). Anything but a string is no text; the guard answers that politely.
+            message = UserMessage(text if isinstance(text, str) else "", output_channel, sender_id,
+                                  input_channel=self.name())
             await guarded(message, client)
 
         guard = get_guard()

@@ -202,6 +202,9 @@ def main() -> int:
     parser.add_argument("--model", help="model archive; default: train one for the current data if needed")
     parser.add_argument("--env-file", default=str(ROOT / ".env"))
     parser.add_argument("--log-dir", default=None, help="default: var/log (embedded), var/production/log (production)")
+    parser.add_argument("--ready-timeout", type=float, default=float(os.environ.get("STACK_START_SECONDS") or 420),
+                        help="seconds to wait for every service to answer (a loaded machine needs more; "
+                             "default: STACK_START_SECONDS or 420)")
     args = parser.parse_args()
 
     production = args.topology == "production"
@@ -243,9 +246,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         sup.start_all()
-        # STACK_START_SECONDS: how long the processes may take to answer (Rasa loading its model is most of it).
-        ready_by = time.time() + float(env.get("STACK_START_SECONDS") or 420)
-        wait_ready(plan.ready_urls, sup, ready_by, lambda: stopping, (env["MQTT_HOST"], int(env["MQTT_PORT"])))
+        wait_ready(plan.ready_urls, sup, time.time() + args.ready_timeout, lambda: stopping, (env["MQTT_HOST"], int(env["MQTT_PORT"])))
         if stopping:
             return 0
         print(banner(args, env, broker is not None, state_dir, log_dir, plan), flush=True)

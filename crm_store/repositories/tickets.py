@@ -37,7 +37,8 @@ def format_ticket_number(ticket_id: int) -> str:
 
 def normalise_ticket_number(text: str) -> str | None:
     """``"t-123"``, ``"T000123"`` or ``"123"`` → ``"T-000123"``; None when there is no number."""
-    digits = "".join(ch for ch in text if ch.isdigit())
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses (a 500 found by make fuzz).
+    digits = "".join(ch for ch in text if "0" <= ch <= "9")
     if not digits or len(digits) > 9:
         return None
     return format_ticket_number(int(digits))

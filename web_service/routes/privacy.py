@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, status
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Path, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -124,7 +124,8 @@ def erase(customer_id: int, session: SessionDep, user: PrivacyUser, settings: Se
 
 
 @router.get("/api/erasures/{request_id}", response_model=ErasurePublic)
-def read_erasure(request_id: int, session: SessionDep, _user: PrivacyUser) -> ErasurePublic:
+def read_erasure(request_id: Annotated[int, Path(ge=1, le=2**63 - 1)], session: SessionDep,
+                 _user: PrivacyUser) -> ErasurePublic:
     req = get_erasure(session, request_id=request_id)
     if req is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, ERASURE_NOT_FOUND)

@@ -1,0 +1,116 @@
+"""A real embedded stack for the fuzz harness (bench/fuzz.py), with the production defaults of every limit.
+
+Started by scripts/run_stack.py exactly as ``make run`` starts it (on free loopback ports, a fresh SQLite CRM with
+the demo data, secrets generated into the run's own .env); only the settings that the end-to-end tests raise are
+removed from the environment, so the fuzz meets the limits an operator ships with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import queue
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GENERATED = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
+             "MQTT_BRIDGE_PASSWORD")
+# Raised by the end-to-end tests or set by an operator's shell: never inherited by the fuzz's stack.
+NOT_INHERITED = (*GENERATED, "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "REDIS_URL", "ESCALATION_CONFIG",
+                 "FACEBOOK_APP_SECRET", "CHAT_MAX_CHARS", "CHAT_RATE_PER_CONVERSATION", "CHAT_RATE_PER_CLIENT",
+                 "CHAT_TRUSTED_PROXIES", "VERIFY_MAX_ATTEMPTS", "VERIFY_MAX_FAILURES_PER_IDENTITY",
+                 "VERIFY_MAX_FAILURES_PER_CLIENT", "SIGN_IN_MAX_FAILURES", "SIGN_IN_RATE_PER_CLIENT")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    proc: subprocess.Popen[str]
+    work: pathlib.Path
+    rasa_url: str
+    web_url: str
+    mqtt_port: int
+    database_url: str
+    output: list[str] = field(default_factory=list)  # the launcher's (supervisor's) output, growing
+
+    @property
+    def tokens_file(self) -> pathlib.Path:
+        return next(self.work.rglob("device_tokens.json"))
+
+    def secrets(self) -> dict[str, str]:
+        """The stack's generated secrets (name → value) from its .env."""
+        values = dict(line.split("=", 1) for line in (self.work / ".env").read_text().splitlines()
+                      if "=" in line and not line.startswith("#"))
+        return {k: v.strip() for k, v in values.items() if k in GENERATED and v.strip()}
+
+    def staff_token(self) -> str:
+        """An admin's bearer token, signed in with ADMIN_PASSWORD like any staff client."""
+        body = json.dumps({"username": "admin", "password": self.secrets()["ADMIN_PASSWORD"]}).encode()
+        req = urllib.request.Request(f"{self.web_url}/api/auth/token", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return str(json.loads(resp.read())["access_token"])
+
+
+def start_stack(work: pathlib.Path, model: str, timeout: float = 1200) -> Stack:
+    """Starts the embedded stack; returns once it printed READY and Rasa answered a first message."""
+    ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port()}
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    env.update(DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite", TRACKER_DB=str(work / "tracker.db"))
+    cmd = [str(ROOT / ".venv-app/bin/python"), str(ROOT / "scripts/run_stack.py"), "--model", model,
+           "--env-file", str(work / ".env"), "--log-dir", str(work / "log"),
+           "--ready-timeout", str(timeout),
+           *[a for name, port in ports.items() for a in (f"--{name}-port", str(port))]]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stack = Stack(proc, work, f"http://127.0.0.1:{ports['rasa']}", f"http://127.0.0.1:{ports['web']}", ports["mqtt"],
+                  env["DATABASE_URL"])
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            stack.output.append(line)
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.time() + timeout + 60
+    while time.time() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            if proc.poll() is not None:
+                raise SystemExit("the stack did not start:\n" + "".join(stack.output)[-3000:])
+            continue
+        if line.strip() == "READY":
+            _warm_up(stack.rasa_url)
+            return stack
+    stop_stack(stack)
+    logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in (work / "log").glob("*.log"))
+    raise SystemExit("timed out starting the stack:\n" + "".join(stack.output)[-3000:] + logs)
+
+
+def _warm_up(rasa_url: str) -> None:
+    """The first turn builds TensorFlow graphs (tens of seconds): taken before anything is timed."""
+    req = urllib.request.Request(f"{rasa_url}/webhooks/rest/webhook", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"sender": f"warm-up-{uuid.uuid4().hex[:8]}", "message": "hello"}).encode())
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        resp.read()
+
+
+def stop_stack(stack: Stack) -> None:
+    stack.proc.terminate()  # SIGTERM: the launcher stops its children in order
+    try:
+        stack.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        stack.proc.kill()
+        stack.proc.wait()
