@@ -93,8 +93,10 @@ class Customers:
         raise LookupError(f"no unused demo customer with exactly {needs}")
 
 
-def say(rasa_url: str, sender: str, message: str, timeout: float = 120) -> list[dict[str, Any]]:
-    token = os.environ.get("REST_CHANNEL_TOKEN", "")  # a production stack's REST channel requires it
+def say(rasa_url: str, sender: str, message: str, timeout: float = 120, token: str | None = None) -> list[dict[str, Any]]:
+    """One REST message. ``token``: the stack's REST_CHANNEL_TOKEN (a production stack's REST channel requires
+    it); default: this process's environment."""
+    token = os.environ.get("REST_CHANNEL_TOKEN", "") if token is None else token
     req = urllib.request.Request(f"{rasa_url}/webhooks/rest/webhook",
                                  data=json.dumps({"sender": sender, "message": message}).encode(),
                                  headers={"Content-Type": "application/json",
@@ -115,7 +117,8 @@ def _device_for(spec: str, values: dict[str, str]) -> str | None:
     return listed[n - 1] if len(listed) >= n else None
 
 
-def run_conversation(conv: dict[str, Any], rasa_url: str, database_url: str, customers: Customers) -> Outcome:
+def run_conversation(conv: dict[str, Any], rasa_url: str, database_url: str, customers: Customers,
+                     rest_token: str | None = None) -> Outcome:
     values = customers.take(conv.get("needs") or {}, bool(conv.get("distinct_locations")))
     sender = f"suite-{conv['id']}-{uuid.uuid4().hex[:6]}"
     customer_id = int(values["customer_id"])
@@ -126,7 +129,7 @@ def run_conversation(conv: dict[str, Any], rasa_url: str, database_url: str, cus
     for n, turn in enumerate(conv["turns"], 1):
         message = _fill(turn["say"], values)
         try:
-            replies = say(rasa_url, sender, message)
+            replies = say(rasa_url, sender, message, token=rest_token)
         except Exception as exc:  # a timeout or a 500 is a failed conversation, not a crashed suite
             outcome.failures.append(f"turn {n}: {exc!r}")
             break

@@ -23,7 +23,8 @@ def customers(stack: Stack) -> Customers:
 
 @pytest.mark.parametrize("conversation", CASES, ids=[c["id"] for c in CASES])
 def test_issue_case(stack: Stack, customers: Customers, conversation: dict[str, Any]):
-    outcome = run_conversation(conversation, stack.rasa_url, stack.database_url, customers)
+    outcome = run_conversation(conversation, stack.rasa_url, stack.database_url, customers,
+                               rest_token=stack.env.get("REST_CHANNEL_TOKEN", ""))
     assert outcome.passed, (outcome.failures, outcome.transcript)
 
 
