@@ -14,33 +14,29 @@
     await C.refreshConversation();
   };
 
-  // Re-reads the open conversation. ``expectMore``: the customer just sent something that Rasa may not have
-  // logged yet, so read again (at most 3 times, 150 ms apart) until the transcript grows.
-  // One read at a time: events arriving meanwhile ask for one more read after it, so a burst of events
-  // never piles up requests.
-  let inflight = null, again = 0;
-  C.refreshConversation = function (expectMore) {
-    if (inflight) { again = Math.max(again, expectMore || -1); return inflight; }
-    inflight = read(expectMore).finally(() => {
+  // Re-reads the open conversation. The customer's "sent" signal comes once Rasa has logged the message (the
+  // widget waits for Rasa's acknowledgement; the server's transcript watch for other channels), so one read
+  // shows it. One read at a time: events arriving meanwhile ask for one more read after it, so a burst of
+  // events never piles up requests.
+  let inflight = null, again = false;
+  C.refreshConversation = function () {
+    if (inflight) { again = true; return inflight; }
+    inflight = read().finally(() => {
       inflight = null;
-      if (again) { const e = again; again = 0; C.refreshConversation(e > 0 ? e : undefined); }
+      if (again) { again = false; C.refreshConversation(); }
     });
     return inflight;
   };
 
-  async function read(expectMore) {
+  async function read() {
     if (!C.auth || !C.selected || C.view === "supervisor") return;
     const id = C.selected;
     let d;
     try { d = await api("GET", "/api/handoffs/" + id); } catch (err) { $("conv-error").textContent = err.message; return; }
     if (C.selected !== id) return;
-    const before = C.detail && C.detail.id === d.id ? C.detail.transcript.length : -1;
     C.detail = d;
     render(d);
     if (loadedFor !== d.id) { loadedFor = d.id; loadCustomer360(d); C.loadPhotos(); }
-    if (expectMore && d.transcript.length <= before && expectMore < 4) {
-      setTimeout(() => C.refreshConversation(expectMore + 1), 150);
-    }
   }
 
   function render(d) {
@@ -71,7 +67,7 @@
     clearTimeout(typingTimer);
     typingTimer = setTimeout(() => { $("customer-typing").textContent = ""; }, 5000);
   };
-  C.customerSent = function () { clearTimeout(typingTimer); $("customer-typing").textContent = ""; C.refreshConversation(1); };
+  C.customerSent = function () { clearTimeout(typingTimer); $("customer-typing").textContent = ""; C.refreshConversation(); };
 
   // --- photos --------------------------------------------------------------------------------------------
   C.loadPhotos = async function () {
