@@ -550,6 +550,10 @@ class HandoffMessage(Base):
     """What agents wrote during a handoff: replies to the customer and private notes."""
 
     __tablename__ = "handoff_messages"
+    __table_args__ = (
+        Index("uq_handoff_messages_client_key", "handoff_id", "client_key", unique=True,
+              sqlite_where=text("client_key IS NOT NULL"), postgresql_where=text("client_key IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id", ondelete="CASCADE"), index=True)
@@ -561,6 +565,8 @@ class HandoffMessage(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_delivery_error: Mapped[str | None] = mapped_column(String(300))
+    # The sender's Idempotency-Key: a send repeated with the same key (a retry after a lost answer) is one reply.
+    client_key: Mapped[str | None] = mapped_column(String(64))
 
     handoff: Mapped[Handoff] = relationship(back_populates="messages")
 

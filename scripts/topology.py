@@ -165,9 +165,17 @@ defaults
   option dontlognull
   # The customer's address for the chat's per-client limits (rasa_channels.guard.client_address).
   option forwardfor
-  # A request to a server that refuses the connection (just killed, not yet marked down) goes to another.
-  option redispatch
+  # A request to a server that refuses the connection (just killed, not yet marked down) goes to another
+  # at once (redispatch on every retry: a dead server does not come back within a second).
+  option redispatch 1
   retries 3
+  # A server killed with the request in its accept queue closes it unanswered ("empty response", a 502):
+  # such a request is sent again, to another server, when repeating it is safe: a read, or a send that
+  # carries an Idempotency-Key (the console's replies), which the web service stores once. Anything else
+  # (a customer's chat message, a claim) gets the 502 rather than risk doing it twice.
+  # (disable-l7-retry in each backend.) A retry needs the whole request at hand: the body is read first.
+  retry-on conn-failure empty-response
+  option http-buffer-request
   timeout connect 2s
   timeout client 120s
   timeout server 120s
@@ -184,6 +192,7 @@ frontend rasa
   bind {host}:{rasa_port}
   default_backend rasa
 backend rasa
+  http-request disable-l7-retry unless {{ method GET HEAD OPTIONS }} || {{ req.hdr(Idempotency-Key) -m found }}
   balance roundrobin
   cookie RASA_SERVER insert indirect nocache httponly
   option httpchk GET /
@@ -193,6 +202,7 @@ frontend actions
   bind {host}:{actions_port}
   default_backend actions
 backend actions
+  http-request disable-l7-retry unless {{ method GET HEAD OPTIONS }} || {{ req.hdr(Idempotency-Key) -m found }}
   balance roundrobin
   option httpchk GET /health
   http-check expect status 200
@@ -201,6 +211,7 @@ frontend web
   bind {host}:{web_port}
   default_backend web
 backend web
+  http-request disable-l7-retry unless {{ method GET HEAD OPTIONS }} || {{ req.hdr(Idempotency-Key) -m found }}
   balance roundrobin
   option httpchk GET /health
   http-check expect status 200

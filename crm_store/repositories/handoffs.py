@@ -224,17 +224,41 @@ def claim_handoff(session: Session, *, handoff: Handoff, user: User) -> Handoff:
 
 
 def add_handoff_message(
-    session: Session, *, handoff: Handoff, kind: HandoffMessageKind, author: str, body: str
+    session: Session, *, handoff: Handoff, kind: HandoffMessageKind, author: str, body: str,
+    client_key: str | None = None,
 ) -> HandoffMessage:
-    """Record an agent reply or a private note; the first reply stops the first-response clock."""
-    message = HandoffMessage(handoff=handoff, kind=kind, author=author, body=body)
-    session.add(message)
-    session.flush()
+    """Record an agent reply or a private note; the first reply stops the first-response clock.
+
+    ``client_key`` is the sender's idempotency key: with a key already stored on this handoff (a retried send,
+    also one racing the first), the stored message is returned and nothing is added. The unique partial index
+    ``uq_handoff_messages_client_key`` decides between racers; the loser's insert is undone by a savepoint.
+    """
+    if client_key is not None:
+        known = _message_with_key(session, handoff.id, client_key)
+        if known is not None:
+            return known
+    # By id, not by relationship: a loser's message must not stay behind in ``handoff.messages``.
+    message = HandoffMessage(handoff_id=handoff.id, kind=kind, author=author, body=body, client_key=client_key)
+    try:
+        with session.begin_nested():
+            session.add(message)
+            session.flush()
+        session.expire(handoff, ["messages"])
+    except IntegrityError:
+        known = _message_with_key(session, handoff.id, client_key) if client_key is not None else None
+        if known is None:
+            raise
+        return known
     if kind is HandoffMessageKind.AGENT and handoff.first_response_at is None:
         # Conditional, so of two racing first replies the earlier-committed one keeps the SLA time.
         if _transition(session, handoff, Handoff.first_response_at.is_(None), first_response_at=message.created_at):
             session.refresh(handoff, attribute_names=["first_response_at"])
     return message
+
+
+def _message_with_key(session: Session, handoff_id: int, client_key: str) -> HandoffMessage | None:
+    return session.scalars(select(HandoffMessage).where(HandoffMessage.handoff_id == handoff_id,
+                                                        HandoffMessage.client_key == client_key)).one_or_none()
 
 
 def pending_agent_messages(session: Session, *, conversation_id: str) -> list[HandoffMessage]:

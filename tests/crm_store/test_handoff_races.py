@@ -20,6 +20,7 @@ from crm_store.errors import ConflictError, InvalidTransitionError
 from crm_store.locks import try_singleton
 from crm_store.models import CsatRating, Handoff, HandoffMessage, User, utcnow
 from crm_store.repositories.handoffs import (
+    add_handoff_message,
     claim_handoff,
     close_handoff,
     create_handoff,
@@ -173,3 +174,29 @@ def test_racing_csat_answers_for_one_handoff_store_one_rating(database_url):
         assert [o.value for o in outcomes].count(True) == 1, outcomes
         with session_scope(database_url) as s:
             assert len(s.scalars(select(CsatRating).where(CsatRating.handoff_id == handoff_id)).all()) == 1
+
+
+def test_racing_sends_of_one_reply_with_one_idempotency_key_store_it_once(database_url, agents):
+    """The console's retry and the load balancer's retry of one send arrive together: one row, one id for all."""
+    def send(handoff_id: int, key: str) -> int:
+        with session_scope(database_url) as s:
+            handoff = get_handoff(s, handoff_id=handoff_id)
+            return add_handoff_message(s, handoff=handoff, kind=HandoffMessageKind.AGENT, author="maria",
+                                       body="On my way", client_key=key).id
+
+    for _ in range(ROUNDS // 2):
+        handoff_id, key = queued(database_url), uuid.uuid4().hex
+        outcomes = race(4, lambda i: send(handoff_id, key))
+        assert all(o.ok for o in outcomes) and len({o.value for o in outcomes}) == 1, outcomes
+        with session_scope(database_url) as s:
+            replies = s.scalars(select(HandoffMessage).where(HandoffMessage.handoff_id == handoff_id,
+                                                             HandoffMessage.kind == HandoffMessageKind.AGENT)).all()
+            assert [(m.id, m.client_key) for m in replies] == [(outcomes[0].value, key)]
+            # Without a key each send is its own reply; another key is another reply.
+            handoff = get_handoff(s, handoff_id=handoff_id)
+            for client_key in (None, None, uuid.uuid4().hex):
+                add_handoff_message(s, handoff=handoff, kind=HandoffMessageKind.AGENT, author="maria", body="Again",
+                                    client_key=client_key)
+        with session_scope(database_url) as s:
+            assert len(s.scalars(select(HandoffMessage).where(HandoffMessage.handoff_id == handoff_id,
+                                                              HandoffMessage.kind == HandoffMessageKind.AGENT)).all()) == 4

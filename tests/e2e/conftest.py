@@ -106,21 +106,23 @@ class Stack:
         raise AssertionError(f"{name} was not restarted within {timeout} s:\n" + "".join((self.output or [])[-10:]))
 
 
-    def say(self, sender: str, message: str) -> list[dict[str, Any]]:
-        """Sends a message through Rasa's REST channel, as a customer's client would."""
+    def say(self, sender: str, message: str, timeout: float = 60) -> list[dict[str, Any]]:
+        """Sends a message through Rasa's REST channel, as a customer's client would; waits ``timeout`` s."""
         req = urllib.request.Request(
             f"{self.rasa_url}/webhooks/rest/webhook",
             data=json.dumps({"sender": sender, "message": message}).encode(),
             headers=rest_headers(self.env),
         )
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
 
-    def api(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    def api(self, method: str, path: str, token: str | None = None, body: Any = None,
+            headers: dict[str, str] | None = None) -> tuple[int, Any]:
         req = urllib.request.Request(f"{self.web_url}{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+                                              **({"Authorization": f"Bearer {token}"} if token else {}),
+                                              **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, json.loads(resp.read() or b"null")

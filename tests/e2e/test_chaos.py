@@ -142,9 +142,14 @@ def test_kill_9_of_one_of_each_keeps_conversations_handoffs_and_proactive_messag
         assert stack.api("POST", f"/api/handoffs/{handoff['id']}/claim", agent_token)[0] == 200
         claimed = stack.api("GET", f"/api/handoffs/{handoff['id']}", agent_token)[1]
         old = stack.kill9("web-1")
-        status, sent = stack.api("POST", f"/api/handoffs/{handoff['id']}/messages", agent_token, {"body": "Maria here, after the outage"})
+        # As the console sends it: with an Idempotency-Key, so the load balancer may repeat it on the other
+        # replica if web-1's socket took it before it died (the CI failure: a 502 for an unanswered request).
+        status, sent = stack.api("POST", f"/api/handoffs/{handoff['id']}/messages", agent_token,
+                                 {"body": "Maria here, after the outage"}, headers={"Idempotency-Key": uuid.uuid4().hex})
         assert status == 201 and sent["delivered"] is True, sent
         asker.wait_for("Maria: Maria here, after the outage", 30)
+        assert query(stack, "SELECT count(*) FROM handoff_messages WHERE handoff_id = ? AND kind = 'agent'",
+                     handoff["id"]) == [(1,)]
         back_and_serving(stack, "web-1", old)
         status, detail = stack.api("GET", f"/api/handoffs/{handoff['id']}", agent_token)
         assert status == 200 and detail["bot_paused"] is True

@@ -98,6 +98,27 @@ def test_claim_reply_note_and_resolve_with_rasa_down(client, clean_queue):
     assert client.post(f"/api/handoffs/{handoff}/resolve", json={}, headers=login(client, "boiler_de")).status_code == 409
 
 
+def test_a_reply_sent_again_with_its_idempotency_key_is_stored_once(client, clean_queue):
+    """What the console does after a lost answer (and the load balancer after a replica died): the same send,
+    the same key. One reply; the answer names it; the key cannot be reused for other text."""
+    handoff = queue(clean_queue)
+    agent = login(client, "agent1")
+    assert client.post(f"/api/handoffs/{handoff}/claim", headers=agent).status_code == 200
+    key = {**agent, "Idempotency-Key": uuid.uuid4().hex}
+    first = client.post(f"/api/handoffs/{handoff}/messages", json={"body": "Checking your fridge now"}, headers=key)
+    again = client.post(f"/api/handoffs/{handoff}/messages", json={"body": "Checking your fridge now"}, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["message"]["id"] == first.json()["message"]["id"]
+    other_text = client.post(f"/api/handoffs/{handoff}/messages", json={"body": "something else"}, headers=key)
+    assert other_text.status_code == 422 and "Idempotency-Key" in other_text.json()["detail"]
+    for bad in ("", "k" * 65):
+        assert client.post(f"/api/handoffs/{handoff}/messages", json={"body": "x"},
+                           headers={**agent, "Idempotency-Key": bad}).status_code == 422
+    assert client.post(f"/api/handoffs/{handoff}/messages", json={"body": "no key"}, headers=agent).status_code == 201
+    detail = client.get(f"/api/handoffs/{handoff}", headers=agent).json()
+    assert [m["body"] for m in detail["messages"] if m["kind"] == "agent"] == ["Checking your fridge now", "no key"]
+
+
 @pytest.mark.parametrize("path,payload", [("messages", {"body": ""}), ("messages", {"body": "x" * 4001}), ("notes", {}),
                                           ("resolve", {"ticket_status": "whenever"})])
 def test_bad_console_payloads_get_a_clear_422(client, clean_queue, path, payload):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
 
 from crm_store.enums import HandoffMessageKind, HandoffStatus, TicketEventKind, UserRole
 from crm_store.errors import ConflictError, InvalidTransitionError
@@ -149,20 +149,31 @@ def claim(handoff_id: int, session: SessionDep, user: StaffUser) -> HandoffPubli
     return to_public(handoff)
 
 
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=64)]
+
+
 @router.post("/{handoff_id}/messages", response_model=AgentReplyResult, status_code=status.HTTP_201_CREATED)
-def reply(handoff_id: int, body: AgentReply, session: SessionDep, user: StaffUser, client: RasaDep) -> AgentReplyResult:
+def reply(handoff_id: int, body: AgentReply, session: SessionDep, user: StaffUser, client: RasaDep,
+          idempotency_key: IdempotencyKey = None) -> AgentReplyResult:
     """Saves the reply, then has the bot deliver it to the customer's channel.
 
     If Rasa cannot take it now, the reply stays undelivered and the relay job retries it (web_service.relay).
+    A repeated send with the same ``Idempotency-Key`` header (1-64 characters; the console sends one per reply)
+    answers with the reply stored the first time and sends nothing again; the load balancer retries such a send
+    on another replica when the first one died before answering.
     """
     handoff = _get(session, handoff_id)
     authorize(session, handoff, user, Action.REPLY)
     message = add_handoff_message(session, handoff=handoff, kind=HandoffMessageKind.AGENT, author=user.username,
-                                  body=body.body.strip())
+                                  body=body.body.strip(), client_key=idempotency_key)
+    if message.author != user.username or message.body != body.body.strip():
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "this Idempotency-Key was used for another reply")
     session.commit()  # also ends the transaction before the call to Rasa
     error = None
     try:
-        client.execute(handoff.conversation_id, "action_relay_agent_messages")
+        # Also for a repeated send whose reply is still undelivered; the relay delivers each reply at most once.
+        if message.delivered_at is None:
+            client.execute(handoff.conversation_id, "action_relay_agent_messages")
     except RasaError as exc:
         logger.warning("reply %d of handoff %d not delivered yet: %s", message.id, handoff.id, exc)
         error = errors.RASA_UNAVAILABLE

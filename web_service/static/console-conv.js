@@ -165,7 +165,7 @@
     if (!text || !C.selected) return;
     C.lastSendAt = performance.now();
     try {
-      const r = await api("POST", "/api/handoffs/" + C.selected + "/messages", { body: text });
+      const r = await C.apiOnce("POST", "/api/handoffs/" + C.selected + "/messages", { body: text });
       $("reply").value = ""; lastTyping = 0;
       $("conv-error").textContent = r.delivered ? "" : (r.delivery_error || "Saved, not delivered yet.");
       C.refreshConversation();

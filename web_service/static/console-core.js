@@ -22,16 +22,34 @@ window.C = (function () {
 
   C.saveAuth = function (auth) { C.auth = auth; if (auth) sessionStorage.setItem(KEY, JSON.stringify(auth)); else sessionStorage.removeItem(KEY); };
 
-  C.api = async function (method, path, body) {
+  C.api = async function (method, path, body, headers) {
     const resp = await fetch(path, {
-      method, headers: Object.assign({ "Content-Type": "application/json" }, C.auth ? { Authorization: "Bearer " + C.auth.token } : {}),
+      method, headers: Object.assign({ "Content-Type": "application/json" }, C.auth ? { Authorization: "Bearer " + C.auth.token } : {}, headers || {}),
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (resp.status === 401) { C.onSignOut(); throw new Error("Your session has ended; please sign in again."); }
     if (resp.status === 204) return null;
     const data = await resp.json().catch(() => null);
-    if (!resp.ok) throw new Error((data && (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail))) || resp.statusText);
+    if (!resp.ok) {
+      const err = new Error((data && (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail))) || resp.statusText);
+      err.status = resp.status;
+      throw err;
+    }
     return data;
+  };
+  // A send that may be repeated safely: one Idempotency-Key for all tries, so the server stores it once. Retried
+  // when no answer came or a proxy answered for a replica that died (502/503/504), after 0.5, 1 and 2 s.
+  C.apiOnce = async function (method, path, body) {
+    // getRandomValues, unlike randomUUID, also exists on a console served over plain HTTP.
+    const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+    for (let attempt = 0; ; attempt++) {
+      try { return await C.api(method, path, body, { "Idempotency-Key": key }); }
+      catch (err) {
+        const transient = err.status === undefined || err.status === 502 || err.status === 503 || err.status === 504;
+        if (!transient || attempt >= 3 || !C.auth) throw err;
+        await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+      }
+    }
   };
   C.blob = async function (path) {
     const resp = await fetch(path, { headers: { Authorization: "Bearer " + C.auth.token } });
