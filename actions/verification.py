@@ -19,8 +19,8 @@ from crm_store.repositories.lockouts import (
     VERIFY_IDENTITY,
     LockoutPolicy,
     clear_failures,
-    locked_until,
-    record_failure,
+    release_attempt,
+    reserve_attempt,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,19 +107,25 @@ class VerificationMixin:
         identity_policy = LockoutPolicy(max_failures=settings.verify_max_failures_per_identity)
         client_policy = LockoutPolicy(max_failures=settings.verify_max_failures_per_client)
         with crm_session() as session:
-            # Counted outside the conversation: a new chat, a new session or a typed command lifts nothing.
-            if locked_until(session, scope=VERIFY_IDENTITY, key=email) or (
-                    client and locked_until(session, scope=VERIFY_CLIENT, key=client)):
-                logger.info("verification refused while locked out (conversation %s)", tracker.sender_id)
-                dispatcher.utter_message(text=LOCKED_OUT_TEXT)
-                return {"verify_email": None, "verify_reference": None, "verify_locked": True}
+            # Counted outside the conversation (a new chat, a new session or a typed command lifts nothing) and
+            # before the check, in its own transaction: racing guesses from several action servers get at most
+            # the policy's number of checks between them.
+            locked = reserve_attempt(session, scope=VERIFY_IDENTITY, key=email, policy=identity_policy)
+            if locked is None and client:
+                locked = reserve_attempt(session, scope=VERIFY_CLIENT, key=client, policy=client_policy)
+                if locked is not None:  # refused for the client: this e-mail's attempt did not happen
+                    release_attempt(session, scope=VERIFY_IDENTITY, key=email, policy=identity_policy)
+        if locked is not None:
+            logger.info("verification refused while locked out (conversation %s)", tracker.sender_id)
+            dispatcher.utter_message(text=LOCKED_OUT_TEXT)
+            return {"verify_email": None, "verify_reference": None, "verify_locked": True}
+        profile = None
+        with crm_session() as session:
             customer = verify_customer(session, email=email, reference=match.group(1))
-            if customer is None:
-                record_failure(session, scope=VERIFY_IDENTITY, key=email, policy=identity_policy)
-                if client:
-                    record_failure(session, scope=VERIFY_CLIENT, key=client, policy=client_policy)
-            else:
+            if customer is not None:  # a failure was counted with the reservation above
                 clear_failures(session, scope=VERIFY_IDENTITY, key=email)
+                if client:
+                    release_attempt(session, scope=VERIFY_CLIENT, key=client, policy=client_policy)
                 channel = sender_channel(tracker)
                 if channel:
                     link_identity(session, channel=channel, external_id=tracker.sender_id, customer_id=customer.id)

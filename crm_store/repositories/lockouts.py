@@ -1,10 +1,12 @@
-"""Failure counting, back-off and lock-out for staff sign-in and chat verification.
+"""Attempt counting, back-off and lock-out for staff sign-in and chat verification.
 
-Each failure is one atomic upsert on ``(scope, key_hash)`` (``INSERT … ON CONFLICT DO UPDATE … RETURNING``
-on SQLite and PostgreSQL), so simultaneous failures from many conversations or replicas all count. Once a
-key reaches ``policy.max_failures`` within ``policy.window`` it is locked for ``policy.base_lock``, doubling
-with each further failure after the lock ends, up to ``policy.max_lock``. Only a success for the same key
-(``clear_failures``) or staff (``lift_lockout``) resets it.
+Each attempt is reserved before its secret is checked (``reserve_attempt``): one atomic upsert on
+``(scope, key_hash)`` (``INSERT … ON CONFLICT DO UPDATE … WHERE not locked … RETURNING`` on SQLite and
+PostgreSQL) counts it and, at ``policy.max_failures``, sets the lock in the same transaction. Attempts racing
+from many conversations, replicas or action servers are therefore checked at most ``max_failures`` times:
+a check-then-count order let every racer through before the first failure was counted. The lock lasts
+``policy.base_lock``, doubling with each further attempt after it ends (one attempt per lock), up to
+``policy.max_lock``. Only a success for the same key (``clear_failures``) or staff (``lift_lockout``) resets it.
 """
 
 from __future__ import annotations
@@ -54,34 +56,51 @@ def locked_until(session: Session, *, scope: str, key: str, now: dt.datetime | N
     return until if until is not None and until > (now or utcnow()) else None
 
 
-def record_failure(
+def reserve_attempt(
     session: Session, *, scope: str, key: str, policy: LockoutPolicy = LockoutPolicy(), now: dt.datetime | None = None
 ) -> dt.datetime | None:
-    """Counts one failure; returns the end of the lock it caused (None: not locked).
+    """Counts one attempt before it is checked; returns the end of the lock that refuses it (None: check it).
 
-    A failure after ``policy.window`` without a lock starts the count again.
+    The attempt that reaches ``policy.max_failures`` sets the lock and is still checked; a success then clears
+    it (``clear_failures``). Commit before checking, so that racers wait on this row's lock only briefly.
+    An attempt ``policy.window`` after the first one of an unlocked key starts the count again.
     """
     now = now or utcnow()
     values = {"scope": scope, "key_hash": key_hash(scope, key), "failures": 1, "first_failure_at": now,
               "last_failure_at": now, "locked_until": None}
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(AuthFailure).values(**values)
     stale = (AuthFailure.first_failure_at < now - policy.window) & AuthFailure.locked_until.is_(None)
-    stmt = stmt.on_conflict_do_update(
+    stmt = insert(AuthFailure).values(**values).on_conflict_do_update(
         index_elements=["scope", "key_hash"],
         set_={
             "failures": case((stale, 1), else_=AuthFailure.failures + 1),
             "first_failure_at": case((stale, now), else_=AuthFailure.first_failure_at),
             "last_failure_at": now,
         },
+        # A locked key is not counted further: a refused attempt neither checks nor lengthens the lock.
+        where=AuthFailure.locked_until.is_(None) | (AuthFailure.locked_until <= now),
     ).returning(AuthFailure.id, AuthFailure.failures)
-    row_id, failures = session.execute(stmt).one()
-    lock = policy.lock_for(failures)
-    if lock is None:
-        return None
-    until = now + lock
-    session.execute(update(AuthFailure).where(AuthFailure.id == row_id).values(locked_until=until))
-    return until
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        return locked_until(session, scope=scope, key=key, now=now) or now
+    row_id, attempts = row
+    lock = policy.lock_for(attempts)
+    # Set or cleared in the same transaction (the row stays locked meanwhile): an expired lock gives way to
+    # the next one, so one attempt per lock period gets through.
+    session.execute(update(AuthFailure).where(AuthFailure.id == row_id)
+                    .values(locked_until=now + lock if lock is not None else None))
+    return None
+
+
+def release_attempt(session: Session, *, scope: str, key: str, policy: LockoutPolicy = LockoutPolicy()) -> None:
+    """A reserved attempt succeeded on a key that a success does not clear (a shared client address): it is
+    not counted, and a lock it alone caused is lifted."""
+    session.execute(
+        update(AuthFailure)
+        .where(AuthFailure.scope == scope, AuthFailure.key_hash == key_hash(scope, key), AuthFailure.failures > 0)
+        .values(failures=AuthFailure.failures - 1,
+                locked_until=case((AuthFailure.failures - 1 < policy.max_failures, None), else_=AuthFailure.locked_until))
+    )
 
 
 def clear_failures(session: Session, *, scope: str, key: str) -> None:

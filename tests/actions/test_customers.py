@@ -147,3 +147,23 @@ def test_staff_lifting_the_lock_lets_the_customer_verify(crm_url):
         assert lift_lockout(s, scope=VERIFY_IDENTITY, key=ANNA_EMAIL) == 1
     slots, text = _guess(ANNA_EMAIL, "ORD-2021-000101", sender="anna")
     assert slots["customer_id"] == 1.0 and "I've found your account" in text
+
+
+def test_simultaneous_guesses_from_several_action_servers_get_five_checks(crm_url):
+    """Guesses racing from fresh conversations, as several action servers run them: each is counted before its
+    check, so five are checked and the rest refused. (This store is SQLite, whose single writer serialised the
+    old check-then-count too; the PostgreSQL race that let every guess through is
+    tests/web_service/test_sign_in_security.py::test_simultaneous_attempts_get_at_most_the_allowed_checks.)"""
+    import concurrent.futures
+    import threading
+
+    barrier = threading.Barrier(12)
+
+    def guess(i: int) -> str:
+        barrier.wait()
+        return _guess("racing.guesser@example.com", f"ORD-1999-0000{i:02d}", sender=f"racer-{i}")[1]
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(guess, range(12)))
+    assert sum("don't match an account" in a for a in answers) == 5, answers
+    assert sum("too many attempts" in a for a in answers) == 7, answers

@@ -13,7 +13,15 @@ from sqlalchemy import select
 from crm_store.db import session_scope
 from crm_store.enums import UserRole
 from crm_store.models import AuthFailure
-from crm_store.repositories.lockouts import SIGN_IN, SIGN_IN_CLIENT, LockoutPolicy, lift_lockout, record_failure
+from crm_store.repositories.lockouts import (
+    SIGN_IN,
+    SIGN_IN_CLIENT,
+    LockoutPolicy,
+    key_hash,
+    lift_lockout,
+    release_attempt,
+    reserve_attempt,
+)
 from crm_store.repositories.users import create_user
 from web_service import errors
 from web_service.security import KeyRing, issue_token, read_token
@@ -67,25 +75,48 @@ def test_the_client_address_is_throttled_before_any_password_hashing(client, mon
     assert len(calls) <= 3  # the throttled tries never reached scrypt
 
 
-def test_simultaneous_failures_all_count(api_db):
-    """Twenty threads fail at once (PostgreSQL and SQLite): the count is exact and one lock results."""
+def test_simultaneous_attempts_get_at_most_the_allowed_checks(api_db):
+    """Twenty threads try one key at once (PostgreSQL and SQLite): each attempt is counted before its check, so
+    exactly ten are let through to a check and ten are refused, and one lock results. Counting after the
+    check, as before, let all twenty be checked."""
     key = f"race_{uuid.uuid4().hex[:8]}"
     barrier = threading.Barrier(20)
     policy = LockoutPolicy(max_failures=10)
 
-    def fail(_: int):  # type: ignore[no-untyped-def]
+    def attempt(_: int):  # type: ignore[no-untyped-def]
         barrier.wait()
         with session_scope(api_db) as s:
-            return record_failure(s, scope=SIGN_IN, key=key, policy=policy)
+            return reserve_attempt(s, scope=SIGN_IN, key=key, policy=policy)
 
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        results = list(pool.map(fail, range(20)))
-    assert sum(r is not None for r in results) == 11  # the 10th to the 20th failure each extend the lock
+        results = list(pool.map(attempt, range(20)))
+    assert sum(r is None for r in results) == 10
     with session_scope(api_db) as s:
-        rows = list(s.scalars(select(AuthFailure).where(AuthFailure.scope == SIGN_IN)))
-        mine = [r for r in rows if r.failures == 20]
-        assert len(mine) == 1 and mine[0].locked_until is not None
-        lift_lockout(s, lockout_id=mine[0].id)
+        mine = [r for r in s.scalars(select(AuthFailure).where(AuthFailure.scope == SIGN_IN))
+                if r.key_hash == key_hash(SIGN_IN, key)]
+        assert len(mine) == 1 and mine[0].failures == 10 and mine[0].locked_until is not None
+        # A success on a shared key (the client address) gives its attempt back and lifts the lock it caused.
+        release_attempt(s, scope=SIGN_IN, key=key, policy=policy)
+    with session_scope(api_db) as s:
+        row = s.get(AuthFailure, mine[0].id)
+        assert (row.failures, row.locked_until) == (9, None)
+        lift_lockout(s, lockout_id=row.id)
+
+
+def test_simultaneous_wrong_passwords_through_the_api_get_five_checks(client, fresh_user):
+    """The reported gap, through the route (the per-address rate limit is lifted in these tests): twenty wrong
+    passwords at once for one user name get exactly SIGN_IN_MAX_FAILURES (5) password checks (401) and 429 for
+    the rest; then the right password is refused too."""
+    barrier = threading.Barrier(20)
+
+    def wrong(_: int) -> int:
+        barrier.wait()
+        return client.post("/api/auth/token", json={"username": fresh_user, "password": "wrong-password"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(wrong, range(20)))
+    assert (codes.count(401), codes.count(429)) == (5, 15), codes
+    assert client.post("/api/auth/token", json={"username": fresh_user, "password": "right-password-123"}).status_code == 429
 
 
 def test_tokens_verify_across_a_key_rotation():

@@ -16,8 +16,8 @@ from crm_store.repositories.lockouts import (
     SIGN_IN_CLIENT,
     LockoutPolicy,
     clear_failures,
-    locked_until,
-    record_failure,
+    release_attempt,
+    reserve_attempt,
 )
 from crm_store.repositories.users import authenticate_user
 from web_service import errors
@@ -50,20 +50,24 @@ def login(body: LoginRequest, request: Request, session: ReadSessionDep,
         raise _too_many(None)
     user_policy = LockoutPolicy(max_failures=settings.sign_in_max_failures)
     client_policy = LockoutPolicy(max_failures=settings.sign_in_max_failures * CLIENT_POLICY_FACTOR)
-    until = locked_until(session, scope=SIGN_IN, key=body.username) or locked_until(session, scope=SIGN_IN_CLIENT, key=client)
+    # The attempt is counted before the password hash is checked: simultaneous guesses (threads, replicas)
+    # get at most SIGN_IN_MAX_FAILURES checks between them, then 429.
+    with session_scope(settings.database_url) as writer:
+        until = reserve_attempt(writer, scope=SIGN_IN, key=body.username, policy=user_policy)
+        if until is None:
+            until = reserve_attempt(writer, scope=SIGN_IN_CLIENT, key=client, policy=client_policy)
+            if until is not None:  # refused for the address: this user name's attempt did not happen
+                release_attempt(writer, scope=SIGN_IN, key=body.username, policy=user_policy)
     if until is not None:
         raise _too_many(until)
     # The password hash is checked in a read-only transaction; the outcome is recorded in a short write.
     user = authenticate_user(session, username=body.username, password=body.password)
     if user is None:
-        with session_scope(settings.database_url) as writer:
-            until = record_failure(writer, scope=SIGN_IN, key=body.username, policy=user_policy)
-            until = record_failure(writer, scope=SIGN_IN_CLIENT, key=client, policy=client_policy) or until
-        logger.info("failed sign-in for a user name of %d characters%s", len(body.username),
-                    "; locked out" if until else "")
+        logger.info("failed sign-in for a user name of %d characters", len(body.username))
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, errors.BAD_CREDENTIALS)
     with session_scope(settings.database_url) as writer:
         clear_failures(writer, scope=SIGN_IN, key=body.username)
+        release_attempt(writer, scope=SIGN_IN_CLIENT, key=client, policy=client_policy)
     token = issue_token(
         settings.secret_key.get_secret_value(), username=user.username, role=user.role.value,
         ttl_seconds=settings.token_ttl_seconds,
