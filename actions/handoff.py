@@ -39,10 +39,10 @@ from crm_store.enums import (
     TicketSource,
 )
 from crm_store.models import Ticket, utcnow
+from crm_store.repositories.agent_replies import claim_agent_messages
 from crm_store.repositories.customers import CustomerProfile, get_customer
 from crm_store.repositories.devices import list_devices_for_customer
 from crm_store.repositories.handoffs import (
-    claim_agent_messages,
     claim_bot_resume,
     create_handoff,
     get_active_handoff,

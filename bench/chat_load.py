@@ -99,7 +99,9 @@ class SocketIOTransport:
         self.inbox.append(data)
         self.arrived.set()
 
-    async def _on_confirm(self, _data: Any) -> None:
+    async def _on_confirm(self, data: Any) -> None:
+        # The server issues the session (its id and key); a requested id is only resumed with its key.
+        self.sender = data["session_id"] if isinstance(data, dict) else data
         self.confirmed.set()
 
     async def open(self, sender: str) -> None:
@@ -112,7 +114,7 @@ class SocketIOTransport:
     async def turn(self, message: str, expect: re.Pattern[str]) -> str:
         self.inbox.clear()
         self.arrived.clear()
-        await self.sio.emit("user_uttered", {"message": message, "session_id": self.sender})
+        await self.sio.emit("user_uttered", {"message": message})
         deadline = time.monotonic() + self.timeout
         while True:
             text = reply_text(self.inbox)

@@ -124,7 +124,9 @@ class SioConversation:
         self.inbox.append(data if isinstance(data, dict) else {"text": str(data)})
         self.arrived.set()
 
-    async def _on_confirm(self, _data: Any) -> None:
+    async def _on_confirm(self, data: Any) -> None:
+        # The server issues the session (its id and key); a requested id is only resumed with its key.
+        self.session_id = data["session_id"] if isinstance(data, dict) else data
         self.confirmed.set()
 
     async def open(self, session_id: str) -> None:

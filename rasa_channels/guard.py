@@ -210,7 +210,8 @@ class InputGuard:
         while len(self._bindings) > self.BINDINGS_CACHED:
             self._bindings.popitem(last=False)
 
-    def _refuse(self, kind: str, channel: str) -> str:
+    def refuse(self, kind: str, channel: str) -> str:
+        """Counts and logs one refused input of ``kind`` (no content); returns ``kind``."""
         self.counts[kind] += 1
         logger.warning("chat input refused on %s: %s (total %d)", channel, kind, self.counts[kind])
         return kind
@@ -224,14 +225,14 @@ class InputGuard:
         """
         sender = str(message.sender_id or "")
         if client and not await self._limiter.hit(self._per_client, "client", client):
-            self._refuse("rate_limited_client", channel)
+            self.refuse("rate_limited_client", channel)
             return REPLY_RATE_LIMITED
         if sender and not await self._limiter.hit(self._per_conversation, "conversation", channel, sender):
-            self._refuse("rate_limited_conversation", channel)
+            self.refuse("rate_limited_conversation", channel)
             return REPLY_RATE_LIMITED
         bound = await self._bound_channel(sender) if sender else None
         if bound is not None and bound != channel:
-            self._refuse("other_channel", channel)
+            self.refuse("other_channel", channel)
             return REPLY_OTHER_CHANNEL
         raw = message.text if isinstance(message.text, str) else ""
         text = clean_text(raw, self.settings.max_chars)
@@ -245,7 +246,7 @@ class InputGuard:
                 logger.info("typed intent payload on %s read as text", channel)
                 text = text.lstrip("/").strip()
         if not text:
-            self._refuse("empty", channel)
+            self.refuse("empty", channel)
             return REPLY_EMPTY
         message.text = text
         if client:

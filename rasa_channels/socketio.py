@@ -17,13 +17,20 @@ credentials.yml::
       redis_url: ${SOCKETIO_REDIS_URL}           # e.g. redis://127.0.0.1:6379/3; empty: one server only
       redis_password: ${SOCKETIO_REDIS_PASSWORD}  # kept out of the URL
       redis_channel: ${SOCKETIO_REDIS_CHANNEL}    # the same on every Rasa server of one deployment
+
+A session id is not a credential here (agents see it; it is the conversation id): each new session comes with
+a key (crm_store.chat_sessions, HMAC with ``CHAT_SESSION_SECRET`` from the environment, the same on every Rasa
+server and web replica). ``session_confirm`` carries ``{"session_id", "session_key"}``; a ``session_request``
+resumes a session only with its key (otherwise a new session is issued, and the refusal logged and counted);
+a socket's messages always go to the session it joined, whatever ``session_id`` they name.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import uuid
+import os
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +44,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncManager, AsyncRedisManager, AsyncServer
 
+from crm_store.chat_sessions import new_session_id, owns, session_key
 from rasa_channels.guard import client_address, get_guard
 
 logger = logging.getLogger(__name__)
@@ -65,14 +73,20 @@ class SocketIOInput(RasaSocketIOInput):
             redis_url=credentials.get("redis_url") or None,
             redis_password=credentials.get("redis_password") or None,
             redis_channel=credentials.get("redis_channel") or DEFAULT_REDIS_CHANNEL,
+            session_secret=os.environ.get("CHAT_SESSION_SECRET", ""),
         )
 
     def __init__(self, *args: Any, redis_url: str | None = None, redis_password: str | None = None,
-                 redis_channel: str = DEFAULT_REDIS_CHANNEL, **kwargs: Any) -> None:
+                 redis_channel: str = DEFAULT_REDIS_CHANNEL, session_secret: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.redis_url = redis_url
         self.redis_password = redis_password
         self.redis_channel = redis_channel
+        if not session_secret:
+            # Sessions then last only as long as this process, and the web service cannot check their keys.
+            logger.warning("CHAT_SESSION_SECRET is not set: web-chat sessions cannot be resumed after a restart")
+            session_secret = secrets.token_hex(32)
+        self.session_secret = session_secret
 
     def client_manager(self) -> AsyncManager:
         """Redis pub/sub manager when ``redis_url`` is set (several Rasa servers), else the in-memory one."""
@@ -102,27 +116,36 @@ class SocketIOInput(RasaSocketIOInput):
 
         @sio.on("session_request", namespace=self.namespace)
         async def session_request(sid: str, data: dict | None) -> None:
-            data = data or {}
-            if not data.get("session_id"):
-                data["session_id"] = uuid.uuid4().hex
+            data = data if isinstance(data, dict) else {}
+            session_id = data.get("session_id")
+            if session_id and not owns(self.session_secret, session_id, data.get("session_key")):
+                # A known id without its key (an agent's screen, a log, a guess) gets a new, empty session.
+                get_guard().refuse("session_key_refused", self.name())  # logged and counted
+                session_id = None
+            if not session_id:
+                session_id = new_session_id()
+            await sio.save_session(sid, {"session_id": session_id}, namespace=self.namespace)
             if self.session_persistence:
                 # The session id is the room: any server's emit to it reaches this socket.
-                entered = sio.enter_room(sid, data["session_id"], namespace=self.namespace)
+                entered = sio.enter_room(sid, session_id, namespace=self.namespace)
                 if inspect.isawaitable(entered):  # a coroutine from python-socketio 5.10 on
                     await entered
-            await sio.emit("session_confirm", data["session_id"], room=sid, namespace=self.namespace)
+            await sio.emit("session_confirm", {"session_id": session_id,
+                                               "session_key": session_key(self.session_secret, session_id)},
+                           room=sid, namespace=self.namespace)
 
         @sio.on(self.user_message_evt, namespace=self.namespace)
         async def handle_message(sid: str, data: dict) -> None:
             data = data if isinstance(data, dict) else {}
             output_channel = SocketIOOutput(sio, self.bot_message_evt)
             if self.session_persistence:
-                if not isinstance(data.get("session_id"), str) or not data["session_id"]:
+                # The session this socket joined with its key; a session_id in the message is not trusted.
+                sender_id = (await sio.get_session(sid, namespace=self.namespace)).get("session_id")
+                if not sender_id:
                     rasa.shared.utils.io.raise_warning(
-                        "A message without a session_id was received and ignored: the client must send "
+                        "A message before `session_request` was received and ignored: the client must send "
                         "`session_request` first.")
                     return
-                sender_id = data["session_id"][:128]
             else:
                 sender_id = sid
             environ = sio.get_environ(sid, namespace=self.namespace) or {}

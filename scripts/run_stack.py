@@ -40,7 +40,7 @@ _RASA_SECRET: list[str] = []
 
 # Generated once into .env so that a fresh clone runs with real secrets, never placeholders.
 GENERATED_SECRETS = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
-                     "MQTT_BRIDGE_PASSWORD")
+                     "MQTT_BRIDGE_PASSWORD", "CHAT_SESSION_SECRET")
 
 
 def read_env_file(path: pathlib.Path) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -9,6 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from crm_store.chat_sessions import owns
 from crm_store.db import session_factory
 from crm_store.enums import UserRole
 from crm_store.models import User
@@ -16,6 +18,8 @@ from crm_store.repositories.users import get_user_by_username
 from web_service import errors
 from web_service.security import read_token
 from web_service.settings import WebSettings, get_settings
+
+logger = logging.getLogger(__name__)
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -86,3 +90,11 @@ def require_roles(*roles: UserRole) -> Callable[[User], User]:
 STAFF = (UserRole.AGENT, UserRole.SUPERVISOR, UserRole.ADMIN)
 StaffUser = Annotated[User, Depends(require_roles(*STAFF))]
 SupervisorUser = Annotated[User, Depends(require_roles(UserRole.SUPERVISOR, UserRole.ADMIN))]
+
+
+def require_session_key(settings: WebSettings, session_id: str, key: str) -> None:
+    """403 unless ``key`` is the web-chat session's key (crm_store.chat_sessions): the session id alone, which
+    agents see and logs may hold, opens nothing. Also 403 while CHAT_SESSION_SECRET is unset."""
+    if not owns(settings.chat_session_secret.get_secret_value(), session_id, key):
+        logger.info("chat route refused: no valid session key")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, errors.NOT_YOUR_CHAT)

@@ -4,7 +4,7 @@ A background thread of the web service looks for agent replies that no relay has
 the last ``RELAY_MAX_AGE``) and asks Rasa to run action_relay_agent_messages in their conversations, every
 ``RELAY_RETRY_SECONDS`` until they go out. The pick runs in one replica at a time (``try_singleton``);
 delivery is exactly once and in order because the action claims each reply with a conditional UPDATE and
-commits before showing it (crm_store.repositories.handoffs.claim_agent_messages). No transaction is open
+commits before showing it (crm_store.repositories.agent_replies.claim_agent_messages). No transaction is open
 while Rasa is called.
 """
 
@@ -17,7 +17,7 @@ import threading
 from crm_store.db import session_scope
 from crm_store.locks import try_singleton
 from crm_store.models import utcnow
-from crm_store.repositories.handoffs import conversations_with_undelivered_replies, record_relay_failure
+from crm_store.repositories.agent_replies import conversations_with_undelivered_replies, record_relay_failure
 from web_service.rasa_client import RasaClient, RasaError
 from web_service.settings import WebSettings
 from web_service.sweeper import start_job

@@ -180,8 +180,15 @@ class LotCustomer(BaseModel):
     serial: str | None
 
 
-class PresenceReport(BaseModel):
+class ChatSessionProof(BaseModel):
+    """A web chat's session id with its key (``session_confirm`` gave both to the page)."""
+
     session_id: str = Field(min_length=8, max_length=255)
+    session_key: str = Field(default="", max_length=64)
+
+
+class PresenceReport(ChatSessionProof):
+    pass
 
 
 # --- escalation and the agent console --------------------------------------------------------------

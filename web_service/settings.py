@@ -30,6 +30,9 @@ class WebSettings(BaseSettings):
     sign_in_max_failures: int = 5
     # Where the browser reaches Rasa's socket.io channel.
     rasa_public_url: str = "http://127.0.0.1:5005"
+    # The key of a web-chat session id, as Rasa's socket.io channel issues it (crm_store.chat_sessions): the chat
+    # routes require it. make run writes a random one into .env; every Rasa server and web replica shares it.
+    chat_session_secret: SecretStr = SecretStr("")
     # The broker that device messages received over HTTP are handed to (as the http-bridge user).
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883

@@ -18,7 +18,7 @@ from scripts.topology import haproxy_config
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SECRETS = ("POSTGRES_PASSWORD", "SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "MQTT_WORKER_PASSWORD",
-           "MQTT_BRIDGE_PASSWORD", "ADMIN_PASSWORD")
+           "MQTT_BRIDGE_PASSWORD", "ADMIN_PASSWORD", "CHAT_SESSION_SECRET")
 
 
 def tool(name: str) -> str:

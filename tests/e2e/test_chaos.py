@@ -58,14 +58,14 @@ class PresenceHeartbeat:
     """What the open chat page does: reports presence every 15 s (the notifier pushes only to a chat seen
     within the last 60 s). A report that fails during a kill is simply missed, as in the browser."""
 
-    def __init__(self, stack: Stack, session_id: str) -> None:
+    def __init__(self, stack: Stack, customer: SioCustomer) -> None:
         self.stop = threading.Event()
-        self.session_id = session_id
+        self.customer = customer
 
         def beat() -> None:
             while True:
                 req = urllib.request.Request(f"{stack.web_url}/chat/presence", method="POST",
-                                             data=json.dumps({"session_id": self.session_id}).encode(),
+                                             data=json.dumps(self.customer.proof()).encode(),
                                              headers={"Content-Type": "application/json"})
                 try:
                     urllib.request.urlopen(req, timeout=10).close()
@@ -87,7 +87,7 @@ def reconnected(stack: Stack, customer: SioCustomer) -> SioCustomer:
     if customer.proc.poll() is None and not any(e.get("event") == "disconnect" for e in list(customer.events.queue)):
         return customer
     customer.close()
-    return SioCustomer(stack, session_id=customer.session_id)
+    return SioCustomer(stack, session_id=customer.session_id, session_key=customer.session_key)
 
 
 pytestmark = pytest.mark.production_only
@@ -109,7 +109,7 @@ def test_kill_9_of_one_of_each_keeps_conversations_handoffs_and_proactive_messag
     heartbeat = None
     try:
         verify_as(watcher, email, order)
-        heartbeat = PresenceHeartbeat(stack, watcher.session_id)
+        heartbeat = PresenceHeartbeat(stack, watcher)
 
         # A conversation under way over REST: the e-mail is given, the order number not yet.
         assert "e-mail" in say_through_lb(stack, sender, "which appliances do I have?")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import json
-import os
 import pathlib
-import subprocess
 import time
 import uuid
 
-from tests.e2e.conftest import ROOT, Stack, rest_headers
+from tests.e2e.conftest import Stack, rest_headers
 from tests.e2e.test_chat_flows import texts
 
 
@@ -107,22 +105,61 @@ def _tracker_events(stack: Stack, sender: str) -> tuple[int, list[dict]]:
 
 
 def test_a_web_chat_session_id_opens_nothing_over_rest(stack: Stack):
-    session_id = uuid.uuid4().hex
-    proc = subprocess.Popen([str(ROOT / ".venv-rasa" / "bin" / "python"), str(ROOT / "tests" / "e2e" / "sio_customer.py"),
-                             stack.rasa_url, session_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    from tests.e2e.test_handoff_flow import SioCustomer
+
+    customer = SioCustomer(stack)
     try:
-        assert json.loads(proc.stdout.readline())["event"] == "session_confirm"  # type: ignore[union-attr]
-        proc.stdin.write("hello\n")  # type: ignore[union-attr]
-        proc.stdin.flush()  # type: ignore[union-attr]
-        assert json.loads(proc.stdout.readline())["event"] == "bot_uttered"  # type: ignore[union-attr]
-        replies = stack.say(session_id, "what devices do I have?")
+        customer.say("hello")
+        customer.wait_for("")
+        replies = stack.say(customer.session_id, "what devices do I have?")
         assert texts(replies).startswith("Please start a new conversation here")
-        _, events = _tracker_events(stack, session_id)
+        _, events = _tracker_events(stack, customer.session_id)
         assert [e["text"] for e in events if e["event"] == "user"] == ["hello"]
     finally:
-        proc.stdin.close()  # type: ignore[union-attr]
-        proc.wait(timeout=30)
+        customer.close()
+
+
+def test_a_web_chat_session_id_without_its_key_opens_nothing_on_socketio_or_the_chat_routes(stack: Stack):
+    """The id an agent sees (or a log holds) is not enough: a socket.io client naming it without the key gets a
+    new, empty session and never the customer's messages; the web service's chat routes answer 403. With the
+    key, the same browser resumes its conversation."""
+    import urllib.error
+    import urllib.request
+
+    from tests.e2e.test_handoff_flow import SioCustomer
+
+    customer = SioCustomer(stack)
+    intruder = SioCustomer(stack, session_id=customer.session_id, session_key="0" * 32)
+    try:
+        assert intruder.session_id != customer.session_id and intruder.session_key != customer.session_key
+        customer.say("hello")
+        customer.wait_for("")
+        intruder.say("what devices do I have?")
+        intruder.wait_for("")
+        _, events = _tracker_events(stack, customer.session_id)
+        assert [e["text"] for e in events if e["event"] == "user"] == ["hello"]
+        for path, body in (("/chat/presence", {}), ("/chat/signal", {"kind": "typing"}), ("/chat/stream", {})):
+            for key in (None, "f" * 32, intruder.session_key):
+                req = urllib.request.Request(f"{stack.web_url}{path}", method="POST", headers={"Content-Type": "application/json"},
+                                             data=json.dumps({"session_id": customer.session_id, "session_key": key, **body}).encode())
+                try:
+                    urllib.request.urlopen(req, timeout=10).close()
+                    raise AssertionError(f"{path} accepted key {key!r}")
+                except urllib.error.HTTPError as err:
+                    assert err.code in (403, 422), (path, err.code)
+        req = urllib.request.Request(f"{stack.web_url}/chat/presence", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps(customer.proof()).encode())
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 204
+        customer.close()
+        back = SioCustomer(stack, session_id=customer.session_id, session_key=customer.session_key)
+        try:
+            assert back.session_id == customer.session_id
+        finally:
+            back.close()
+    finally:
+        customer.close()
+        intruder.close()
 
 
 def test_one_conversation_is_rate_limited_and_others_are_not(stack: Stack):

@@ -78,7 +78,7 @@ def test_a_device_fault_reaches_the_owners_open_chat_first_and_the_choices_work(
         verify_as(customer, "anna.schmidt@example.com", "ORD-2021-000101")
         # The chat page reports that it is open; the notifier only pushes to a chat that is there.
         req = urllib.request.Request(f"{stack.web_url}/chat/presence", method="POST",
-                                     data=json.dumps({"session_id": customer.session_id}).encode(),
+                                     data=json.dumps(customer.proof()).encode(),
                                      headers={"Content-Type": "application/json"})
         assert urllib.request.urlopen(req, timeout=10).status == 204
         code = free_warning_code(stack, "FR50-21000101")

@@ -28,19 +28,25 @@ class SioCustomer:
     """A web-chat customer on Rasa's socket.io channel (tests/e2e/sio_customer.py in a process of its own)."""
 
     def __init__(self, stack: Stack, url: str | None = None, session_id: str | None = None,
-                 transport: str = "websocket") -> None:
+                 transport: str = "websocket", session_key: str | None = None) -> None:
         """Connects to ``url`` (default: the stack's Rasa address, its load balancer in production), as a
-        new visitor or, with ``session_id``, as a returning one."""
-        self.session_id = session_id or uuid.uuid4().hex
+        new visitor or, with ``session_id`` and its ``session_key``, as a returning one. ``session_id`` and
+        ``session_key`` are then the session the server confirmed (a new one when the key was not valid)."""
         self.proc = subprocess.Popen(
             [str(ROOT / ".venv-rasa" / "bin" / "python"), str(ROOT / "tests" / "e2e" / "sio_customer.py"),
-             url or stack.rasa_url, self.session_id, transport],
+             url or stack.rasa_url, session_id or "-", session_key or "-", transport],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.received: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        assert self.next(30)["event"] == "session_confirm"
+        confirm = self.next(30)
+        assert confirm["event"] == "session_confirm", confirm
+        self.session_id, self.session_key = confirm["session_id"], confirm.get("session_key")
+
+    def proof(self) -> dict[str, str | None]:
+        """The session id with its key, as the chat page sends them to the web service's chat routes."""
+        return {"session_id": self.session_id, "session_key": self.session_key}
 
     def _read(self) -> None:
         for line in self.proc.stdout:  # type: ignore[union-attr]

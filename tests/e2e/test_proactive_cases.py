@@ -41,7 +41,7 @@ def fresh_customer(stack: Stack, category: str) -> tuple[str, str, str, int]:
 def report_presence(stack: Stack, customer: SioCustomer) -> None:
     """What the open chat page does every 20 s: the notifier only pushes into a chat that is there."""
     req = urllib.request.Request(f"{stack.web_url}/chat/presence", method="POST",
-                                 data=json.dumps({"session_id": customer.session_id}).encode(),
+                                 data=json.dumps(customer.proof()).encode(),
                                  headers={"Content-Type": "application/json"})
     assert urllib.request.urlopen(req, timeout=10).status == 204
 

@@ -39,6 +39,7 @@ def api_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def client(api_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv("DATABASE_URL", api_db)
     monkeypatch.setenv("SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("CHAT_SESSION_SECRET", CHAT_SECRET)
     # Nothing listens here: the API must cope with Rasa being down (the e2e tests use a real Rasa).
     monkeypatch.setenv("RASA_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("RASA_TIMEOUT_SECONDS", "2")
@@ -48,6 +49,16 @@ def client(api_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]
     with TestClient(create_app()) as c:
         yield c
     get_settings.cache_clear()
+
+
+CHAT_SECRET = "c" * 64
+
+
+def chat(session_id: str, **fields: object) -> dict[str, object]:
+    """A chat route's body as the page sends it: the session id with the key Rasa's channel gave it."""
+    from crm_store.chat_sessions import session_key
+
+    return {"session_id": session_id, "session_key": session_key(CHAT_SECRET, session_id), **fields}
 
 
 def login(client: TestClient, username: str = "agent1") -> dict[str, str]:

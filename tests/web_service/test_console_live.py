@@ -13,7 +13,7 @@ from crm_store.db import session_scope
 from crm_store.enums import HandoffStatus
 from crm_store.models import ConversationSignal, Handoff, User
 from tests.e2e.browser_kit import png
-from tests.web_service.conftest import login
+from tests.web_service.conftest import CHAT_SECRET, chat, login
 from tests.web_service.test_handoffs import clean_queue, queue  # noqa: F401  (fixture)
 from web_service.live import Hub
 
@@ -25,6 +25,7 @@ def conversation_of(url: str, handoff_id: int) -> str:
 
 def upload(client, session_id: str, data: bytes, name: str = "photo.png"):  # type: ignore[no-untyped-def]
     return client.post("/chat/uploads", content=data, headers={"X-Chat-Session": session_id, "X-Filename": name,
+                                                               "X-Chat-Key": str(chat(session_id)["session_key"]),
                                                                "Content-Type": "image/png"})
 
 
@@ -47,16 +48,21 @@ def test_photo_is_sniffed_limited_and_stored_with_the_ticket(client, clean_queue
     assert upload(client, session_id, b"\xff\xd8\xff" + b"0" * (5 * 1024 * 1024)).status_code == 413
     assert upload(client, f"nobody-{uuid.uuid4().hex}", png()).status_code == 409  # no ticket to attach it to
     assert client.post("/chat/uploads", content=png()).status_code == 400
+    # The session id alone (agents see it) is not enough: without its key, 403.
+    assert client.post("/chat/uploads", content=png(), headers={"X-Chat-Session": session_id, "Content-Type": "image/png",
+                                                                "X-Chat-Key": "0" * 32}).status_code == 403
     for _ in range(10):  # ten photos an hour per conversation, then a clear refusal
         last = upload(client, session_id, png())
     assert last.status_code == 429 and "many photos" in last.json()["detail"]
 
 
-def test_chat_signal_is_always_204_and_recorded_only_during_a_handoff(client, clean_queue):  # noqa: F811
+def test_chat_signal_needs_the_session_key_and_is_recorded_only_during_a_handoff(client, clean_queue):  # noqa: F811
     stranger = f"anon-{uuid.uuid4().hex}"
-    assert client.post("/chat/signal", json={"session_id": stranger, "kind": "typing"}).status_code == 204
+    assert client.post("/chat/signal", json=chat(stranger, kind="typing")).status_code == 204
     session_id = conversation_of(clean_queue, queue(clean_queue))
-    assert client.post("/chat/signal", json={"session_id": session_id, "kind": "sent"}).status_code == 204
+    assert client.post("/chat/signal", json={"session_id": session_id, "kind": "sent"}).status_code == 403  # no key
+    assert client.post("/chat/stream", json={"session_id": session_id, "session_key": "0" * 32}).status_code == 403
+    assert client.post("/chat/signal", json=chat(session_id, kind="sent")).status_code == 204
     with session_scope(clean_queue, write=False) as s:
         kinds = {(c.conversation_id, c.kind) for c in s.query(ConversationSignal)}
     assert (session_id, "sent") in kinds and not any(c == stranger for c, _ in kinds)
@@ -112,6 +118,7 @@ def test_hub_pushes_a_change_written_by_another_process(api_db, clean_queue):  #
 def test_open_push_streams_do_not_hold_up_a_server_stop(api_db, tmp_path):
     """uvicorn waits for open responses on SIGTERM; the streams must end so the server stops promptly."""
     import http.client
+    import json
     import os
     import signal
     import subprocess
@@ -121,7 +128,7 @@ def test_open_push_streams_do_not_hold_up_a_server_stop(api_db, tmp_path):
     from tests.e2e.conftest import ROOT, free_port
 
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=api_db, SECRET_KEY="k" * 40, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, DATABASE_URL=api_db, SECRET_KEY="k" * 40, CHAT_SESSION_SECRET=CHAT_SECRET, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "web_service.main:create_app", "--host", "127.0.0.1",
                              "--port", str(port), "--ws", "none"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -130,7 +137,7 @@ def test_open_push_streams_do_not_hold_up_a_server_stop(api_db, tmp_path):
         while True:
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("POST", "/chat/stream", body='{"session_id": "shutdown-test-1"}',
+                conn.request("POST", "/chat/stream", body=json.dumps(chat("shutdown-test-1")),
                              headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 break

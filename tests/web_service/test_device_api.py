@@ -15,7 +15,7 @@ from crm_store.enums import DeviceMessageKind, LotStatus, ProactiveKind, Proacti
 from crm_store.repositories.ingest import counter_totals
 from crm_store.repositories.tickets import open_ticket
 from device_hooks.broker import issue_credential
-from tests.web_service.conftest import login
+from tests.web_service.conftest import CHAT_SECRET, chat, login
 from web_service import errors
 from web_service.settings import get_settings
 
@@ -139,8 +139,9 @@ def test_presence_refreshes_only_a_linked_chat_and_releases_held_messages(client
                                 title="t", dedup_key=f"presence:{utcnow().timestamp()}", author="test")
         session.add(ProactiveMessage(customer_id=1, ticket_id=ticket.id, kind=ProactiveKind.DEVICE_FAULT,
                                      status=ProactiveStatus.HELD, reason="unreachable"))
-    assert client.post("/chat/presence", json={"session_id": "presence-test-session"}).status_code == 204
-    assert client.post("/chat/presence", json={"session_id": "nobody-knows-this-one"}).status_code == 204
+    assert client.post("/chat/presence", json={"session_id": "presence-test-session"}).status_code == 403  # no key
+    assert client.post("/chat/presence", json=chat("presence-test-session")).status_code == 204
+    assert client.post("/chat/presence", json=chat("nobody-knows-this-one")).status_code == 204
     assert client.post("/chat/presence", json={"session_id": "x"}).status_code == 422
     with session_scope(api_db) as session:
         identity = session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "presence-test-session"))
@@ -159,5 +160,5 @@ def test_an_anonymous_chats_presence_report_takes_no_write_lock(client, api_db):
 
     with sqlite_write_lock(api_db.removeprefix("sqlite:///")):
         started = time.perf_counter()
-        assert client.post("/chat/presence", json={"session_id": "anonymous-visitor-1"}).status_code == 204
+        assert client.post("/chat/presence", json=chat("anonymous-visitor-1")).status_code == 204
         assert time.perf_counter() - started < 3  # busy_timeout is 10 s

@@ -13,6 +13,7 @@ from crm_store.db import session_scope
 from crm_store.enums import Channel
 from crm_store.repositories.customers import is_linked
 from crm_store.repositories.proactive import touch_presence
+from web_service.deps import require_session_key
 from web_service.schemas import PresenceReport
 from web_service.settings import WebSettings, get_settings
 
@@ -34,8 +35,9 @@ def report_presence(report: PresenceReport, settings: Annotated[WebSettings, Dep
 
     Public like the chat page itself; it only refreshes a chat already linked to a customer and reveals
     nothing (always 204). Most open chats are anonymous: their reports only read, so they never queue on
-    SQLite's write lock; only a linked chat's report opens a write unit of work.
+    SQLite's write lock; only a linked chat's report opens a write unit of work. 403 without the session's key.
     """
+    require_session_key(settings, report.session_id, report.session_key)
     channel = Channel.SOCKETIO.value
     with session_scope(settings.database_url, write=False) as session:
         linked = is_linked(session, channel=channel, external_id=report.session_id,

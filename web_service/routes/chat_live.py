@@ -14,14 +14,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 
 from crm_store.db import session_scope
 from crm_store.enums import HandoffStatus, TicketEventKind
 from crm_store.repositories.console import add_attachment, add_signal, current_agent, latest_handoff_for
 from crm_store.repositories.tickets import add_ticket_event
+from web_service.deps import require_session_key
 from web_service.live import CLOSE, get_hub, sse
 from web_service.ratelimit import allow
+from web_service.schemas import ChatSessionProof
 from web_service.settings import WebSettings, get_settings
 
 router = APIRouter(tags=["chat"])
@@ -37,13 +38,12 @@ PHOTO_RATE_PER_CLIENT = "60/hour"
 TOO_MANY = "You have sent many photos; please wait a while before sending more."
 
 
-class ChatSignal(BaseModel):
-    session_id: str = Field(min_length=8, max_length=255)
+class ChatSignal(ChatSessionProof):
     kind: Literal["typing", "sent"] = "typing"
 
 
-class ChatStreamRequest(BaseModel):
-    session_id: str = Field(min_length=8, max_length=255)
+class ChatStreamRequest(ChatSessionProof):
+    pass
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -60,7 +60,8 @@ def sniff_image(data: bytes) -> str | None:
 @router.post("/chat/signal", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def chat_signal(body: ChatSignal, settings: Annotated[WebSettings, Depends(get_settings)]) -> Response:
     """The customer is typing, or just sent a message (throttled by the page). Recorded only while the
-    conversation is with the team (queued, assigned, callback); always 204."""
+    conversation is with the team (queued, assigned, callback); 204, or 403 without the session's key."""
+    require_session_key(settings, body.session_id, body.session_key)
 
     def record() -> dict[str, Any] | None:
         with session_scope(settings.database_url, write=False) as session:
@@ -83,7 +84,8 @@ async def chat_stream(body: ChatStreamRequest,
                       settings: Annotated[WebSettings, Depends(get_settings)]) -> StreamingResponse:
     """Server-sent events for one chat: ``{"type": "agent", "name": "Lena" | null}`` when an agent joins or
     leaves (first event: who is there now), ``{"type": "typing", "name": "Lena"}`` while the agent types.
-    Only agents' first names reach the page; the stream ends when the page goes."""
+    Only agents' first names reach the page; the stream ends when the page goes. 403 without the session's key."""
+    require_session_key(settings, body.session_id, body.session_key)
     conversation = body.session_id
     hub = get_hub()
 
@@ -116,10 +118,12 @@ async def chat_stream(body: ChatStreamRequest,
                         429: {"description": TOO_MANY}})
 async def upload_photo(request: Request, settings: Annotated[WebSettings, Depends(get_settings)]) -> dict[str, Any]:
     """A photo for the conversation's ticket: raw body (JPEG, PNG or WebP by content, at most 5 MB), the chat's
-    session id in ``X-Chat-Session`` and the file's name in ``X-Filename``. Returns ``{"id", "ticket"}``."""
+    session id in ``X-Chat-Session``, its key in ``X-Chat-Key`` and the file's name in ``X-Filename``. Returns
+    ``{"id", "ticket"}``; 403 without the session's key."""
     session_id = request.headers.get("x-chat-session", "")
     if not SESSION_RE.match(session_id):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Missing chat session")
+    require_session_key(settings, session_id, request.headers.get("x-chat-key", ""))
     client = request.client.host if request.client else "unknown"
     if not (allow(PHOTO_RATE_PER_CHAT, "photo-chat", session_id, redis_url=settings.redis_url)
             and allow(PHOTO_RATE_PER_CLIENT, "photo-client", client, redis_url=settings.redis_url)):

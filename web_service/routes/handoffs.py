@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
 from crm_store.enums import HandoffMessageKind, HandoffStatus, TicketEventKind, UserRole
 from crm_store.errors import ConflictError, InvalidTransitionError
 from crm_store.models import Handoff, User, utcnow
+from crm_store.repositories.agent_replies import record_relay_failure
 from crm_store.repositories.handoffs import (
     ACTIVE,
     add_handoff_message,
@@ -19,7 +20,6 @@ from crm_store.repositories.handoffs import (
     get_handoff,
     get_skills,
     list_handoffs,
-    record_relay_failure,
     sla_breached,
 )
 from crm_store.repositories.tickets import add_ticket_event, change_ticket_status

@@ -18,7 +18,7 @@
 
   function load() {
     const s = JSON.parse(localStorage.getItem(STORE) || "null") || {};
-    return { sessionId: s.sessionId || null, transcript: s.transcript || [], agent: s.agent || null };
+    return { sessionId: s.sessionId || null, sessionKey: s.sessionKey || null, transcript: s.transcript || [], agent: s.agent || null };
   }
   function save() {
     state.transcript = state.transcript.slice(-200);
@@ -49,7 +49,7 @@
   function add(entry) {
     entry.id = entry.id || newId();
     entry.at = entry.at || new Date().toISOString();
-    state = Object.assign(load(), { sessionId: state.sessionId || load().sessionId });
+    state = Object.assign(load(), { sessionId: state.sessionId || load().sessionId, sessionKey: state.sessionKey || load().sessionKey });
     state.transcript.push(entry);
     save();
     append(entry);
@@ -104,7 +104,7 @@
     if (!state.sessionId) return;
     if (kind === "typing") { if (Date.now() - lastSignal < 3000) return; lastSignal = Date.now(); }
     fetch("/chat/signal", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ session_id: state.sessionId, kind: kind }) }).catch(function () {});
+      body: JSON.stringify({ session_id: state.sessionId, session_key: state.sessionKey, kind: kind }) }).catch(function () {});
   }
 
   form.addEventListener("submit", function (e) {
@@ -134,7 +134,8 @@
     statusEl.textContent = "sending photo…";
     try {
       const resp = await fetch("/chat/uploads", { method: "POST", body: file, headers: {
-        "Content-Type": file.type, "X-Chat-Session": state.sessionId, "X-Filename": encodeURIComponent(file.name).slice(0, 200) } });
+        "Content-Type": file.type, "X-Chat-Session": state.sessionId, "X-Chat-Key": state.sessionKey || "",
+        "X-Filename": encodeURIComponent(file.name).slice(0, 200) } });
       const body = await resp.json().catch(() => ({}));
       if (!resp.ok) { notice(body.detail || "The photo could not be sent."); return; }
       const id = newId();
@@ -184,7 +185,7 @@
     for (;;) {
       try {
         const resp = await fetch("/chat/stream", { method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ session_id: state.sessionId }) });
+          body: JSON.stringify({ session_id: state.sessionId, session_key: state.sessionKey }) });
         if (!resp.ok || !resp.body) throw new Error("stream " + resp.status);
         delay = 1000;
         const reader = resp.body.getReader(), dec = new TextDecoder();
@@ -216,12 +217,16 @@
     reconnectionDelay: 500, reconnectionDelayMax: 10000, randomizationFactor: 0.5 });
   socket.on("connect", function () {
     statusEl.textContent = "connecting…";
-    socket.emit("session_request", { session_id: state.sessionId });
+    // The key proves this browser owns the session: the id alone (agents see it) resumes nothing.
+    socket.emit("session_request", { session_id: state.sessionId, session_key: state.sessionKey });
   });
   socket.on("session_confirm", function (data) {
-    const first = !state.sessionId;
     const sid = typeof data === "string" ? data : (data && data.session_id) || state.sessionId;
-    state = load(); state.sessionId = sid; save();
+    state = load();
+    // A new session, or the server refused to resume ours (no valid key): the old transcript is not this one's.
+    const renewed = !!state.sessionId && state.sessionId !== sid, first = !state.sessionId || renewed;
+    if (renewed) { state.transcript = []; state.agent = null; renderAll(); }
+    state.sessionId = sid; state.sessionKey = (data && data.session_key) || null; save();
     confirmed = true;
     statusEl.textContent = "online";
     while (outbox.length) { const q = outbox.shift(); q[1].session_id = sid; socket.emit(q[0], q[1], acked); }
@@ -240,7 +245,7 @@
   function reportPresence() {
     if (!confirmed || !state.sessionId || !leader) return;
     fetch("/chat/presence", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ session_id: state.sessionId }) }).catch(function () {});
+      body: JSON.stringify({ session_id: state.sessionId, session_key: state.sessionKey }) }).catch(function () {});
   }
   setInterval(reportPresence, 20000);
 

@@ -29,7 +29,45 @@ def test_a_message_that_is_not_text_gets_the_empty_message_reply(message: Any, m
         sent.append((event, data, room))
 
     channel.sio.emit = emit  # type: ignore[method-assign]  # what reaches the client's room
+
+    async def get_session(sid: str, namespace: Any = None) -> dict[str, Any]:
+        return {"session_id": "session-1"}  # the session this socket joined with session_request
+
+    channel.sio.get_session = get_session  # type: ignore[method-assign]
     handler = channel.sio.handlers["/"]["user_uttered"]
-    asyncio.run(handler("sid-1", {"message": message, "session_id": "session-1"}))
+    asyncio.run(handler("sid-1", {"message": message, "session_id": "someone-elses-session"}))
     assert not reached  # nothing for language understanding
     assert [(e, d.get("text"), r) for e, d, r in sent] == [("bot_uttered", REPLY_EMPTY, "session-1")]
+
+
+def test_a_session_is_resumed_only_with_its_key(monkeypatch: pytest.MonkeyPatch):
+    """A known session id without its key (an agent's screen, a log) gets a new session; with the key, the same."""
+    from crm_store.chat_sessions import session_key
+
+    monkeypatch.setattr(guard_module, "_GUARD", InputGuard(GuardSettings()))
+    monkeypatch.setenv("CHAT_SESSION_SECRET", "s" * 64)
+    channel = SocketIOInput.from_credentials({"session_persistence": True})
+    channel.blueprint(lambda _m: asyncio.sleep(0))
+    confirmed: list[Any] = []
+    joined: dict[str, Any] = {}
+
+    async def emit(event: str, data: Any = None, room: Any = None, **_kw: Any) -> None:
+        confirmed.append(data)
+
+    async def save_session(sid: str, session: dict[str, Any], namespace: Any = None) -> None:
+        joined[sid] = session
+
+    channel.sio.emit = emit  # type: ignore[method-assign]
+    channel.sio.save_session = save_session  # type: ignore[method-assign]
+    channel.sio.enter_room = lambda *a, **k: None  # type: ignore[method-assign]
+    request = channel.sio.handlers["/"]["session_request"]
+    asyncio.run(request("sid-1", {}))
+    first = confirmed[-1]
+    assert len(first["session_id"]) == 32 and first["session_key"] == session_key("s" * 64, first["session_id"])
+    for data in ({"session_id": first["session_id"]}, {"session_id": first["session_id"], "session_key": "0" * 32},
+                 {"session_id": first["session_id"], "session_key": 5}, "not a dict"):
+        asyncio.run(request("sid-2", data))
+        assert confirmed[-1]["session_id"] != first["session_id"] and joined["sid-2"] == {"session_id": confirmed[-1]["session_id"]}
+    asyncio.run(request("sid-3", {"session_id": first["session_id"], "session_key": first["session_key"]}))
+    assert confirmed[-1] == first and joined["sid-3"] == {"session_id": first["session_id"]}
+    assert guard_module.get_guard().counts["session_key_refused"] == 3  # "not a dict" names no session
