@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rasa_sdk import Action, FormValidationAction, Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
@@ -158,6 +158,16 @@ class CrmAction(Action, ABC):
             return events + self.act(Turn(dispatcher, tracker, domain, session, customer))
 
 
+def end_form_unanswered(dispatcher: CollectingDispatcher) -> list[EventType]:
+    """A form turn the CRM could not serve (unreachable, or the validation failed): says so and ends the form,
+    then listens. Otherwise the form would ask for details nobody can check now (a verified customer was
+    asked for their e-mail address again during a database outage, and their answer then got no reply at
+    all: tests/e2e/test_outages.py), or its closing action would run on unfilled slots. The slots stay, so
+    the customer's next request picks up what they already said."""
+    dispatcher.utter_message(text=CRM_UNAVAILABLE)
+    return [SlotSet("requested_slot", None), ActiveLoop(None), FollowupAction("action_listen")]
+
+
 class CrmFormValidationAction(FormValidationAction, ABC):
     """A form validation action that first links the chat to its customer when it can.
 
@@ -182,19 +192,20 @@ class CrmFormValidationAction(FormValidationAction, ABC):
             identity_events = self._identity_events(tracker)
         except Exception:
             logger.exception("customer lookup failed (conversation %s)", tracker.sender_id)
-            identity_events = []
-            # Unconfirmed, this turn reads nothing of an account (the slot alone proves nothing); the slots
-            # themselves stay, and the next turn confirms the link again.
-            tracker.add_slots(forget_customer())
+            return end_form_unanswered(dispatcher)
         if verification_expired(tracker, identity_events):
             logger.info("verification of conversation %s expired", tracker.sender_id)
             dispatcher.utter_message(text=VERIFICATION_EXPIRED)
         tracker.add_slots(identity_events)
-        interrupted = self.interrupt(dispatcher, tracker, domain)
-        if interrupted is not None:
-            return identity_events + interrupted
-        validation = super(CrmFormValidationAction, self).run(dispatcher, tracker, domain)
-        return identity_events + asyncio.run(validation)
+        try:
+            interrupted = self.interrupt(dispatcher, tracker, domain)
+            if interrupted is not None:
+                return identity_events + interrupted
+            validation = super(CrmFormValidationAction, self).run(dispatcher, tracker, domain)
+            return identity_events + asyncio.run(validation)
+        except Exception:
+            logger.exception("form validation failed (conversation %s)", tracker.sender_id)
+            return identity_events + end_form_unanswered(dispatcher)
 
     def interrupt(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]

@@ -1,6 +1,7 @@
 """A fleet of simulated appliances that publish realistic telemetry, each signed in as itself.
 
-  python -m device_hooks.simulator run [--devices 50] [--interval 10]      steady telemetry
+  python -m device_hooks.simulator run [--devices 50] [--interval 10]      steady telemetry ([--reconnect]:
+                                                                            through broker restarts)
   python -m device_hooks.simulator inject SERIAL CODE                      a named fault, as the device sees it
   python -m device_hooks.simulator recover SERIAL CODE                     readings back to normal
   python -m device_hooks.simulator bench --messages 200000 --devices 20    as fast as QoS 1 allows
@@ -193,16 +194,22 @@ def pump(conns: list[Connection], timeout: float) -> None:
             conn.lost()
 
 
-def connect_all(fleet: list[SimDevice], host: str, port: int, window: int = 1000) -> list[Connection]:
-    conns = [Connection(d, window) for d in fleet]
+def connect_all(fleet: list[SimDevice], host: str, port: int, window: int = 1000, *,
+                reconnect: bool = False) -> list[Connection]:
+    conns = [Connection(d, window, reconnect=reconnect) for d in fleet]
     for conn in conns:
         conn.open(host, port)
     return conns
 
 
-def run_fleet(fleet: list[SimDevice], host: str, port: int, interval: float, duration: float | None) -> None:
+def run_fleet(fleet: list[SimDevice], host: str, port: int, interval: float, duration: float | None, *,
+              reconnect: bool = False) -> dict[str, int]:
+    """Streams telemetry (after one status message per device) until ``duration`` seconds have passed, then
+    waits for the broker's acknowledgements. ``reconnect``: devices sign in again after a broker restart, as
+    real appliances do (see :class:`Connection`). Returns ``{"devices", "published", "acked_by_broker"}``,
+    what a test compares with the rows the worker stored."""
     rng = random.Random()
-    conns = connect_all(fleet, host, port)
+    conns = connect_all(fleet, host, port, reconnect=reconnect)
     logger.info("%d devices online, one reading each every %.1f s", len(conns), interval)
     end = time.monotonic() + duration if duration else None
     for conn in conns:
@@ -216,6 +223,8 @@ def run_fleet(fleet: list[SimDevice], host: str, port: int, interval: float, dur
     for conn in conns:
         conn.settle()
         conn.close()
+    return {"devices": len(conns), "published": sum(c.published for c in conns),
+            "acked_by_broker": sum(c.acked for c in conns)}
 
 
 def inject(device: SimDevice, code: str, host: str, port: int, *, recover: bool = False) -> str:
@@ -278,6 +287,8 @@ def main() -> None:
     r.add_argument("--serial", action="append", help="simulate these devices (repeatable)")
     r.add_argument("--interval", type=float, default=10.0)
     r.add_argument("--duration", type=float, default=None)
+    r.add_argument("--reconnect", action="store_true",
+                   help="sign in again when the broker goes away (for up to a minute) instead of stopping")
     for name in ("inject", "recover"):
         p = sub.add_parser(name)
         p.add_argument("serial")
@@ -292,7 +303,9 @@ def main() -> None:
     tokens = pathlib.Path(args.tokens_file)
     if args.command == "run":
         fleet = load_fleet(tokens, args.serial, None if args.serial else args.devices)
-        run_fleet(fleet, host, port, args.interval, args.duration)
+        # The counts on stdout (one JSON line) let a test compare what the broker acknowledged with what was stored.
+        json.dump(run_fleet(fleet, host, port, args.interval, args.duration, reconnect=args.reconnect), sys.stdout)
+        print()
     elif args.command in ("inject", "recover"):
         device = load_fleet(tokens, [args.serial])[0]
         print(inject(device, args.code.upper(), host, port, recover=args.command == "recover"))

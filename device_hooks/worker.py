@@ -262,6 +262,11 @@ class Worker:
             self.notify.clear()
             try:
                 await notifier.run_once()
+            except (OperationalError, DBAPIError) as err:
+                # One line, not a traceback every second while the database is away (an outage of 15 s wrote
+                # ~1,400 lines per worker); the pending messages wait in the database for the next round.
+                logger.warning("delivering proactive messages failed (database: %s); will retry",
+                               str(err.orig if err.orig else err).splitlines()[0][:200])
             except Exception:
                 logger.exception("delivering proactive messages failed; will retry")
 

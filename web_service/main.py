@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 
-from web_service import http_security
+from web_service import errors, http_security
 from web_service.health import run_checks
 from web_service.live import get_hub, start_hub
 from web_service.privacy_jobs import start_privacy_jobs
@@ -45,6 +46,21 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             stop.set()
 
 
+# Seconds a client should wait before it retries a request the database could not serve.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 with ``Retry-After`` for a request that failed because the database is unreachable, restarting,
+    refusing connections, killed the session or timed a statement out (SQLAlchemy's OperationalError): a
+    passing outage, not a fault of the request or the code, so the client and the load balancer may retry.
+    Before this, the end-to-end outage test saw 500s during a database outage (issue 14)."""
+    logger.warning("%s %s: database unavailable (%s)", request.method, request.url.path,
+                   str(getattr(exc, "orig", None) or exc).splitlines()[0][:200])
+    return JSONResponse({"detail": errors.DATABASE_UNAVAILABLE}, status_code=503,
+                        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
 def create_app() -> FastAPI:
     install_log_scrubbing()  # no e-mail, phone, order number or serial in any log line of this process
     app = FastAPI(
@@ -58,6 +74,7 @@ def create_app() -> FastAPI:
                    console_live.router, chat_live.router, canned.router):
         app.include_router(router)
     http_security.install(app, get_settings())
+    app.add_exception_handler(OperationalError, database_unavailable)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health", tags=["health"])

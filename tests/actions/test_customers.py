@@ -167,3 +167,40 @@ def test_simultaneous_guesses_from_several_action_servers_get_five_checks(crm_ur
         answers = list(pool.map(guess, range(12)))
     assert sum("don't match an account" in a for a in answers) == 5, answers
     assert sum("too many attempts" in a for a in answers) == 7, answers
+
+
+CRM_DOWN_ENDING = [{"event": "slot", "name": "requested_slot", "value": None, "timestamp": None},
+                   {"event": "active_loop", "name": None, "timestamp": None},
+                   {"event": "followup", "name": "action_listen", "timestamp": None}]
+
+
+def test_a_verified_customer_asking_while_the_crm_is_unreachable_is_told_so_not_asked_to_verify_again(
+        crm_url, monkeypatch, tmp_path):
+    from actions.base import CRM_UNAVAILABLE
+    from actions.settings import get_settings
+
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/a-file/crm.db")  # nothing can open it
+    get_settings.cache_clear()
+    starts = tracker_from("linked_request").events[:3] + [{"event": "active_loop", "name": "verify_form"}]
+    tracker = tracker_from("linked_request", events=starts, latest_message={
+        "text": "what devices do I have?", "intent": {"name": "list_devices", "confidence": 0.97}, "entities": []})
+    events, messages = run_action(ValidateVerifyForm(), tracker)
+    # Before: no event and no word, so the form asked this verified customer for their e-mail address again.
+    assert [m["text"] for m in messages] == [CRM_UNAVAILABLE]
+    assert events == CRM_DOWN_ENDING  # the form ends and the bot listens; customer_id is left as it was
+
+
+def test_a_verification_the_crm_fails_to_check_is_answered_and_ends_the_form(crm_url, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from actions.base import CRM_UNAVAILABLE
+
+    def lost(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("SELECT", {}, Exception("terminating connection due to administrator command"))
+
+    monkeypatch.setattr("actions.verification.verify_customer", lost)
+    events, messages = run_action(ValidateVerifyForm(), tracker_from("verify_reference"))
+    # Before: the exception reached rasa-sdk, the action server answered 500 and the customer got no reply.
+    assert [m["text"] for m in messages] == [CRM_UNAVAILABLE]
+    assert events[-3:] == CRM_DOWN_ENDING and "customer_id" not in slots_of(events)

@@ -81,3 +81,18 @@ def test_redis_is_checked_only_when_configured(app_with, api_db):
 def test_the_action_servers_health_url_is_beside_its_webhook():
     assert action_server_health_url("http://127.0.0.1:5055/webhook") == "http://127.0.0.1:5055/health"
     assert action_server_health_url("https://actions.internal:8443/webhook?x=1") == "https://actions.internal:8443/health"
+
+
+def test_without_the_database_the_api_answers_503_with_retry_after_not_500(app_with):
+    from web_service import errors
+
+    from tests.web_service.conftest import CHAT_SECRET, chat
+
+    client = app_with(DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{dead()}/crm", MQTT_PORT=str(dead()),
+                      CHAT_SESSION_SECRET=CHAT_SECRET)
+    for method, path, body in (("POST", "/api/auth/token", {"username": "admin", "password": "x"}),
+                               ("POST", "/chat/presence", chat("a" * 32))):
+        resp = client.request(method, path, json=body)
+        assert resp.status_code == 503, (path, resp.status_code, resp.text)
+        assert resp.json() == {"detail": errors.DATABASE_UNAVAILABLE} and resp.headers["Retry-After"] == "5"
+        assert "127.0.0.1" not in resp.text  # the driver's message (host, port) stays in the log
