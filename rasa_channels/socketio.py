@@ -51,6 +51,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_REDIS_CHANNEL = "rasa-socketio"
 
 
+class ClosedWebsocketNoise(logging.Filter):
+    """Drops sanic's error for every closed socket.io WebSocket: python-engineio's handler returns nothing when
+    the socket closes and sanic logs "Invalid response type None" with a traceback (sanic issue 2572, open).
+    Nothing failed; one traceback per closed chat tab would bury real errors in Rasa's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and "Invalid response type None" in str(exc) and "/socket.io/" in record.getMessage())
+
+
+logging.getLogger("sanic.error").addFilter(ClosedWebsocketNoise())
+
+
 class SocketIOInput(RasaSocketIOInput):
     """Rasa's socket.io input channel with an optional Redis client manager shared by all Rasa servers."""
 

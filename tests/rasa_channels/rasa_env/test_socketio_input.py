@@ -71,3 +71,24 @@ def test_a_session_is_resumed_only_with_its_key(monkeypatch: pytest.MonkeyPatch)
     asyncio.run(request("sid-3", {"session_id": first["session_id"], "session_key": first["session_key"]}))
     assert confirmed[-1] == first and joined["sid-3"] == {"session_id": first["session_id"]}
     assert guard_module.get_guard().counts["session_key_refused"] == 3  # "not a dict" names no session
+
+
+def test_only_the_closed_websocket_error_is_dropped_from_sanics_log():
+    import logging
+    import sys
+
+    from sanic.exceptions import ServerError
+
+    from rasa_channels.socketio import ClosedWebsocketNoise
+
+    def record(uri: str, exc: Exception) -> logging.LogRecord:
+        try:
+            raise exc
+        except type(exc):
+            return logging.LogRecord("sanic.error", logging.ERROR, __file__, 1, "Exception occurred while handling uri: %r",
+                                     (uri,), sys.exc_info())
+
+    noise = ClosedWebsocketNoise()
+    assert not noise.filter(record("ws://h/socket.io/?transport=websocket", ServerError("Invalid response type None (need HTTPResponse)")))
+    assert noise.filter(record("ws://h/socket.io/?transport=websocket", ServerError("something else")))
+    assert noise.filter(record("http://h/webhooks/rest/webhook", ServerError("Invalid response type None (need HTTPResponse)")))
