@@ -85,7 +85,10 @@ def device_client(stack: Stack, serial: str, token: str) -> tuple[mqtt.Client, A
     client.username_pw_set(serial, token)
     result: dict[str, Any] = {}
     client.on_connect = lambda c, u, f, rc, p: result.setdefault("rc", rc)
-    client.connect("127.0.0.1", stack.mqtt_port)
+    port, tls = stack.device_mqtt()
+    if tls is not None:
+        tls.apply(client)
+    client.connect("127.0.0.1", port)
     client.loop_start()
     deadline = time.time() + 10
     while "rc" not in result and time.time() < deadline:
