@@ -3,6 +3,8 @@ SHELL := /bin/bash
 APP_PY := .venv-app/bin/python
 # The embedded broker of `make run`; set MQTT_PORT=1883 for a broker configured in .env.
 MQTT_PORT ?= 1884
+# Its TLS listener for devices (the CA of var/pki).
+MQTT_TLS_PORT ?= 8884
 
 .PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-dialogue bench-chat fuzz bench-nlu tune-nlu tune-fallback simulate clean
 
@@ -90,9 +92,10 @@ tune-nlu: setup
 tune-fallback: setup
 	PYTHONPATH=. RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3 .venv-rasa/bin/python scripts/tune_fallback.py
 
-# Telemetry from 50 demo devices into the broker of a running `make run` (Ctrl-C to stop).
+# Telemetry from 50 demo devices into the broker of a running `make run` or `make run-production`, over TLS
+# (Ctrl-C to stop).
 simulate: setup
-	PYTHONPATH=. $(APP_PY) -m device_hooks.simulator --port $(MQTT_PORT) run --devices 50 --interval 5
+	PYTHONPATH=. $(APP_PY) -m device_hooks.simulator --port $(MQTT_TLS_PORT) --tls --ca-file var/pki/ca.crt run --devices 50 --interval 5
 
 clean:
 	rm -rf .venv-app .venv-rasa models var .pytest_cache

@@ -98,7 +98,7 @@ class Stack:
 
     def __init__(self, model: str, work: pathlib.Path, customers: int) -> None:
         self.work = work
-        self.ports = {k: free_port() for k in ("rasa", "actions", "web", "mqtt")}
+        self.ports = {k: free_port() for k in ("rasa", "actions", "web", "mqtt", "mqtt-tls")}
         env = {k: v for k, v in os.environ.items()
                if k not in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_HOST",
                             "MQTT_PORT", "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD", "VIRTUAL_ENV")}

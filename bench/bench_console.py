@@ -63,7 +63,7 @@ def start_stack(model: str, work: pathlib.Path) -> tuple[subprocess.Popen[str], 
         env.pop(key, None)
     cmd = [str(ROOT / ".venv-app/bin/python"), str(ROOT / "scripts/run_stack.py"), "--model", model,
            "--rasa-port", str(ports["rasa"]), "--actions-port", str(ports["actions"]), "--web-port", str(ports["web"]),
-           "--mqtt-port", str(ports["mqtt"]), "--env-file", str(work / ".env"), "--log-dir", str(work / "log")]
+           "--mqtt-port", str(ports["mqtt"]), "--mqtt-tls-port", str(free_port()), "--env-file", str(work / ".env"), "--log-dir", str(work / "log")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, ready = time.time() + 600, False
     for line in proc.stdout:  # type: ignore[union-attr]

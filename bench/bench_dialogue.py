@@ -39,7 +39,7 @@ def free_port() -> int:
 
 
 def start_stack(work: pathlib.Path, model: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port()}
+    ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port(), "mqtt-tls": free_port()}
     # The project's escalation rules as shipped, with the team staffed around the clock whatever the hour.
     config = (ROOT / "escalation.yml").read_text()
     (work / "escalation.yml").write_text(re.sub(r"(?m)^  always: false", "  always: true", config))

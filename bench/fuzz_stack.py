@@ -65,7 +65,7 @@ class Stack:
 
 def start_stack(work: pathlib.Path, model: str, timeout: float = 1200) -> Stack:
     """Starts the embedded stack; returns once it printed READY and Rasa answered a first message."""
-    ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port()}
+    ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port(), "mqtt-tls": free_port()}
     env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env.update(DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite", TRACKER_DB=str(work / "tracker.db"))
     cmd = [str(ROOT / ".venv-app/bin/python"), str(ROOT / "scripts/run_stack.py"), "--model", model,

@@ -2,9 +2,11 @@
 
 ``python -m device_hooks.broker provision [--tokens-file F]``: gives every device without one a secret
 token (printed once into F, mode 0600; the CRM keeps only hashes).
-``python -m device_hooks.broker config --dir D --port P [--service-port S]``: writes D/mosquitto.conf,
-D/passwd and D/acl (and D/passwd-services with a service port). Under that ACL a device (user name = its
-serial) may publish only to its own ``devices/<serial>/...``; its client id is forced to its user name.
+``python -m device_hooks.broker config --dir D --port P [--service-port S] [--tls-port T --pki-dir K]
+[--no-plain]``: writes D/mosquitto.conf, D/passwd and D/acl (D/passwd-services with a service port; D/tls/
+with a TLS port: copies of K's CA, server certificate and key, see device_hooks.pki). Under that ACL a
+device (user name = its serial) may publish only to its own ``devices/<serial>/...``; its client id is
+forced to its user name. ``--no-plain``: devices only over TLS (the production topology).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pathlib
 import pwd
 import secrets
 import tempfile
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -30,6 +33,7 @@ from crm_store.repositories.device_credentials import (
     devices_without_credential,
     store_credential,
 )
+from device_hooks.pki import PkiFiles
 from device_hooks.settings import get_settings
 from device_hooks.validation import MAX_PACKET_BYTES
 
@@ -80,14 +84,30 @@ log_type warning
 log_type notice
 connection_messages false
 
+{device_listeners}{service_listener}"""
+
 # Devices: user name = serial, and the broker sets the client id to the user name, so no device can
 # take over another client's session (the worker's above all) by connecting with its client id.
+# The first password_file of the config is the devices' (device_hooks.revocation edits it).
+DEVICE_LISTENER = """
+# Devices{over}.
 listener {port} {host}
 allow_anonymous false
 password_file {dir}/passwd
 acl_file {dir}/acl
 use_username_as_clientid true
-{service_listener}"""
+"""
+
+# TLS for devices: the server certificate of the project's CA (device_hooks.pki). Devices verify it with
+# ca.crt and sign in with their serial and token as on the plain listener: no client certificate is asked
+# for (require_certificate false), so a device's credential stays its one token. tls_version is the lowest
+# version accepted (Mosquitto 2.0): TLS 1.2 and 1.3.
+TLS_OPTIONS = """cafile {tls_dir}/ca.crt
+certfile {tls_dir}/server.crt
+keyfile {tls_dir}/server.key
+tls_version tlsv1.2
+require_certificate false
+"""
 
 SERVICE_LISTENER = """
 # Services (device workers, the HTTP bridge), loopback only, with their own password file: here the
@@ -130,15 +150,28 @@ def provision(session: Session) -> dict[str, str]:
     return {device.serial: issue_credential(session, device) for device in devices_without_credential(session)}
 
 
-def write_config(session: Session, directory: pathlib.Path, *, port: int, host: str = "127.0.0.1",
-                 service_passwords: dict[str, str], service_port: int | None = None) -> pathlib.Path:
+@dataclass(frozen=True)
+class TlsListener:
+    """The devices' TLS listener: its port and the PKI folder (device_hooks.pki) whose files it serves."""
+
+    port: int
+    pki: PkiFiles
+
+
+def write_config(session: Session, directory: pathlib.Path, *, port: int | None, host: str = "127.0.0.1",
+                 service_passwords: dict[str, str], service_port: int | None = None,
+                 tls: TlsListener | None = None) -> pathlib.Path:
     """Writes the broker's config, password files and ACL; returns the config path.
 
-    With ``service_port``: devices on ``port`` (D/passwd holds only devices), the worker and the bridge on
-    ``service_port`` at 127.0.0.1 (D/passwd-services). Without it (one listener, as ``make run`` starts
-    it), the services' accounts are in D/passwd too and their client id is their user name, so only one
-    worker can be connected: run several workers against a service listener.
+    Devices sign in on ``port`` (plain MQTT; None: no plain listener) and, with ``tls``, on ``tls.port``
+    (TLS, the same accounts); at least one of the two. With ``service_port``: D/passwd holds only devices, the
+    worker and the bridge sign in on ``service_port`` at 127.0.0.1 (D/passwd-services). Without it (one
+    listener, as ``make run`` starts it), the services' accounts are in D/passwd too and their client id is
+    their user name, so only one worker can be connected: run several workers against a service listener.
+    Raises ValueError without any device listener, FileNotFoundError when the PKI files are missing.
     """
+    if port is None and tls is None:
+        raise ValueError("the broker needs a device listener: a plain port, a TLS one or both")
     directory = usable_directory(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
@@ -151,12 +184,34 @@ def write_config(session: Session, directory: pathlib.Path, *, port: int, host: 
         path.write_text("\n".join(content) + "\n")
         path.chmod(0o600)
     (directory / "acl").write_text(ACL.format(worker=WORKER_USER, bridge=BRIDGE_USER))
+    absolute = directory.resolve()
+    devices = ""
+    if port is not None:
+        devices += DEVICE_LISTENER.format(over=" over plain MQTT", port=port, host=host, dir=absolute)
+    if tls is not None:
+        devices += DEVICE_LISTENER.format(over=" over TLS", port=tls.port, host=host, dir=absolute)
+        devices += TLS_OPTIONS.format(tls_dir=_copy_tls_files(tls.pki, directory / "tls"))
     conf = directory / "mosquitto.conf"
-    listener = SERVICE_LISTENER.format(service_port=service_port, dir=directory.resolve()) if service_port else ""
-    conf.write_text(CONF.format(port=port, host=host, dir=directory.resolve(), service_listener=listener,
+    listener = SERVICE_LISTENER.format(service_port=service_port, dir=absolute) if service_port else ""
+    conf.write_text(CONF.format(dir=absolute, device_listeners=devices, service_listener=listener,
                                 max_packet_size=MAX_PACKET_BYTES))
     _hand_to_broker_user(directory)
     return conf
+
+
+def _copy_tls_files(pki: PkiFiles, target: pathlib.Path) -> pathlib.Path:
+    # Copies in the broker's own folder, which is handed to the broker's user below: Mosquitto, started as
+    # root, reads them after dropping to that user, and the PKI folder's keys stay readable by their owner only.
+    target.mkdir(exist_ok=True)
+    for source, name, mode in ((pki.ca_cert, "ca.crt", 0o644), (pki.server_cert, "server.crt", 0o644),
+                               (pki.server_key, "server.key", 0o600)):
+        data = source.read_bytes()
+        path = target / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        path.chmod(mode)
+    return target.resolve()
 
 
 def usable_directory(preferred: pathlib.Path) -> pathlib.Path:
@@ -205,6 +260,9 @@ def main() -> None:
     c.add_argument("--port", type=int, default=1883, help="the devices' listener")
     c.add_argument("--service-port", type=int, default=None,
                    help="a loopback listener for the worker(s) and the HTTP bridge (their MQTT_PORT)")
+    c.add_argument("--tls-port", type=int, default=None, help="the devices' TLS listener (needs --pki-dir)")
+    c.add_argument("--pki-dir", default="var/pki", help="CA and server certificate (python -m device_hooks.pki)")
+    c.add_argument("--no-plain", action="store_true", help="no plain device listener: devices only over TLS")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -219,8 +277,11 @@ def main() -> None:
             missing = [u for u, pw in services.items() if not pw]
             if missing:
                 raise SystemExit(f"set the broker passwords first (MQTT_WORKER_PASSWORD, MQTT_BRIDGE_PASSWORD): {missing}")
-            print(write_config(session, pathlib.Path(args.dir), port=args.port, service_passwords=services,
-                               service_port=args.service_port))
+            if args.no_plain and args.tls_port is None:
+                raise SystemExit("--no-plain needs --tls-port: devices would have no listener")
+            tls = TlsListener(args.tls_port, PkiFiles(pathlib.Path(args.pki_dir))) if args.tls_port else None
+            print(write_config(session, pathlib.Path(args.dir), port=None if args.no_plain else args.port,
+                               service_passwords=services, service_port=args.service_port, tls=tls))
 
 
 if __name__ == "__main__":

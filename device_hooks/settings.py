@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import ssl
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +42,9 @@ class DeviceSettings(BaseSettings):
     mqtt_ca_file: str = ""
     mqtt_cert_file: str = ""
     mqtt_key_file: str = ""
+    # The broker's TLS listener for devices (scripts/run_stack.py sets it with MQTT_CA_FILE, the CA of
+    # device_hooks.pki): where the simulator connects with --tls unless told --port.
+    mqtt_device_tls_port: int | None = None
     # A message is acknowledged after its batch is committed: bigger batches, fewer commits.
     batch_max: int = 2000
     batch_wait_ms: int = 10
@@ -58,6 +64,12 @@ class DeviceSettings(BaseSettings):
     dead_letters_per_device: int = Field(default=100, ge=0)
     dead_letter_window_minutes: int = Field(default=60, gt=0)
 
+    def mqtt_tls_config(self) -> MqttTls | None:
+        """The worker's TLS to the broker (CA, client certificate), or None when MQTT_TLS is off."""
+        if not self.mqtt_tls:
+            return None
+        return MqttTls(self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)
+
     @property
     def dead_letter_quota(self) -> DeadLetterQuota:
         return DeadLetterQuota(self.dead_letters_per_device, dt.timedelta(minutes=self.dead_letter_window_minutes))
@@ -65,6 +77,24 @@ class DeviceSettings(BaseSettings):
     @property
     def verification_ttl(self) -> dt.timedelta:
         return dt.timedelta(minutes=self.verification_ttl_minutes)
+
+
+@dataclass(frozen=True)
+class MqttTls:
+    """TLS of one MQTT connection: the CA file that verifies the broker (empty: the system's CAs) and an
+    optional client certificate and key (PEM paths)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def apply(self, client: Any) -> None:
+        """paho's ``tls_set`` on ``client`` (a paho ``Client``, not yet connected): the broker's certificate must
+        chain to the CA (CERT_REQUIRED) and name the host connected to (hostname check on). Raises
+        FileNotFoundError or ssl.SSLError for unreadable files."""
+        client.tls_set(ca_certs=self.ca_file or None, certfile=self.cert_file or None, keyfile=self.key_file or None,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(False)
 
 
 @lru_cache

@@ -6,7 +6,9 @@
   python -m device_hooks.simulator recover SERIAL CODE                     readings back to normal
   python -m device_hooks.simulator bench --messages 200000 --devices 20    as fast as QoS 1 allows
 
-Device credentials come from the token file written by ``device_hooks.broker provision``. A fault with a
+Device credentials come from the token file written by ``device_hooks.broker provision``. ``--tls`` (or
+MQTT_TLS) connects over TLS, verifying the broker's certificate and host name against ``--ca-file`` (default
+MQTT_CA_FILE), on ``--port`` (default MQTT_DEVICE_TLS_PORT, else MQTT_PORT). A fault with a
 telemetry rule is injected as readings beyond the threshold covering the rule's hold time (what a device
 that buffered its readings would send); any other code is published on the device's fault topic.
 """
@@ -26,12 +28,13 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
 from crm_store.db import session_scope
 from crm_store.enums import ApplianceCategory
 from crm_store.models import TelemetryRule, utcnow
 from crm_store.repositories.catalogue import list_enabled_rules
 from crm_store.repositories.devices import list_fleet
-from device_hooks.settings import get_settings
+from device_hooks.settings import MqttTls, get_settings
 
 logger = logging.getLogger("device_hooks.simulator")
 
@@ -104,9 +107,9 @@ class Connection:
     """One device's paho MQTT connection, driven from the caller's thread (paho's external-loop API:
     ``loop_read``/``loop_write``/``loop_misc``), with at most ``window`` unacknowledged QoS 1 publishes."""
 
-    def __init__(self, device: SimDevice, window: int = 1000, *, reconnect: bool = False) -> None:
+    def __init__(self, device: SimDevice, window: int = 1000, *, reconnect: bool = False, tls: MqttTls | None = None) -> None:
         """``reconnect``: when the broker goes away, sign in again (for up to a minute) and let paho send
-        the unacknowledged publishes again, instead of raising ConnectionError."""
+        the unacknowledged publishes again, instead of raising ConnectionError. ``tls``: connect over TLS."""
         self.device, self.window, self.reconnect = device, window, reconnect
         self.down_since: float | None = None
         self.published = 0
@@ -114,6 +117,8 @@ class Connection:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device.serial, protocol=mqtt.MQTTv311,
                                   clean_session=True)
         self.client.username_pw_set(device.serial, device.token)
+        if tls is not None:
+            tls.apply(self.client)
         self.client.max_inflight_messages_set(window)
         self.client.on_publish = self._on_publish
         self.client.on_connect = self._on_connect
@@ -195,21 +200,21 @@ def pump(conns: list[Connection], timeout: float) -> None:
 
 
 def connect_all(fleet: list[SimDevice], host: str, port: int, window: int = 1000, *,
-                reconnect: bool = False) -> list[Connection]:
-    conns = [Connection(d, window, reconnect=reconnect) for d in fleet]
+                reconnect: bool = False, tls: MqttTls | None = None) -> list[Connection]:
+    conns = [Connection(d, window, reconnect=reconnect, tls=tls) for d in fleet]
     for conn in conns:
         conn.open(host, port)
     return conns
 
 
 def run_fleet(fleet: list[SimDevice], host: str, port: int, interval: float, duration: float | None, *,
-              reconnect: bool = False) -> dict[str, int]:
+              reconnect: bool = False, tls: MqttTls | None = None) -> dict[str, int]:
     """Streams telemetry (after one status message per device) until ``duration`` seconds have passed, then
     waits for the broker's acknowledgements. ``reconnect``: devices sign in again after a broker restart, as
     real appliances do (see :class:`Connection`). Returns ``{"devices", "published", "acked_by_broker"}``,
     what a test compares with the rows the worker stored."""
     rng = random.Random()
-    conns = connect_all(fleet, host, port, reconnect=reconnect)
+    conns = connect_all(fleet, host, port, reconnect=reconnect, tls=tls)
     logger.info("%d devices online, one reading each every %.1f s", len(conns), interval)
     end = time.monotonic() + duration if duration else None
     for conn in conns:
@@ -227,9 +232,10 @@ def run_fleet(fleet: list[SimDevice], host: str, port: int, interval: float, dur
             "acked_by_broker": sum(c.acked for c in conns)}
 
 
-def inject(device: SimDevice, code: str, host: str, port: int, *, recover: bool = False) -> str:
+def inject(device: SimDevice, code: str, host: str, port: int, *, recover: bool = False,
+           tls: MqttTls | None = None) -> str:
     """Publishes what the device would send for this fault (or its recovery); returns a description."""
-    conn = connect_all([device], host, port)[0]
+    conn = connect_all([device], host, port, tls=tls)[0]
     rng = random.Random()
     now = utcnow()
     rule = next((r for r in device.rules if r.fault_code == code), None)
@@ -252,10 +258,10 @@ def inject(device: SimDevice, code: str, host: str, port: int, *, recover: bool 
     return what
 
 
-def bench(fleet: list[SimDevice], host: str, port: int, messages: int) -> dict[str, float]:
+def bench(fleet: list[SimDevice], host: str, port: int, messages: int, *, tls: MqttTls | None = None) -> dict[str, float]:
     """Publishes ``messages`` telemetry messages round-robin over the fleet's connections, QoS 1."""
     rng = random.Random(1)
-    conns = connect_all(fleet, host, port)
+    conns = connect_all(fleet, host, port, tls=tls)
     # Pre-built bodies: the simulator should measure the broker and worker, not its own JSON encoding.
     samples = {c.device.serial: [normal_readings(c.device.category, rng) for _ in range(16)] for c in conns}
     base = utcnow()
@@ -281,6 +287,9 @@ def main() -> None:
     parser.add_argument("--tokens-file", default="var/device_tokens.json")
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--tls", action="store_true", default=None,
+                        help="connect over TLS (default: MQTT_TLS), verifying the broker's certificate and host name")
+    parser.add_argument("--ca-file", default=None, help="the CA that signed the broker's certificate (default MQTT_CA_FILE)")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run")
     r.add_argument("--devices", type=int, default=50)
@@ -299,19 +308,25 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    host, port = args.host or settings.mqtt_host, args.port or settings.mqtt_port
+    host, port, tls = args.host or settings.mqtt_host, args.port, None
+    if args.tls or settings.mqtt_tls:
+        # A device signs in with its token: the worker's client certificate (MQTT_CERT_FILE) is not the device's.
+        tls = MqttTls(args.ca_file if args.ca_file is not None else settings.mqtt_ca_file)
+        port = port or settings.mqtt_device_tls_port
+    port = port or settings.mqtt_port
     tokens = pathlib.Path(args.tokens_file)
     if args.command == "run":
         fleet = load_fleet(tokens, args.serial, None if args.serial else args.devices)
         # The counts on stdout (one JSON line) let a test compare what the broker acknowledged with what was stored.
-        json.dump(run_fleet(fleet, host, port, args.interval, args.duration, reconnect=args.reconnect), sys.stdout)
+        json.dump(run_fleet(fleet, host, port, args.interval, args.duration, reconnect=args.reconnect, tls=tls),
+                  sys.stdout)
         print()
     elif args.command in ("inject", "recover"):
         device = load_fleet(tokens, [args.serial])[0]
-        print(inject(device, args.code.upper(), host, port, recover=args.command == "recover"))
+        print(inject(device, args.code.upper(), host, port, recover=args.command == "recover", tls=tls))
     else:
         fleet = [d for d in load_fleet(tokens) if d.category is not ApplianceCategory.COLD_CHAIN_LOGGER][: args.devices]
-        json.dump(bench(fleet, host, port, args.messages), sys.stdout)
+        json.dump(bench(fleet, host, port, args.messages, tls=tls), sys.stdout)
         print()
 
 

@@ -18,7 +18,6 @@ import asyncio
 import collections
 import logging
 import signal
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -57,9 +56,9 @@ def mqtt_client(settings: DeviceSettings, *, client_id: str, manual_ack: bool = 
     password = settings.mqtt_worker_password.get_secret_value()
     if password:
         client.username_pw_set(settings.mqtt_worker_username, password)
-    if settings.mqtt_tls:
-        client.tls_set(ca_certs=settings.mqtt_ca_file or None, certfile=settings.mqtt_cert_file or None,
-                       keyfile=settings.mqtt_key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+    tls = settings.mqtt_tls_config()
+    if tls is not None:
+        tls.apply(client)
     client.reconnect_delay_set(min_delay=1, max_delay=int(RETRY_MAX_DELAY))
     return client
 

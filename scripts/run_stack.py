@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ from web_service.rasa_client import rasa_authorization  # noqa: E402
 
 # The secret that signs the JWTs for Rasa's HTTP API (readiness asks /status, which needs one).
 _RASA_SECRET: list[str] = []
+# The devices' CA (device_hooks.pki): readiness checks HAProxy's HTTPS frontend against it.
+_CA_FILE: list[str] = []
 
 # Generated once into .env so that a fresh clone runs with real secrets, never placeholders.
 GENERATED_SECRETS = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
@@ -89,9 +92,17 @@ def build_env(args: argparse.Namespace) -> dict[str, str]:
     env["RASA_URL"] = f"http://127.0.0.1:{args.rasa_port}"  # Rasa's HTTP API: proactive messages, handoffs
     # A broker named in the environment or .env is used as it is; otherwise make run starts its own.
     env["EMBEDDED_BROKER"] = "" if env.get("MQTT_HOST") else "1"
+    # The devices' CA and server certificate (device_hooks.pki, made by bootstrap): the broker's TLS listener and
+    # HAProxy's HTTPS frontend serve it; MQTT_CA_FILE is what a device (the simulator: --tls) verifies them with.
+    env["DEVICE_PKI_DIR"] = str(pathlib.Path(args.pki_dir).resolve())
     if env["EMBEDDED_BROKER"]:
         env["MQTT_HOST"], env["MQTT_PORT"] = "127.0.0.1", str(args.mqtt_port)
         env["MQTT_SERVICE_PORT"] = str(free_port())
+        env["MQTT_DEVICE_TLS_PORT"] = str(args.mqtt_tls_port)
+        env["MQTT_CA_FILE"] = str(pathlib.Path(env["DEVICE_PKI_DIR"]) / "ca.crt")
+        if args.topology == "production":
+            # No plain listener for devices: MQTT_PORT names the loopback service listener, the only plain one.
+            env["MQTT_PORT"] = env["MQTT_SERVICE_PORT"]
     env.setdefault("MQTT_PORT", "1883")
     env.setdefault("FACEBOOK_GRAPH_URL", "https://graph.facebook.com")
     env["RASA_TELEMETRY_ENABLED"] = "false"
@@ -108,8 +119,10 @@ def step(cmd: list[str], env: dict[str, str]) -> str:
 
 
 def bootstrap(env: dict[str, str], state_dir: pathlib.Path) -> None:
-    """Migrations, demo data on first start, device credentials, the first admin user."""
+    """Migrations, demo data on first start, device credentials, the first admin user, the devices' CA and
+    server certificate (made once, renewed when due)."""
     (ROOT / "var").mkdir(exist_ok=True)
+    step([str(APP_PY), "-m", "device_hooks.pki", "--dir", env["DEVICE_PKI_DIR"]], env)
     step([str(APP_PY), "-m", "crm_store.migrate"], env)
     step([str(APP_PY), "-m", "crm_store.demo_data", "--if-empty"], env)
     step([str(APP_PY), "-m", "device_hooks.broker", "provision", "--tokens-file", str(state_dir / "device_tokens.json")], env)
@@ -141,7 +154,7 @@ def rest_channel_enabled(env: dict[str, str], *, production: bool) -> bool:
     return bool(token) or not production
 
 
-def broker_command(env: dict[str, str], state_dir: pathlib.Path) -> list[str] | None:
+def broker_command(env: dict[str, str], state_dir: pathlib.Path, *, production: bool = False) -> list[str] | None:
     """The project's own Mosquitto (password file + ACL from the CRM), unless a broker is configured."""
     if not env["EMBEDDED_BROKER"]:
         return None
@@ -150,8 +163,14 @@ def broker_command(env: dict[str, str], state_dir: pathlib.Path) -> list[str] | 
         raise SystemExit("mosquitto is not installed: run `make setup` (it installs Debian's mosquitto) or set MQTT_HOST")
     # Devices on MQTT_PORT; the worker(s) and the HTTP bridge on a loopback service listener of their own
     # (MQTT_SERVICE_PORT), with their own password file: no device can sign in there or take their client ids.
+    # Devices over TLS on MQTT_DEVICE_TLS_PORT as well (the CA of device_hooks.pki); production: TLS only, the plain
+    # device listener is off (--port is then unused). The service listener stays plain: it binds 127.0.0.1, so its
+    # passwords never cross a network, and whoever could read loopback traffic here could read the broker's
+    # password files as well; TLS there would cost every worker a handshake and buy nothing.
     conf = step([str(APP_PY), "-m", "device_hooks.broker", "config", "--dir", str(state_dir / "mosquitto"),
-                 "--port", env["MQTT_PORT"], "--service-port", env["MQTT_SERVICE_PORT"]], env)
+                 "--port", env["MQTT_PORT"], "--service-port", env["MQTT_SERVICE_PORT"],
+                 "--tls-port", env["MQTT_DEVICE_TLS_PORT"], "--pki-dir", env["DEVICE_PKI_DIR"],
+                 *(["--no-plain"] if production else [])], env)
     return [mosquitto, "-c", conf.splitlines()[-1]]
 
 
@@ -181,8 +200,9 @@ def _port_open(host: str, port: int) -> bool:
 
 def _answers(url: str) -> bool:
     headers = rasa_authorization(_RASA_SECRET[0]) if "/status" in url and _RASA_SECRET else {}
+    context = ssl.create_default_context(cafile=_CA_FILE[0]) if url.startswith("https:") and _CA_FILE else None
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2, context=context) as resp:
             body = resp.read()
             # Rasa's /status: the server is up AND has its model.
             return resp.status == 200 and ("/status" not in url or bool(json.loads(body).get("model_file")))
@@ -198,7 +218,12 @@ def main() -> int:
     parser.add_argument("--rasa-port", type=int, default=5005)
     parser.add_argument("--actions-port", type=int, default=5055)
     parser.add_argument("--web-port", type=int, default=8000)
-    parser.add_argument("--mqtt-port", type=int, default=1884, help="port of the embedded broker (when MQTT_HOST is unset)")
+    parser.add_argument("--mqtt-port", type=int, default=1884, help="port of the embedded broker (when MQTT_HOST is unset); "
+                        "plain MQTT for devices, embedded topology only")
+    parser.add_argument("--mqtt-tls-port", type=int, default=8884, help="the embedded broker's TLS listener for devices")
+    parser.add_argument("--web-tls-port", type=int, default=8443, help="production: HAProxy's HTTPS frontend (devices)")
+    parser.add_argument("--pki-dir", default=str(ROOT / "var" / "pki"),
+                        help="the devices' CA and server certificate (python -m device_hooks.pki), made if missing")
     parser.add_argument("--model", help="model archive; default: train one for the current data if needed")
     parser.add_argument("--env-file", default=str(ROOT / ".env"))
     parser.add_argument("--log-dir", default=None, help="default: var/log (embedded), var/production/log (production)")
@@ -214,12 +239,13 @@ def main() -> int:
     state_dir = log_dir.parent  # var/ or var/production/; the test's own folder for the end-to-end tests
     env = build_env(args)
     _RASA_SECRET[:] = [env["RASA_TOKEN"]]
+    _CA_FILE[:] = [str(pathlib.Path(env["DEVICE_PKI_DIR"]) / "ca.crt")]
     if production:
         ensure_databases(env)
     bootstrap(env, state_dir)
     model = args.model or step(["bash", "scripts/train.sh"], env).splitlines()[-1]
     credentials = write_credentials(env, state_dir, production=production)
-    broker = broker_command(env, state_dir)
+    broker = broker_command(env, state_dir, production=production)
 
     def rasa_cmd(port: int, endpoints: str) -> list[str]:
         # scripts/rasa_server.py hands RASA_TOKEN to Rasa as its JWT secret inside the process: no secret in
@@ -264,6 +290,19 @@ def main() -> int:
         print("stopped.", flush=True)
 
 
+def mqtt_lines(args: argparse.Namespace, env: dict[str, str], embedded_broker: bool, state_dir: pathlib.Path) -> list[str]:
+    """The banner's lines about the device paths (MQTT, and HTTPS in production)."""
+    tokens = f"device tokens in {state_dir / 'device_tokens.json'}"
+    if not embedded_broker:
+        return [f"  MQTT broker   mqtt://{env['MQTT_HOST']}:{env['MQTT_PORT']} (configured); {tokens}"]
+    tls = f"mqtts://127.0.0.1:{env['MQTT_DEVICE_TLS_PORT']} (TLS, CA {env['MQTT_CA_FILE']})"
+    if args.topology != "production":
+        return [f"  MQTT broker   mqtt://127.0.0.1:{env['MQTT_PORT']} (embedded, plain: development) and {tls}; {tokens}"]
+    return [f"  MQTT broker   {tls} only, no plain device listener; services on 127.0.0.1:{env['MQTT_SERVICE_PORT']}; {tokens}",
+            f"  device HTTPS  https://127.0.0.1:{args.web_tls_port}/api/ingest/devices/<serial>/<kind> (same CA); "
+            f"port {args.web_port} refuses device ingestion (403)"]
+
+
 def banner(args: argparse.Namespace, env: dict[str, str], embedded_broker: bool, state_dir: pathlib.Path,
            log_dir: pathlib.Path, plan: Plan) -> str:
     lines = [
@@ -272,8 +311,7 @@ def banner(args: argparse.Namespace, env: dict[str, str], embedded_broker: bool,
         f"  agent console http://127.0.0.1:{args.web_port}/console",
         f"  CRM API       http://127.0.0.1:{args.web_port}/docs  (user admin, password ADMIN_PASSWORD in {args.env_file})",
         f"  Rasa server   http://127.0.0.1:{args.rasa_port}  (HTTP API: a JWT signed with RASA_TOKEN from {args.env_file})",
-        f"  MQTT broker   mqtt://{env['MQTT_HOST']}:{env['MQTT_PORT']}{' (embedded)' if embedded_broker else ''}; "
-        f"device tokens in {state_dir / 'device_tokens.json'}",
+        *mqtt_lines(args, env, embedded_broker, state_dir),
         "  REST channel  " + ("/webhooks/rest/webhook, bearer REST_CHANNEL_TOKEN required" if env.get("REST_CHANNEL_TOKEN")
                               else "off (REST_CHANNEL_TOKEN unset)" if args.topology == "production"
                               else "/webhooks/rest/webhook, open (development: set REST_CHANNEL_TOKEN to require it)"),

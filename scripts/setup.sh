@@ -58,4 +58,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
-echo "==> environments ready (.venv-rasa, .venv-app)"
+# The devices' CA and the broker's / HTTPS server certificate (var/pki, never committed): made once, reused,
+# renewed when due; scripts/run_stack.py does the same at every start.
+PYTHONPATH=. .venv-app/bin/python -m device_hooks.pki --dir var/pki >/dev/null
+echo "==> environments ready (.venv-rasa, .venv-app); device CA var/pki/ca.crt"

@@ -9,6 +9,7 @@ production (``make run-production``), what an operator deploys, on one machine::
     HAProxy: rasa-1/rasa-2 (sticky by cookie), actions-1/actions-2, web-1/web-2, health-checked
     worker-1/worker-2: distinct MQTT_CLIENT_ID, one MQTT_SHARE_GROUP
     Mosquitto (embedded) or the broker named by MQTT_HOST
+    devices: MQTT over TLS only, HTTP ingest over HAProxy's HTTPS frontend only (the project's CA, var/pki)
 
 Configuration comes from the environment; generated files (haproxy.cfg, Rasa's credentials.yml, the
 broker's configuration) go to the state folder: var/production/ for ``make run-production``.
@@ -120,7 +121,10 @@ def production_plan(args, env: dict[str, str], rasa_cmd, app_py: str, broker: li
     ports = {f"{kind}-{i}": free_port() for kind in ("rasa", "actions", "web") for i in range(1, REPLICAS + 1)}
     config_dir.mkdir(parents=True, exist_ok=True)
     cfg = config_dir / "haproxy.cfg"
-    cfg.write_text(haproxy_config(args.rasa_port, args.actions_port, args.web_port, ports))
+    # Devices post their token with every HTTP message: HTTPS for them, with the server certificate of the
+    # project's CA (scripts/run_stack.py made it before this plan).
+    web_tls = (args.web_tls_port, str(pathlib.Path(env["DEVICE_PKI_DIR"]) / "server.pem"))
+    cfg.write_text(haproxy_config(args.rasa_port, args.actions_port, args.web_port, ports, web_tls=web_tls))
     processes = [Process("broker", broker)] if broker else []
     processes.append(Process("haproxy", [haproxy, "-W", "-db", "-f", str(cfg)]))
     for i in range(1, REPLICAS + 1):
@@ -137,7 +141,7 @@ def production_plan(args, env: dict[str, str], rasa_cmd, app_py: str, broker: li
     ready += [f"{url}/status" for url in instances]
     # Through the load balancer too: HAProxy has seen every backend healthy.
     ready += [f"http://127.0.0.1:{args.actions_port}/health", f"http://127.0.0.1:{args.web_port}/health",
-              f"http://127.0.0.1:{args.rasa_port}/"]
+              f"http://127.0.0.1:{args.rasa_port}/", f"https://127.0.0.1:{args.web_tls_port}/health"]
     return Plan(processes, ready, instances)
 
 
@@ -147,8 +151,11 @@ def web_cmd(app_py: str, port: int) -> list[str]:
 
 
 def haproxy_config(rasa_port: int, actions_port: int, web_port: int, ports: dict[str, int], host: str = "127.0.0.1",
-                   backend_host: str = "127.0.0.1") -> str:
-    """HAProxy configuration: one frontend per service, health-checked backends, sticky socket.io."""
+                   backend_host: str = "127.0.0.1", web_tls: tuple[int, str] | None = None) -> str:
+    """HAProxy configuration: one frontend per service, health-checked backends, sticky socket.io.
+
+    ``web_tls``: (port, PEM with certificate and key) of an HTTPS frontend for the web service; with it the plain
+    web frontend refuses device ingestion (403), so a device token is only ever sent encrypted."""
     def servers(kind: str, sticky: bool) -> str:
         return "".join(f"  server {name} {backend_host}:{port} check{' cookie ' + name if sticky else ''}\n"
                        for name, port in ports.items() if name.startswith(kind + "-"))
@@ -209,13 +216,40 @@ backend actions
 {servers("actions", False)}
 frontend web
   bind {host}:{web_port}
-  default_backend web
+{_plain_web_rules(web_tls)}  default_backend web
 backend web
   http-request disable-l7-retry unless {{ method GET HEAD OPTIONS }} || {{ req.hdr(Idempotency-Key) -m found }}
   balance roundrobin
   option httpchk GET /health
   http-check expect status 200
-{servers("web", False)}"""
+{servers("web", False)}{_tls_web_frontend(host, web_tls)}"""
+
+
+# What a device gets on the plain frontend: it must use HTTPS (the body has the shape of the route's own errors).
+TLS_REQUIRED = '{"reason": "tls_required", "message": "devices must post over HTTPS"}'
+
+
+def _plain_web_rules(web_tls: tuple[int, str] | None) -> str:
+    if web_tls is None:
+        return ""
+    # The path as the web service routes it (uvicorn percent-decodes it once, as url_dec does), so an encoded
+    # spelling of the route is refused too.
+    return (f"  # Device ingestion only over HTTPS (frontend web_tls, port {web_tls[0]}): a device posting its token\n"
+            "  # here is refused, so none can keep working with its token sent in clear.\n"
+            "  acl device_ingest path,url_dec -m beg /api/ingest/devices/\n"
+            f"  http-request deny deny_status 403 content-type application/json string '{TLS_REQUIRED}' if device_ingest\n")
+
+
+def _tls_web_frontend(host: str, web_tls: tuple[int, str] | None) -> str:
+    if web_tls is None:
+        return ""
+    port, pem = web_tls
+    return f"""
+# The web service over HTTPS (certificate of the project's CA): devices post here; staff may use it too.
+frontend web_tls
+  bind {host}:{port} ssl crt {pem} ssl-min-ver TLSv1.2
+  default_backend web
+"""
 
 
 def _which(name: str, fallback: str) -> str | None:

@@ -13,6 +13,7 @@ import subprocess
 import pytest
 from ruamel.yaml import YAML
 
+from device_hooks.pki import ensure_pki
 from scripts.topology import haproxy_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -85,7 +86,8 @@ def test_haproxy_configurations_are_valid_and_health_check_every_backend(config:
     else:  # what make run-production writes into var/production/
         ports = {f"{k}-{i}": 20000 + n for n, (k, i) in enumerate((k, i) for k in ("rasa", "actions", "web") for i in (1, 2))}
         path = tmp_path / "haproxy.cfg"
-        path.write_text(haproxy_config(15005, 15055, 18000, ports))
+        pem = ensure_pki(tmp_path / "pki").files.server_pem  # haproxy -c loads the certificate too
+        path.write_text(haproxy_config(15005, 15055, 18000, ports, web_tls=(18443, str(pem))))
     result = subprocess.run([tool("haproxy"), "-c", "-f", str(path)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "Configuration file is valid" in result.stdout + result.stderr, result.stderr
     text = path.read_text()

@@ -83,14 +83,16 @@ def free_port() -> int:
 
 @dataclass
 class Broker:
-    """The project's Mosquitto: devices on ``port``, the worker and the bridge on ``service_port``."""
+    """The project's Mosquitto: devices on ``port`` (plain; None: none) and ``tls_port`` (TLS, when given), the
+    worker and the bridge on ``service_port``."""
 
-    port: int
+    port: int | None
     worker_password: str
     bridge_password: str
     service_port: int
     conf: pathlib.Path
     proc: subprocess.Popen[bytes] | None = None
+    tls_port: int | None = None
 
     def start(self) -> None:
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -100,8 +102,9 @@ class Broker:
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
-                for port in (self.port, self.service_port):
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                for port in (self.port, self.service_port, self.tls_port):
+                    if port is not None:
+                        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)

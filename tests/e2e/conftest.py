@@ -11,6 +11,7 @@ import queue
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -59,6 +60,33 @@ class Stack:
     topology: str = "embedded"
     rasa_instances: tuple[str, ...] = ()  # each Rasa server's own address (rasa_url is the load balancer's)
     output: list[str] | None = None  # the launcher's (supervisor's) output, growing while the stack runs
+    mqtt_tls_port: int = 0  # the broker's TLS listener for devices (both topologies)
+    ca_file: str = ""  # the devices' CA (device_hooks.pki), which signed the broker's and HAProxy's certificate
+    web_tls_url: str = ""  # production: HAProxy's HTTPS frontend, the only one that takes device ingestion
+
+    @property
+    def devices_tls_only(self) -> bool:
+        """Production: devices reach the stack over TLS only (MQTT and HTTP)."""
+        return self.topology == "production"
+
+    def device_mqtt(self) -> tuple[int, Any]:
+        """(port, device_hooks.settings.MqttTls or None) of the devices' MQTT listener: TLS in production (the
+        only one there), plain in the embedded topology (the development one)."""
+        from device_hooks.settings import MqttTls
+
+        return (self.mqtt_tls_port, MqttTls(self.ca_file)) if self.devices_tls_only else (self.mqtt_port, None)
+
+    def simulator_args(self) -> list[str]:
+        """``device_hooks.simulator`` options that reach the devices' listener of this topology."""
+        if self.devices_tls_only:
+            return ["--port", str(self.mqtt_tls_port), "--tls", "--ca-file", self.ca_file]
+        return ["--port", str(self.mqtt_port)]
+
+    def device_web(self) -> tuple[str, ssl.SSLContext | None]:
+        """(base URL, SSL context) where devices post over HTTP: HTTPS with the CA in production, else web_url."""
+        if self.devices_tls_only:
+            return self.web_tls_url, ssl.create_default_context(cafile=self.ca_file)
+        return self.web_url, None
 
     def rasa_request(self, path: str, *, base: str | None = None, body: Any = None) -> urllib.request.Request:
         """A request to Rasa's HTTP API as the services send it: a short-lived JWT in the Authorization
@@ -237,7 +265,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         pytest.fail("BOT_MODEL is not set: run the suite through `make test`")
     topology = request.param
     work = tmp_path_factory.mktemp(f"stack-{topology}")
-    ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port()}
+    ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port(),
+             "mqtt_tls": free_port(), "web_tls": free_port()}
     env = dict(os.environ)
     env.update({
         # Messenger on, its Graph API calls to the local stand-in for Facebook's servers.
@@ -278,7 +307,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     env_file = work / ".env"
     cmd = [str(ROOT / ".venv-app" / "bin" / "python"), str(ROOT / "scripts" / "run_stack.py"), "--topology", topology,
            "--rasa-port", str(ports["rasa"]), "--actions-port", str(ports["actions"]), "--web-port", str(ports["web"]),
-           "--mqtt-port", str(ports["mqtt"]),
+           "--mqtt-port", str(ports["mqtt"]), "--mqtt-tls-port", str(ports["mqtt_tls"]),
+           "--web-tls-port", str(ports["web_tls"]), "--pki-dir", str(work / "pki"),
            "--model", model, "--env-file", str(env_file), "--log-dir", str(work / "log")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # A reader thread, because select() on a buffered pipe misses lines already read into the buffer; it
@@ -318,7 +348,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         stack = Stack(rasa_url=f"http://127.0.0.1:{ports['rasa']}", web_url=f"http://127.0.0.1:{ports['web']}",
                       actions_url=f"http://127.0.0.1:{ports['actions']}", env=env, database_url=env["DATABASE_URL"],
                       mqtt_port=ports["mqtt"], work=work, topology=topology, rasa_instances=tuple(instances),
-                      output=output)
+                      output=output, mqtt_tls_port=ports["mqtt_tls"], ca_file=str(work / "pki" / "ca.crt"),
+                      web_tls_url=f"https://127.0.0.1:{ports['web_tls']}" if topology == "production" else "")
         # Each Rasa server's first turn builds TensorFlow graphs and warms the action server (tens of seconds on
         # a busy machine): taken here, once, so that no test's first reply waits for it.
         for url in instances:

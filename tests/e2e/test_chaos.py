@@ -126,7 +126,7 @@ def test_kill_9_of_one_of_each_keeps_conversations_handoffs_and_proactive_messag
         # A telemetry stream from 20 other devices for the rest of the test.
         telemetry = subprocess.Popen(
             [str(ROOT / ".venv-app" / "bin" / "python"), "-m", "device_hooks.simulator", "--tokens-file",
-             str(stack.work / "device_tokens.json"), "--port", str(stack.mqtt_port), "run", "--devices", "20",
+             str(stack.work / "device_tokens.json"), *stack.simulator_args(), "run", "--devices", "20",
              "--interval", "1", "--duration", "240"],
             cwd=ROOT, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -160,7 +160,7 @@ def test_kill_9_of_one_of_each_keeps_conversations_handoffs_and_proactive_messag
         # 4. A worker dies during the telemetry stream; the device reports a fault: one ticket, one message.
         old = stack.kill9("worker-1")
         subprocess.run([str(ROOT / ".venv-app" / "bin" / "python"), "-m", "device_hooks.simulator", "--tokens-file",
-                        str(stack.work / "device_tokens.json"), "--port", str(stack.mqtt_port), "inject", serial, code],
+                        str(stack.work / "device_tokens.json"), *stack.simulator_args(), "inject", serial, code],
                        cwd=ROOT, env=stack.env, check=True, capture_output=True, timeout=60)
         pushed = wait_for_bot(watcher, r"T-\d{6}", timeout=90)
         number = re.search(r"T-\d{6}", pushed["text"]).group(0)

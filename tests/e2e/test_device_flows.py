@@ -18,7 +18,7 @@ from tests.e2e.test_handoff_flow import SioCustomer
 
 def simulator(stack: Stack, *args: str) -> str:
     cmd = [str(ROOT / ".venv-app" / "bin" / "python"), "-m", "device_hooks.simulator",
-           "--tokens-file", str(stack.work / "device_tokens.json"), "--port", str(stack.mqtt_port), *args]
+           "--tokens-file", str(stack.work / "device_tokens.json"), *stack.simulator_args(), *args]
     return subprocess.run(cmd, cwd=ROOT, env=stack.env, check=True, capture_output=True, text=True, timeout=60).stdout
 
 
@@ -126,9 +126,10 @@ def test_over_http_a_fault_for_a_customer_without_an_open_chat_waits_for_their_n
     code = free_warning_code(stack, serial)
     device_token = json.loads((stack.work / "device_tokens.json").read_text())[serial]
     body = json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seq": 1, "code": code}).encode()
-    req = urllib.request.Request(f"{stack.web_url}/api/ingest/devices/{serial}/fault", data=body, method="POST",
+    base, context = stack.device_web()  # production: HTTPS only
+    req = urllib.request.Request(f"{base}/api/ingest/devices/{serial}/fault", data=body, method="POST",
                                  headers={"Authorization": f"Bearer {device_token}", "Content-Type": "application/json"})
-    assert urllib.request.urlopen(req, timeout=10).status == 202
+    assert urllib.request.urlopen(req, timeout=10, context=context).status == 202
 
     deadline = time.time() + 30
     held: list[tuple[Any, ...]] = []

@@ -91,7 +91,7 @@ class Stream:
         serial_args = [a for s in serials for a in ("--serial", s)]
         self.proc = subprocess.Popen(
             [str(ROOT / ".venv-app" / "bin" / "python"), "-m", "device_hooks.simulator", "--tokens-file",
-             str(stack.work / "device_tokens.json"), "--port", str(stack.mqtt_port), "run", *serial_args,
+             str(stack.work / "device_tokens.json"), *stack.simulator_args(), "run", *serial_args,
              "--interval", "1", "--duration", str(seconds), "--reconnect"],
             cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -121,8 +121,9 @@ def publish_fault(stack: Stack, serial: str, code: str) -> None:
 
     token = json.loads((stack.work / "device_tokens.json").read_text())[serial]
     device = SimDevice(serial, token, ApplianceCategory.FRIDGE)  # the category matters only for readings
-    conn = Connection(device)
-    conn.open("127.0.0.1", stack.mqtt_port)
+    port, tls = stack.device_mqtt()  # TLS: the production stack has no plain device listener
+    conn = Connection(device, tls=tls)
+    conn.open("127.0.0.1", port)
     conn.publish("fault", payload(device, utcnow(), code=code, state="raised", detail="reported by the appliance's self-test"))
     conn.settle(timeout=30)
     conn.close()

@@ -51,9 +51,10 @@ def stores(stack: Stack) -> TrackerStore:
     return tracker
 
 
-def pick_customer(stack: Stack, skip: set[int]) -> dict[str, Any]:
+def pick_customer(stack: Stack, skip: set[int], *, proactive: bool = False) -> dict[str, Any]:
     """A demo customer (not Anna, whom other tests use) with a phone, an order and a provisioned device, and
-    a name no other customer has (the scans look for it)."""
+    a name no other customer has (the scans look for it). ``proactive``: one whose proactive consent is on
+    (about one demo customer in ten has it off, so turning it off would record no change)."""
     tokens = json.loads((stack.work / "device_tokens.json").read_text())
     rows = query(stack, """
         SELECT c.id, c.full_name, c.email, c.phone FROM customers c
@@ -64,7 +65,8 @@ def pick_customer(stack: Stack, skip: set[int]) -> dict[str, Any]:
           AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.customer_id = c.id)
           AND (SELECT count(*) FROM customers c2 WHERE c2.full_name = c.full_name) = 1
           AND NOT EXISTS (SELECT 1 FROM consent_events e WHERE e.customer_id = c.id)
-        ORDER BY c.id""")
+          AND (c.consent_proactive OR NOT ?)
+        ORDER BY c.id""", proactive)
     for cid, name, email, phone in rows:
         if cid in skip:
             continue
@@ -85,7 +87,10 @@ def device_client(stack: Stack, serial: str, token: str) -> tuple[mqtt.Client, A
     client.username_pw_set(serial, token)
     result: dict[str, Any] = {}
     client.on_connect = lambda c, u, f, rc, p: result.setdefault("rc", rc)
-    client.connect("127.0.0.1", stack.mqtt_port)
+    port, tls = stack.device_mqtt()
+    if tls is not None:
+        tls.apply(client)
+    client.connect("127.0.0.1", port)
     client.loop_start()
     deadline = time.time() + 10
     while "rc" not in result and time.time() < deadline:
@@ -277,7 +282,7 @@ def _texts(replies: list[dict[str, Any]]) -> str:
 
 
 def test_the_customer_asks_from_the_chat_export_alerts_off_and_a_confirmed_erasure(stack: Stack):
-    person = pick_customer(stack, set())
+    person = pick_customer(stack, set(), proactive=True)
     tracker = stores(stack)
     sender = f"privacy-chat-{uuid.uuid4().hex[:8]}"
     assert "e-mail" in _texts(stack.say(sender, "send me my data"))  # verification first
