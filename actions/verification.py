@@ -20,7 +20,7 @@ from crm_store.repositories.lockouts import (
     LockoutPolicy,
     clear_failures,
     release_attempt,
-    reserve_attempt,
+    reserve_attempts,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,11 +110,8 @@ class VerificationMixin:
             # Counted outside the conversation (a new chat, a new session or a typed command lifts nothing) and
             # before the check, in its own transaction: racing guesses from several action servers get at most
             # the policy's number of checks between them.
-            locked = reserve_attempt(session, scope=VERIFY_IDENTITY, key=email, policy=identity_policy)
-            if locked is None and client:
-                locked = reserve_attempt(session, scope=VERIFY_CLIENT, key=client, policy=client_policy)
-                if locked is not None:  # refused for the client: this e-mail's attempt did not happen
-                    release_attempt(session, scope=VERIFY_IDENTITY, key=email, policy=identity_policy)
+            locked = reserve_attempts(session, [(VERIFY_IDENTITY, email, identity_policy)]
+                                      + ([(VERIFY_CLIENT, client, client_policy)] if client else []))
         if locked is not None:
             logger.info("verification refused while locked out (conversation %s)", tracker.sender_id)
             dispatcher.utter_message(text=LOCKED_OUT_TEXT)

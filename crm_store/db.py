@@ -127,6 +127,13 @@ def ping(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
+def error_summary(exc: BaseException) -> str:
+    """The first line (at most 200 characters) of a database error's driver message, for one log line instead
+    of a traceback while the database is away. Log only: it may name the host; never send it to a client."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def create_missing_databases(url: str, names: list[str]) -> None:
     """Creates each PostgreSQL database of ``names`` that does not exist yet on the server of ``url``,
     connecting to that server's ``postgres`` database (AUTOCOMMIT: CREATE DATABASE cannot run in a

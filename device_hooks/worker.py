@@ -28,8 +28,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
+from crm_store.db import error_summary
 from crm_store.models import utcnow
 from device_hooks.notifier import Notifier
 from device_hooks.pipeline import BatchResult, Pipeline, RawMessage
@@ -189,9 +190,9 @@ class Session:
         while not self.stopping.is_set():
             try:
                 return self.pipeline.process(batch)
-            except (OperationalError, DBAPIError) as err:  # the database is down, locked or lost the transaction
+            except DBAPIError as err:  # the database is down, locked or lost the transaction
                 logger.warning("storing a batch of %d messages failed (%s); retrying in %.1f s", len(batch),
-                               str(err.orig if err.orig else err).splitlines()[0][:200], delay)
+                               error_summary(err), delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_DELAY)
         return None
@@ -261,11 +262,10 @@ class Worker:
             self.notify.clear()
             try:
                 await notifier.run_once()
-            except (OperationalError, DBAPIError) as err:
+            except DBAPIError as err:
                 # One line, not a traceback every second while the database is away (an outage of 15 s wrote
                 # ~1,400 lines per worker); the pending messages wait in the database for the next round.
-                logger.warning("delivering proactive messages failed (database: %s); will retry",
-                               str(err.orig if err.orig else err).splitlines()[0][:200])
+                logger.warning("delivering proactive messages failed (database: %s); will retry", error_summary(err))
             except Exception:
                 logger.exception("delivering proactive messages failed; will retry")
 

@@ -14,17 +14,32 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 
+from crm_store.db import error_summary
+from crm_store.logscrub import install as install_log_scrubbing
 from web_service import errors, http_security
 from web_service.health import run_checks
 from web_service.live import get_hub, start_hub
 from web_service.privacy_jobs import start_privacy_jobs
 from web_service.relay import start_relay
-from web_service.routes import (auth, canned, chat, chat_live, console, console_live, customers, devices, handoffs, ingest,
-                                lockouts, privacy, telemetry, tickets)
+from web_service.routes import (
+    auth,
+    canned,
+    chat,
+    chat_live,
+    console,
+    console_live,
+    customers,
+    devices,
+    handoffs,
+    ingest,
+    lockouts,
+    privacy,
+    telemetry,
+    tickets,
+)
 from web_service.settings import WebSettings, get_settings
 from web_service.sweeper import start_sweeper
 from web_service.transcript_watch import watch_transcripts
-from crm_store.logscrub import install as install_log_scrubbing
 
 logger = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
@@ -55,8 +70,7 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
     refusing connections, killed the session or timed a statement out (SQLAlchemy's OperationalError): a
     passing outage, not a fault of the request or the code, so the client and the load balancer may retry.
     Before this, the end-to-end outage test saw 500s during a database outage (issue 14)."""
-    logger.warning("%s %s: database unavailable (%s)", request.method, request.url.path,
-                   str(getattr(exc, "orig", None) or exc).splitlines()[0][:200])
+    logger.warning("%s %s: database unavailable (%s)", request.method, request.url.path, error_summary(exc))
     return JSONResponse({"detail": errors.DATABASE_UNAVAILABLE}, status_code=503,
                         headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 

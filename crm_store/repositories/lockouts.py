@@ -85,10 +85,25 @@ def reserve_attempt(
         return locked_until(session, scope=scope, key=key, now=now) or now
     row_id, attempts = row
     lock = policy.lock_for(attempts)
-    # Set or cleared in the same transaction (the row stays locked meanwhile): an expired lock gives way to
-    # the next one, so one attempt per lock period gets through.
-    session.execute(update(AuthFailure).where(AuthFailure.id == row_id)
-                    .values(locked_until=now + lock if lock is not None else None))
+    if lock is not None:
+        # Set in the same transaction (the row stays locked meanwhile): an expired lock gives way to the next
+        # one, so one attempt per lock period gets through. Below the limit the key has no lock to clear.
+        session.execute(update(AuthFailure).where(AuthFailure.id == row_id).values(locked_until=now + lock))
+    return None
+
+
+def reserve_attempts(session: Session, keys: list[tuple[str, str, LockoutPolicy]]) -> dt.datetime | None:
+    """``reserve_attempt`` for each ``(scope, key, policy)`` in order (e.g. a user name, then the client
+    address); at the first refusal the attempts already reserved are given back, as the attempt never happens.
+    Returns the end of the refusing lock, or None: every key let the attempt through."""
+    reserved: list[tuple[str, str, LockoutPolicy]] = []
+    for scope, key, policy in keys:
+        until = reserve_attempt(session, scope=scope, key=key, policy=policy)
+        if until is not None:
+            for done_scope, done_key, done_policy in reserved:
+                release_attempt(session, scope=done_scope, key=done_key, policy=done_policy)
+            return until
+        reserved.append((scope, key, policy))
     return None
 
 

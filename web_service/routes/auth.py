@@ -17,7 +17,7 @@ from crm_store.repositories.lockouts import (
     LockoutPolicy,
     clear_failures,
     release_attempt,
-    reserve_attempt,
+    reserve_attempts,
 )
 from crm_store.repositories.users import authenticate_user
 from web_service import errors
@@ -53,11 +53,7 @@ def login(body: LoginRequest, request: Request, session: ReadSessionDep,
     # The attempt is counted before the password hash is checked: simultaneous guesses (threads, replicas)
     # get at most SIGN_IN_MAX_FAILURES checks between them, then 429.
     with session_scope(settings.database_url) as writer:
-        until = reserve_attempt(writer, scope=SIGN_IN, key=body.username, policy=user_policy)
-        if until is None:
-            until = reserve_attempt(writer, scope=SIGN_IN_CLIENT, key=client, policy=client_policy)
-            if until is not None:  # refused for the address: this user name's attempt did not happen
-                release_attempt(writer, scope=SIGN_IN, key=body.username, policy=user_policy)
+        until = reserve_attempts(writer, [(SIGN_IN, body.username, user_policy), (SIGN_IN_CLIENT, client, client_policy)])
     if until is not None:
         raise _too_many(until)
     # The password hash is checked in a read-only transaction; the outcome is recorded in a short write.

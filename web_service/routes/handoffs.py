@@ -164,9 +164,10 @@ def reply(handoff_id: int, body: AgentReply, session: SessionDep, user: StaffUse
     """
     handoff = _get(session, handoff_id)
     authorize(session, handoff, user, Action.REPLY)
+    text = body.body.strip()
     message = add_handoff_message(session, handoff=handoff, kind=HandoffMessageKind.AGENT, author=user.username,
-                                  body=body.body.strip(), client_key=idempotency_key)
-    if message.author != user.username or message.body != body.body.strip():
+                                  body=text, client_key=idempotency_key)
+    if message.author != user.username or message.body != text:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "this Idempotency-Key was used for another reply")
     session.commit()  # also ends the transaction before the call to Rasa
     error = None
