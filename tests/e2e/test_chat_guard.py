@@ -166,8 +166,8 @@ def test_one_conversation_is_rate_limited_and_others_are_not(stack: Stack):
     sender = f"e2e-{uuid.uuid4().hex[:8]}"
     limit = int(stack.env.get("CHAT_RATE_PER_CONVERSATION", "20/minute").split("/")[0])
     # Sent at once: the limiter counts at arrival, before Rasa's per-conversation lock serialises the turns.
-    # The accepted ones then wait their turn: Rasa's lock store looks for a free lock once a second, so the
-    # last of 20 answers comes 20-60 s later on a busy two-core machine (the CI failure: a 60 s client timeout).
+    # The accepted ones then wait their turn behind Rasa's per-conversation lock, one turn at a time, so the last
+    # of 20 answers can come tens of seconds later on a busy two-core machine (a CI failure: a 60 s client timeout).
     with concurrent.futures.ThreadPoolExecutor(limit + 3) as pool:
         answers = [texts(r) for r in pool.map(lambda _: stack.say(sender, "hi", timeout=300), range(limit + 3))]
     assert sum("faster than I can read them" in a for a in answers) == 3

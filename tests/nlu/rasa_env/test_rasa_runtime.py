@@ -71,3 +71,69 @@ def test_the_sqlite_tracker_store_writes_ahead_and_keeps_every_turn(tmp_path):
     assert [e.text for e in stored.events if isinstance(e, UserUttered)] == ["hello 0", "hello 1", "hello 2"]
     with sqlite3.connect(tmp_path / "tracker.db") as plain:
         assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # stored in the file itself
+
+
+def lock_stores() -> list:
+    """Rasa's two lock stores: in memory (the default topology) and Redis (production), on the local Redis."""
+    import secrets
+
+    from rasa.core.lock_store import InMemoryLockStore, RedisLockStore
+
+    return [InMemoryLockStore(), RedisLockStore(host="127.0.0.1", port=6379, db=0, key_prefix="t" + secrets.token_hex(6))]
+
+
+@pytest.mark.parametrize("kind", ["in_memory", "redis"])
+def test_a_busy_conversation_is_polled_soon_then_less_often(kind: str, monkeypatch: pytest.MonkeyPatch):
+    from nlu.rasa_runtime import LOCK_FIRST_POLL_SECONDS, LOCK_LONGEST_POLL_SECONDS
+
+    store = dict(zip(["in_memory", "redis"], lock_stores()))[kind]
+    real_sleep, waits, order = asyncio.sleep, [], []
+
+    async def sleep(seconds: float) -> None:  # records the waiter's pauses, then yields without waiting
+        waits.append(seconds)
+        await real_sleep(0)
+
+    async def holder() -> None:
+        async with store.lock("conversation-1"):
+            while len(waits) < 7:  # busy until the waiter has polled seven times
+                await real_sleep(0)
+            order.append("holder")
+
+    async def waiter() -> None:
+        await real_sleep(0)  # takes its ticket after the holder's
+        async with store.lock("conversation-1"):
+            order.append("waiter")
+
+    async def both() -> None:
+        await asyncio.gather(holder(), waiter())
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    asyncio.run(both())
+    assert order == ["holder", "waiter"]
+    assert waits[:5] == [LOCK_FIRST_POLL_SECONDS, 0.04, 0.08, 0.16, LOCK_LONGEST_POLL_SECONDS]
+    assert set(waits[4:]) == {LOCK_LONGEST_POLL_SECONDS}  # never longer: Rasa's own 1 s wait was the whole delay
+    assert store.get_lock("conversation-1") is None  # released: the next message takes it at once
+
+
+@pytest.mark.parametrize("kind", ["in_memory", "redis"])
+def test_racing_messages_of_one_conversation_are_handled_one_at_a_time_in_order(kind: str):
+    store = dict(zip(["in_memory", "redis"], lock_stores()))[kind]
+    inside, log = [], []
+
+    async def message(n: int) -> None:
+        async with store.lock("conversation-2"):
+            inside.append(n)
+            assert inside == [n]  # nobody else holds the conversation
+            await asyncio.sleep(0.01)  # a turn's work, so the others queue behind it
+            log.append(n)
+            inside.remove(n)
+
+    async def race() -> None:
+        tasks = []
+        for n in range(6):
+            tasks.append(asyncio.ensure_future(message(n)))  # tickets are issued in this order
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(race())
+    assert log == list(range(6))
