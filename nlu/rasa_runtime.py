@@ -16,6 +16,11 @@ turn on its event loop, so each sync stalls every conversation (11 % of the serv
 Its connections use write-ahead logging with `synchronous=NORMAL` instead, as the CRM's own SQLite engine does
 (crm_store/db.py): still atomic and never corrupted; a power cut may lose the last turns, not the file.
 
+Response selection (the FAQ answers): Rasa runs a ResponseSelector on every message, though its answer is only
+used for messages classified as its retrieval intent (``faq``: the ``utter_faq`` rule and
+actions.dialogue.faq_answer). Here it runs only for those messages: 7 % of the server's CPU per chat turn
+(py-spy, bench/bench_chat.py); other messages' parse data carry no ``response_selector`` entry.
+
 Conversation locks (Rasa's lock stores, in-memory and Redis alike): a message, an executed action or a triggered
 intent that finds its conversation busy waits for its turn by polling the lock, once a second by default. One
 second is long against a turn of 50-200 ms: an agent's reply or a proactive message that arrived while the
@@ -43,7 +48,25 @@ def apply() -> None:
     _reuse_action_response_validator()
     _sqlite_write_ahead_log()
     _prompt_lock_polling()
+    _response_selection_only_for_its_intent()
     _APPLIED = True
+
+
+def _response_selection_only_for_its_intent() -> None:
+    from rasa.nlu.selectors.response_selector import ResponseSelector
+    from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY
+
+    rasa_process = ResponseSelector.process
+
+    def process(self: ResponseSelector, messages: list) -> list:
+        if not self.retrieval_intent:  # a selector for every intent: Rasa's own behaviour
+            return rasa_process(self, messages)
+        asked = [m for m in messages if (m.get(INTENT) or {}).get(INTENT_NAME_KEY) == self.retrieval_intent]
+        if asked:
+            rasa_process(self, asked)
+        return messages
+
+    ResponseSelector.process = process  # type: ignore[method-assign]
 
 
 def _prompt_lock_polling() -> None:

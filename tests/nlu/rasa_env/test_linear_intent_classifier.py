@@ -106,3 +106,17 @@ def test_an_untrained_classifier_loads_and_predicts_nothing(model_storage, conte
     message = Message.build(text="hello")
     loaded.process([message])
     assert message.get("intent") is None
+
+
+@pytest.mark.parametrize("config", [{}, {"sparse_weight": 0.5, "dense_weight": 2.0}, {"sparse_weight": 0.0}])
+def test_prediction_gives_the_probabilities_of_the_training_matrix(pipeline, model_storage, context, config):
+    """Prediction goes block by block; it must equal the softmax of the matrix the classifier was trained on."""
+    import numpy as np
+
+    classifier, _ = train(pipeline, model_storage, context, **config)
+    texts = ["my washer is broken", "ticket status", "hello", "zzz qqq", "", "fridge fridge fridge leaking water"]
+    messages = pipeline([Message.build(text=t) for t in texts])
+    logits = np.asarray(classifier._matrix(messages) @ classifier.coef.T) + classifier.intercept
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert classifier.predict_proba(messages) == pytest.approx(expected, abs=1e-5)

@@ -137,3 +137,41 @@ def test_racing_messages_of_one_conversation_are_handled_one_at_a_time_in_order(
 
     asyncio.run(race())
     assert log == list(range(6))
+
+
+def test_the_faq_selector_answers_messages_classified_as_faq_and_leaves_the_others(tmp_path):
+    from rasa.engine.graph import ExecutionContext, GraphSchema
+    from rasa.engine.storage.local_model_storage import LocalModelStorage
+    from rasa.engine.storage.resource import Resource
+    from rasa.nlu.featurizers.sparse_featurizer.count_vectors_featurizer import CountVectorsFeaturizer
+    from rasa.nlu.selectors.response_selector import ResponseSelector
+    from rasa.nlu.tokenizers.whitespace_tokenizer import WhitespaceTokenizer
+    from rasa.shared.nlu.training_data.message import Message
+    from rasa.shared.nlu.training_data.training_data import TrainingData
+
+    storage, context = LocalModelStorage(tmp_path), ExecutionContext(GraphSchema({}), node_name="node")
+    questions = {"warranty": ["how long is the warranty", "warranty period", "is it under warranty"],
+                 "delivery": ["when is delivery", "delivery time", "how fast do you deliver"]}
+    data = TrainingData(
+        [Message.build(text=t, intent="faq", intent_response_key=f"faq/{k}") for k, texts in questions.items() for t in texts]
+        + [Message.build(text=t, intent="greet") for t in ("hello", "hi there")],
+        responses={"utter_faq/warranty": [{"text": "Two years."}], "utter_faq/delivery": [{"text": "Three days."}]})
+    tokenizer = WhitespaceTokenizer(WhitespaceTokenizer.get_default_config())
+    featurizer = CountVectorsFeaturizer.create(CountVectorsFeaturizer.get_default_config(), storage, Resource("cv"), context)
+    tokenizer.process_training_data(data)
+    featurizer.train(data)
+    featurizer.process_training_data(data)
+    selector = ResponseSelector.create({**ResponseSelector.get_default_config(), "retrieval_intent": "faq", "epochs": 2},
+                                       storage, Resource("rs"), context)
+    selector.train(data)
+
+    faq, greeting = Message.build(text="warranty period"), Message.build(text="hello")
+    faq.set("intent", {"name": "faq", "confidence": 0.9})
+    greeting.set("intent", {"name": "greet", "confidence": 0.9})
+    for message in (faq, greeting):
+        tokenizer.process([message])
+        featurizer.process([message])
+    assert selector.process([greeting, faq]) == [greeting, faq]  # the same messages, in order
+    answer = faq.get("response_selector")["faq"]["response"]
+    assert answer["utter_action"].startswith("utter_faq/") and answer["responses"][0]["text"] in ("Two years.", "Three days.")
+    assert greeting.get("response_selector") is None  # not a product question: no selection run for it
