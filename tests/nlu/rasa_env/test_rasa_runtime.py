@@ -175,3 +175,21 @@ def test_the_faq_selector_answers_messages_classified_as_faq_and_leaves_the_othe
     answer = faq.get("response_selector")["faq"]["response"]
     assert answer["utter_action"].startswith("utter_faq/") and answer["responses"][0]["text"] in ("Two years.", "Three days.")
     assert greeting.get("response_selector") is None  # not a product question: no selection run for it
+
+
+def test_event_classes_are_found_by_name_as_rasa_finds_them():
+    import rasa.shared.utils.common
+    from rasa.shared.core.events import Event, SlotSet
+
+    assert Event.resolve_by_type.__module__ == "nlu.rasa_runtime"  # the remembering lookup is the one in use
+    every = rasa.shared.utils.common.all_subclasses(Event)
+    for cls in every:
+        first = next(c for c in every if c.type_name == cls.type_name)  # Rasa's rule: the first subclass by that name
+        assert Event.resolve_by_type(cls.type_name) is first
+        assert Event.resolve_by_type(cls.type_name) is first  # and again, from what was remembered
+    assert Event.resolve_by_type("topic") is None
+    assert Event.resolve_by_type("no_such_event", default=SlotSet) is SlotSet
+    with pytest.raises(ValueError, match="Unknown event name 'no_such_event'"):
+        Event.resolve_by_type("no_such_event")
+    restored = Event.from_parameters({"event": "slot", "name": "customer_id", "value": 7})
+    assert isinstance(restored, SlotSet) and restored.value == 7
