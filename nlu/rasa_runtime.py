@@ -96,10 +96,22 @@ def _prompt_lock_polling() -> None:
 
     from rasa.core.lock_store import LockError, LockStore, TicketLock
 
+    def _drop_expired_tickets(self: LockStore, conversation_id: Text) -> None:
+        # Rasa's update_lock writes the lock back on every poll. That read-modify-write is not atomic, so with
+        # several Rasa servers on one Redis a poll could overwrite a ticket another server had just issued or
+        # finished; polling more often would make that likelier. Here it writes only when a ticket expired (a
+        # server died holding it); is_locked already skips expired tickets on the copy it reads.
+        lock = self.get_lock(conversation_id)
+        if lock:
+            before = len(lock.tickets)
+            lock.remove_expired_tickets()
+            if len(lock.tickets) != before:
+                self.save_lock(lock)
+
     async def _acquire_lock(self: LockStore, conversation_id: Text, ticket: int,
                             wait_time_in_seconds: float) -> TicketLock:
         # As LockStore._acquire_lock in Rasa 3.6, with a wait that starts short and doubles up to the longest.
-        wait = LOCK_FIRST_POLL_SECONDS
+        wait = min(LOCK_FIRST_POLL_SECONDS, wait_time_in_seconds)
         while True:
             lock = self.get_lock(conversation_id)  # fetched each time: it may have expired
             if not lock:
@@ -108,7 +120,7 @@ def _prompt_lock_polling() -> None:
                 return lock
             await asyncio.sleep(wait)
             wait = min(wait * 2, LOCK_LONGEST_POLL_SECONDS, wait_time_in_seconds)
-            self.update_lock(conversation_id)
+            _drop_expired_tickets(self, conversation_id)
         raise LockError(f"Could not acquire lock for conversation_id '{conversation_id}'.")
 
     LockStore._acquire_lock = _acquire_lock  # type: ignore[method-assign]

@@ -193,3 +193,49 @@ def test_event_classes_are_found_by_name_as_rasa_finds_them():
         Event.resolve_by_type("no_such_event")
     restored = Event.from_parameters({"event": "slot", "name": "customer_id", "value": 7})
     assert isinstance(restored, SlotSet) and restored.value == 7
+
+
+@pytest.mark.parametrize("kind", ["in_memory", "redis"])
+def test_a_waiter_writes_the_lock_only_to_drop_a_dead_holders_ticket(kind: str):
+    store = dict(zip(["in_memory", "redis"], lock_stores()))[kind]
+    saves, rasa_save = [], store.save_lock
+
+    def save_lock(lock):  # counts the writes, then writes
+        saves.append([t.number for t in lock.tickets])
+        rasa_save(lock)
+
+    store.save_lock = save_lock
+    polled = []
+
+    async def busy_holder_then_waiter() -> None:
+        async def holder() -> None:
+            async with store.lock("conversation-3"):
+                while len(polled) < 3:  # holds while the waiter polls a few times
+                    await asyncio.sleep(0.01)
+                    polled.append(len(saves))
+
+        async def waiter() -> None:
+            await asyncio.sleep(0)
+            async with store.lock("conversation-3"):
+                pass
+
+        await asyncio.gather(holder(), waiter())
+
+    asyncio.run(busy_holder_then_waiter())
+    # Two tickets issued, then nothing written while the waiter polled a live holder (a write there could
+    # overwrite another server's ticket), then the holder's and the waiter's finishes.
+    assert polled == [2, 2, 2]
+
+    # A holder that died (its ticket never finished) blocks the conversation until its ticket expires; the
+    # waiter then takes the lock and writes the lock without the dead ticket.
+    saves.clear()
+    store.issue_ticket("conversation-4", lock_lifetime=0.15)
+
+    async def after_the_dead_holder() -> list:
+        async with store.lock("conversation-4") as lock:
+            return [t.number for t in store.get_lock("conversation-4").tickets] + [lock.now_serving]
+
+    tickets_then_serving = asyncio.run(after_the_dead_holder())
+    assert tickets_then_serving == [1, 1]  # only the waiter's ticket left, and it is served
+    # Written: the dead holder's ticket, the waiter's, the lock without the expired one, the waiter's finish.
+    assert saves == [[0], [0, 1], [1], []]
