@@ -96,11 +96,12 @@ def _prompt_lock_polling() -> None:
 
     from rasa.core.lock_store import LockError, LockStore, TicketLock
 
-    def _drop_expired_tickets(self: LockStore, conversation_id: Text) -> None:
-        # Rasa's update_lock writes the lock back on every poll. That read-modify-write is not atomic, so with
-        # several Rasa servers on one Redis a poll could overwrite a ticket another server had just issued or
-        # finished; polling more often would make that likelier. Here it writes only when a ticket expired (a
-        # server died holding it); is_locked already skips expired tickets on the copy it reads.
+    def update_lock(self: LockStore, conversation_id: Text) -> None:
+        # Rasa's update_lock (called only by _acquire_lock, between polls) writes the lock back on every poll.
+        # That read-modify-write is not atomic, so with several Rasa servers on one Redis a poll could overwrite
+        # a ticket another server had just issued or finished; polling more often would make that likelier. Here
+        # it writes only when a ticket expired (a server died holding it); is_locked already skips expired
+        # tickets on the copy it reads.
         lock = self.get_lock(conversation_id)
         if lock:
             before = len(lock.tickets)
@@ -120,9 +121,10 @@ def _prompt_lock_polling() -> None:
                 return lock
             await asyncio.sleep(wait)
             wait = min(wait * 2, LOCK_LONGEST_POLL_SECONDS, wait_time_in_seconds)
-            _drop_expired_tickets(self, conversation_id)
+            self.update_lock(conversation_id)
         raise LockError(f"Could not acquire lock for conversation_id '{conversation_id}'.")
 
+    LockStore.update_lock = update_lock  # type: ignore[method-assign]
     LockStore._acquire_lock = _acquire_lock  # type: ignore[method-assign]
 
 

@@ -154,16 +154,18 @@ class LinearIntentClassifier(IntentClassifier, GraphComponent):
         8 % of the Rasa server's CPU per chat turn (py-spy, bench/bench_chat.py), for one row of a few thousand
         columns. Training keeps ``_matrix``.
         """
-        logits = np.tile(self.intercept, (len(messages), 1)).astype(np.float32)
+        logits = np.tile(self.intercept.astype(np.float32, copy=False), (len(messages), 1))
         per_message = [self._sentence_features(m) for m in messages]
         offset = 0
         for origin, kind, width in self.blocks:
             part = self.coef[:, offset:offset + width]
             offset += width
             weight = float(self.config["dense_weight" if kind == "dense" else "sparse_weight"])
+            if not weight:
+                continue  # a switched-off block adds nothing to any message
             for row, feats in enumerate(per_message):
                 value = feats.get((origin, kind))
-                if value is None or value.shape[-1] != width or not weight:
+                if value is None or value.shape[-1] != width:
                     continue
                 # Element-wise products and sums only: a BLAS call (`@`) here wakes OpenBLAS's threads, which then
                 # spin for ~0.1 s after each message (half a core of the Rasa server under chat load).
