@@ -73,20 +73,22 @@ def test_the_sqlite_tracker_store_writes_ahead_and_keeps_every_turn(tmp_path):
         assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # stored in the file itself
 
 
-def lock_stores() -> list:
-    """Rasa's two lock stores: in memory (the default topology) and Redis (production), on the local Redis."""
+def lock_store(kind: str):
+    """One of Rasa's two lock stores: in memory (the default topology) or Redis (production, the local Redis)."""
     import secrets
 
     from rasa.core.lock_store import InMemoryLockStore, RedisLockStore
 
-    return [InMemoryLockStore(), RedisLockStore(host="127.0.0.1", port=6379, db=0, key_prefix="t" + secrets.token_hex(6))]
+    if kind == "in_memory":
+        return InMemoryLockStore()
+    return RedisLockStore(host="127.0.0.1", port=6379, db=0, key_prefix="t" + secrets.token_hex(6))
 
 
 @pytest.mark.parametrize("kind", ["in_memory", "redis"])
 def test_a_busy_conversation_is_polled_soon_then_less_often(kind: str, monkeypatch: pytest.MonkeyPatch):
     from nlu.rasa_runtime import LOCK_FIRST_POLL_SECONDS, LOCK_LONGEST_POLL_SECONDS
 
-    store = dict(zip(["in_memory", "redis"], lock_stores()))[kind]
+    store = lock_store(kind)
     real_sleep, waits, order = asyncio.sleep, [], []
 
     async def sleep(seconds: float) -> None:  # records the waiter's pauses, then yields without waiting
@@ -117,7 +119,7 @@ def test_a_busy_conversation_is_polled_soon_then_less_often(kind: str, monkeypat
 
 @pytest.mark.parametrize("kind", ["in_memory", "redis"])
 def test_racing_messages_of_one_conversation_are_handled_one_at_a_time_in_order(kind: str):
-    store = dict(zip(["in_memory", "redis"], lock_stores()))[kind]
+    store = lock_store(kind)
     inside, log = [], []
 
     async def message(n: int) -> None:
@@ -197,7 +199,7 @@ def test_event_classes_are_found_by_name_as_rasa_finds_them():
 
 @pytest.mark.parametrize("kind", ["in_memory", "redis"])
 def test_a_waiter_writes_the_lock_only_to_drop_a_dead_holders_ticket(kind: str):
-    store = dict(zip(["in_memory", "redis"], lock_stores()))[kind]
+    store = lock_store(kind)
     saves, rasa_save = [], store.save_lock
 
     def save_lock(lock):  # counts the writes, then writes
