@@ -75,12 +75,17 @@ def _event_classes_by_name() -> None:
 
 
 def _response_selection_only_for_its_intent() -> None:
+    import functools
+
     from rasa.nlu.selectors.response_selector import ResponseSelector
     from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY
 
     rasa_process = ResponseSelector.process
 
-    def process(self: ResponseSelector, messages: list) -> list:
+    # wraps: Rasa validates a graph component's `process` by resolving its type hints (training and loading a
+    # model); the wrapper carries Rasa's own annotations and, through __wrapped__, the module they resolve in.
+    @functools.wraps(rasa_process)
+    def process(self: Any, messages: Any) -> Any:
         if not self.retrieval_intent:  # a selector for every intent: Rasa's own behaviour
             return rasa_process(self, messages)
         asked = [m for m in messages if (m.get(INTENT) or {}).get(INTENT_NAME_KEY) == self.retrieval_intent]
