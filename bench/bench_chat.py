@@ -148,24 +148,8 @@ class Stack:
                 return line.split("=", 1)[1].strip()
         raise SystemExit("no ADMIN_PASSWORD in the stack's .env")
 
-    def pids(self) -> dict[str, int]:
-        """The stack's children by role (rasa, actions, web, worker, broker)."""
-        out = {}
-        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-            try:
-                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                if ppid != self.proc.pid:
-                    continue
-                args = (stat.parent / "cmdline").read_bytes().split(b"\0")
-            except (OSError, IndexError, ValueError):
-                continue
-            joined = b" ".join(args)
-            role = ("rasa" if b"rasa_server.py" in joined or b"rasa run" in joined else
-                    "actions" if b"-m actions" in joined else "web" if b"uvicorn" in joined else
-                    "worker" if b"device_hooks.worker" in joined else "broker" if b"mosquitto" in joined else None)
-            if role:
-                out[role] = int(stat.parent.name)
-        return out
+    def pids(self) -> dict[str, list[int]]:
+        return stack_processes(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -280,6 +264,44 @@ def demo_customers(web_url: str, password: str, limit: int) -> list[dict[str, st
     return out
 
 
+def _children(parent: int) -> list[tuple[int, bytes]]:
+    found = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append((int(stat.parent.name), b" ".join((stat.parent / "cmdline").read_bytes().split(b"\0"))))
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended while /proc was read
+    return found
+
+
+def stack_processes(supervisor: int) -> dict[str, list[int]]:
+    """The children of a `scripts/run_stack.py` supervisor by role (rasa, actions, web, worker, broker,
+    balancer): one each on the default topology, two of most on the production one."""
+    out: dict[str, list[int]] = {}
+    for pid, cmd in _children(supervisor):
+        role = ("rasa" if b"rasa_server.py" in cmd or b"rasa run" in cmd else
+                "actions" if b"-m actions" in cmd else "web" if b"uvicorn" in cmd else
+                "worker" if b"device_hooks.worker" in cmd else "broker" if b"mosquitto" in cmd else
+                "balancer" if b"haproxy" in cmd else None)
+        if role:
+            # HAProxy's master (-W) forwards nothing itself: its worker, a grandchild, does the work.
+            out.setdefault(role, []).extend([pid] + ([p for p, _ in _children(pid)] if role == "balancer" else []))
+    return out
+
+
+def production_supervisor() -> int | None:
+    """The pid of the running `make run-production` supervisor (run_stack.py --topology production), if one."""
+    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            cmd = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"run_stack.py") for a in cmd) and b"production" in cmd:
+            return int(cmdline.parent.name)
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -301,17 +323,26 @@ def git_commit() -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, label: str, url: str, script: Any, customers: list[dict[str, str]],
-            users: int, channel: str, pids: dict[str, int]) -> dict[str, Any]:
-    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+            users: int, channel: str, pids: dict[str, list[int]]) -> dict[str, Any]:
+    def used(role: str) -> float:  # a replica that died since the start counts nothing from then on
+        total = 0.0
+        for pid in pids[role]:
+            try:
+                total += cpu_seconds(pid)
+            except OSError:
+                pass
+        return total
+
+    cpu0 = {k: used(k) for k in pids}
     wall0, load0 = time.monotonic(), os.getloadavg()[0]
     result, begin, end = asyncio.run(run_level(
         channel=channel, rasa_url=url, users=users, script=script, customers=customers, warmup=args.warmup,
         duration=args.duration, timeout=args.turn_timeout, max_turns=args.max_turns))
     wall = time.monotonic() - wall0
     summary = summarise(result, (begin, end))
-    cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    cpu = {k: used(k) - cpu0[k] for k in pids}
     summary["cores_used"] = {k: round(v / wall, 2) for k, v in cpu.items()}
-    # CPU time of the Rasa process per turn: unlike turns/s, it does not depend on how much of the shared
+    # CPU time of the Rasa process(es) per turn: unlike turns/s, it does not depend on how much of the shared
     # machine the process got, so it compares runs made while other work ran beside them.
     rasa_cpu = cpu.get("rasa", cpu.get("bare_rasa"))
     turns = summary["turns_ok_including_warmup"]
@@ -332,6 +363,8 @@ def main() -> int:
     parser.add_argument("--topology", choices=("default", "production"), default="default")
     parser.add_argument("--rasa-url", help="production topology: the Rasa URL customers reach (e.g. the load balancer)")
     parser.add_argument("--web-url", help="production topology: the web service (reads demo customers)")
+    parser.add_argument("--stack-pid", type=int, help="production topology: the run_stack.py supervisor's pid "
+                        "(default: found in /proc), for CPU per process")
     parser.add_argument("--env-file", help="production topology: .env holding ADMIN_PASSWORD")
     parser.add_argument("--levels", default="1,10,20,50", help="concurrent customers, comma separated")
     parser.add_argument("--channels", default="rest,socketio")
@@ -364,16 +397,20 @@ def main() -> int:
             if not (args.rasa_url and args.web_url):
                 raise SystemExit("--topology production needs --rasa-url and --web-url")
             bare_model = None if args.no_bare else bare_bot_model()
-            rasa_url, web_url, pids = args.rasa_url.rstrip("/"), args.web_url.rstrip("/"), {}
+            rasa_url, web_url = args.rasa_url.rstrip("/"), args.web_url.rstrip("/")
+            supervisor = args.stack_pid or production_supervisor()
+            pids = stack_processes(supervisor) if supervisor else {}
+            if not pids:
+                print("note: no run-production supervisor found; CPU per process is not reported", flush=True)
             password = os.environ.get("ADMIN_PASSWORD") or ""
             if not password and args.env_file:
                 password = next((line.split("=", 1)[1].strip() for line in pathlib.Path(args.env_file).read_text().splitlines()
                                  if line.startswith("ADMIN_PASSWORD=")), "")
         customers = demo_customers(web_url, password, args.customers)
-        bare_pids: dict[str, int] = {}
+        bare_pids: dict[str, list[int]] = {}
         if bare_model is not None:
             bare = BareRasa(bare_model, work)
-            bare_pids = {"bare_rasa": bare.proc.pid}
+            bare_pids = {"bare_rasa": [bare.proc.pid]}
         print(f"product Rasa {rasa_url}, {len(customers)} demo customers; bare bot {bare.url if bare else 'skipped'}",
               flush=True)
         per_level: dict[str, dict[str, Any]] = {}
