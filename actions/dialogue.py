@@ -32,10 +32,10 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.base import Turn, crm_session, resolve_customer
 from actions.devices import describe_devices
-from actions.escalation_config import get_escalation_config
 from actions.handoff import Trigger, crm_trigger, escalate, frustration_score, record_ticket_contact
 from actions.verification import EMAIL_RE, REFERENCE_RE
 from crm_store.enums import HandoffReason
+from crm_store.escalation_policy import get_escalation_config
 
 logger = logging.getLogger(__name__)
 

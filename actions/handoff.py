@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from actions.base import CrmAction, Turn, sender_channel
 from actions.devices import parse_category
-from actions.escalation_config import EscalationConfig, get_escalation_config
 from actions.escalation_limits import REFUSED_TEXT, get_escalation_limits
 from actions.transcript import (  # noqa: F401  (re-exported: the dialogue rules and tests read them here)
     INTENT_LABELS,
@@ -38,6 +37,7 @@ from crm_store.enums import (
     JourneyStage,
     TicketSource,
 )
+from crm_store.escalation_policy import EscalationConfig, get_escalation_config
 from crm_store.models import Ticket, utcnow
 from crm_store.repositories.agent_replies import claim_agent_messages
 from crm_store.repositories.customers import CustomerProfile, get_customer

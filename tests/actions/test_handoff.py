@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import select, text
 
 from actions.customers import ActionGreet, ActionResumeRequest
-from actions.escalation_config import get_escalation_config, load_config
 from actions.fallback import ActionFallback
 from actions.feedback import ActionSessionStart, ActionSubmitCsat, ValidateCsatForm, parse_score
 from actions.handoff import ActionEscalate, ActionHandback, ActionRelayAgentMessages, frustration_score
@@ -24,6 +23,7 @@ from crm_store.enums import (
     TicketSource,
     UserRole,
 )
+from crm_store.escalation_policy import get_escalation_config, load_config
 from crm_store.models import CsatRating, Device, DeviceMessage, Handoff, Interaction, utcnow
 from crm_store.repositories.customers import link_identity
 from crm_store.repositories.devices import get_device_by_serial
