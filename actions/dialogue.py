@@ -252,7 +252,7 @@ def faq_answer(tracker: Tracker) -> str | None:
 
 def answer_digression(turn: Turn, kind: str) -> list[EventType]:
     """Answers another request made in the middle of a form; returns its slot events."""
-    from actions.proactive import device_status_reply  # the proactive module imports this package's peers
+    from actions.device_answers import device_status_reply  # that module imports this package's peers
 
     dispatcher, customer, tracker = turn.dispatcher, turn.customer, turn.tracker
     if kind == "faq":

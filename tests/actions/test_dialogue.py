@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from actions.agent_relay import TEAM_NAME, display_name
 from actions.customers import ValidateVerifyForm
 from actions.dialogue import describes_problem, person_requested, safety_words, sounds_like_problem
 from actions.fallback import ActionFallback
-from actions.handoff import TEAM_NAME, bot_tried, display_name
+from actions.handoff import bot_tried
 from actions.tickets import ActionOpenTicket, ValidateProblemForm
 from crm_store.db import session_scope
 from crm_store.enums import HandoffReason
