@@ -10,10 +10,11 @@ from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.base import CrmAction, CrmFormValidationAction, Turn, sender_channel
+from actions.device_answers import book_technician_reply, device_status_reply, self_help_reply
 from actions.devices import describe_devices
 from actions.handoff import escalate_if_needed, record_ticket_contact
 from actions.privacy import PRIVACY_REQUESTS, privacy_reply
-from actions.proactive import book_technician_reply, deliver_held_messages, device_status_reply, self_help_reply
+from actions.proactive import deliver_held_messages
 from actions.dialogue import check_turn, request_in
 from actions.tickets import describe_ticket_status, shown_devices_event, ticket_asked_about
 from actions.verification import VerificationMixin

@@ -32,10 +32,10 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.base import Turn, crm_session, resolve_customer
 from actions.devices import describe_devices
-from actions.escalation_config import get_escalation_config
 from actions.handoff import Trigger, crm_trigger, escalate, frustration_score, record_ticket_contact
 from actions.verification import EMAIL_RE, REFERENCE_RE
 from crm_store.enums import HandoffReason
+from crm_store.escalation_policy import get_escalation_config
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def faq_answer(tracker: Tracker) -> str | None:
 
 def answer_digression(turn: Turn, kind: str) -> list[EventType]:
     """Answers another request made in the middle of a form; returns its slot events."""
-    from actions.proactive import device_status_reply  # the proactive module imports this package's peers
+    from actions.device_answers import device_status_reply  # that module imports this package's peers
 
     dispatcher, customer, tracker = turn.dispatcher, turn.customer, turn.tracker
     if kind == "faq":

@@ -14,9 +14,9 @@ from actions.base import Turn, crm_session, resolve_customer
 from actions.customers import CAPABILITY_BUTTONS
 from actions.dialogue import DEVICES_LOOSE_RE, SAFETY_STEPS, escalation_trigger, sounds_like_problem
 from actions.verification import EMAIL_RE
-from actions.escalation_config import get_escalation_config
 from actions.handoff import Trigger, escalate, fallback_streak, frustration_score, user_texts
 from crm_store.enums import HandoffReason
+from crm_store.escalation_policy import get_escalation_config
 
 logger = logging.getLogger(__name__)
 

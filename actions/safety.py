@@ -23,11 +23,11 @@ import logging
 from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 
 from actions.base import CrmAction, Turn, customer_slots, sender_channel
-from actions.escalation_config import get_escalation_config
 from actions.settings import get_settings
 from actions.handoff import Trigger, crm_trigger, escalate
 from actions.proactive import ActionNotifyDevice, Reply, render_proactive
 from crm_store.enums import HandoffMessageKind, HandoffReason, ProactiveKind
+from crm_store.escalation_policy import get_escalation_config
 from crm_store.models import ProactiveMessage, Ticket, TicketEvent
 from crm_store.repositories.customers import find_customer_by_identity, get_profile
 from crm_store.repositories.handoffs import add_handoff_message, get_active_handoff

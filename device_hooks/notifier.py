@@ -32,8 +32,8 @@ import httpx
 from sqlalchemy.orm import Session
 
 # The queue priority and first-response target of a safety fault come from the one escalation policy.
-from actions.escalation_config import get_escalation_config
 from crm_store.enums import ProactiveKind
+from crm_store.escalation_policy import get_escalation_config
 from crm_store.models import utcnow
 from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
 from crm_store.repositories.handoffs import get_active_handoff

@@ -19,9 +19,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 ACTIONS = {
-    "action_relay_agent_messages": ("actions.handoff", "ActionRelayAgentMessages"),
-    "action_handback": ("actions.handoff", "ActionHandback"),
-    "action_queue_timeout": ("actions.handoff", "ActionQueueTimeout"),
+    "action_relay_agent_messages": ("actions.agent_relay", "ActionRelayAgentMessages"),
+    "action_handback": ("actions.agent_relay", "ActionHandback"),
+    "action_queue_timeout": ("actions.agent_relay", "ActionQueueTimeout"),
     "action_notify_device_fault": ("actions.proactive", "ActionNotifyDeviceFault"),
     "action_notify_device_recovered": ("actions.proactive", "ActionNotifyDeviceRecovered"),
     "action_notify_ticket_update": ("actions.safety", "ActionNotifyTicketUpdate"),

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from actions.escalation_config import get_escalation_config
 from actions.escalation_limits import REFUSED_TEXT, EscalationLimits
 from actions.handoff import ActionEscalate
 from crm_store.db import session_scope
 from crm_store.enums import HandoffStatus
+from crm_store.escalation_policy import get_escalation_config
 from crm_store.models import Handoff, Ticket
 from crm_store.repositories.handoffs import close_handoff, get_active_handoff
 from tests.actions.conftest import run_action, slots_of, tracker_from

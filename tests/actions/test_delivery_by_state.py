@@ -19,7 +19,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from actions.escalation_config import get_escalation_config
 from crm_store.db import session_scope
 from crm_store.enums import (
     HandoffMessageKind,
@@ -31,6 +30,7 @@ from crm_store.enums import (
     TicketSource,
     TicketStatus,
 )
+from crm_store.escalation_policy import get_escalation_config
 from crm_store.models import Handoff, ProactiveMessage, utcnow
 from crm_store.repositories.customers import link_identity
 from crm_store.repositories.handoffs import create_handoff

@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
+from actions.agent_relay import TEAM_NAME, display_name
 from actions.customers import ValidateVerifyForm
 from actions.dialogue import describes_problem, person_requested, safety_words, sounds_like_problem
-from actions.escalation_config import get_escalation_config
 from actions.fallback import ActionFallback
-from actions.handoff import TEAM_NAME, bot_tried, display_name
+from actions.handoff import bot_tried
 from actions.tickets import ActionOpenTicket, ValidateProblemForm
 from crm_store.db import session_scope
 from crm_store.enums import HandoffReason
+from crm_store.escalation_policy import get_escalation_config
 from crm_store.models import Handoff
 from crm_store.repositories.tickets import list_tickets
 from tests.actions.conftest import run_action, slots_of, tracker_from

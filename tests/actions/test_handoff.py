@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from actions.agent_relay import ActionHandback, ActionRelayAgentMessages
 from actions.customers import ActionGreet, ActionResumeRequest
-from actions.escalation_config import get_escalation_config, load_config
 from actions.fallback import ActionFallback
 from actions.feedback import ActionSessionStart, ActionSubmitCsat, ValidateCsatForm, parse_score
-from actions.handoff import ActionEscalate, ActionHandback, ActionRelayAgentMessages, frustration_score
+from actions.handoff import ActionEscalate, frustration_score
 from crm_store.db import session_scope
 from crm_store.enums import (
     DeviceMessageKind,
@@ -24,6 +24,7 @@ from crm_store.enums import (
     TicketSource,
     UserRole,
 )
+from crm_store.escalation_policy import get_escalation_config, load_config
 from crm_store.models import CsatRating, Device, DeviceMessage, Handoff, Interaction, utcnow
 from crm_store.repositories.customers import link_identity
 from crm_store.repositories.devices import get_device_by_serial
@@ -298,7 +299,7 @@ def test_session_start_counts_the_conversation_and_carries_slots_over(crm_url):
 
 
 def test_queue_timeout_resumes_the_bot_and_says_how_the_team_will_get_back(crm_url):
-    from actions.handoff import ActionQueueTimeout
+    from actions.agent_relay import ActionQueueTimeout
     from crm_store.repositories.handoffs import move_to_callback
 
     link_anna(crm_url)

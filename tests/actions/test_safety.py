@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from actions.escalation_config import get_escalation_config
 from actions.handoff import ActionEscalate
 from actions.safety import ActionDeliverDeviceEvents, ActionNotifyTicketUpdate, ActionSafetyHandoff
 from crm_store.db import session_scope
 from crm_store.enums import HandoffMessageKind, HandoffReason, ProactiveKind, TicketSource, TicketStatus
+from crm_store.escalation_policy import get_escalation_config
 from crm_store.models import Handoff, HandoffMessage
 from crm_store.repositories.customers import link_identity
 from crm_store.repositories.devices import get_device_by_serial

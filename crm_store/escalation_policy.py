@@ -1,5 +1,8 @@
 """Escalation policy from ``escalation.yml``: triggers, first-response targets, staffed hours.
 
+Helpdesk data, not chat logic: the actions decide escalations with it and the device notifier
+(device_hooks) its safety-fault callbacks, so it lives in the CRM store both depend on, not in actions.
+
 Path: ``ESCALATION_CONFIG`` (environment), else ``escalation.yml`` at the project root. Loaded once per
 process; a wrong file stops the action server at start with a clear message, not at the first escalation.
 """
