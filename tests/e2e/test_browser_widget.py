@@ -27,6 +27,12 @@ def browser():
             b.close()
 
 
+SHOWN_IDS = "() => [...document.querySelectorAll('li.msg')].map((li) => li.dataset.id)"
+SHOWS_THE_STORE = """() => {
+    const stored = JSON.parse(localStorage.getItem('appliance-care-chat')).transcript.map((e) => e.id);
+    return JSON.stringify(stored) === JSON.stringify((%s)()); }""" % SHOWN_IDS
+
+
 def say(page, text: str) -> None:  # type: ignore[no-untyped-def]
     page.fill("#input", text)
     page.press("#input", "Enter")
@@ -101,12 +107,21 @@ def test_widget(stack: Stack, browser, size):
     page.evaluate("""() => { Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
                       document.dispatchEvent(new Event('visibilitychange')); }""")
     say(second.page, "hello")
-    page.locator("li.msg.user", has_text="hello").wait_for(timeout=10_000)
-    second.page.locator("li.msg.bot").nth(page.locator("li.msg.bot").count()).wait_for(timeout=60_000)
+    # The bot's answer is the bubble after "hello" in each tab (not the n-th bubble: the first tab may already
+    # show the answer when its bubbles are counted).
+    answer = "xpath=following-sibling::li[contains(concat(' ', @class, ' '), ' bot ')]"
+    for tab in (page, second.page):
+        tab.locator("li.msg.user", has_text="hello").last.locator(answer).first.wait_for(timeout=60_000)
     page.wait_for_function("document.title.startsWith('(')", timeout=10_000)
     assert re.match(r"^\(\d+\) New message", page.title())
-    n_first, n_second = page.locator("li.msg").count(), second.page.locator("li.msg").count()
-    assert n_first == n_second  # each entry once in each tab
+    # Each tab comes to show exactly the stored transcript: every entry once, in order (a duplicate or a missed
+    # entry never matches, and the wait times out).
+    for tab in (page, second.page):
+        tab.wait_for_function(SHOWS_THE_STORE, timeout=10_000)
+    shown = page.evaluate(SHOWN_IDS)
+    assert len(shown) == len(set(shown)) >= 8
+    said = page.evaluate("JSON.parse(localStorage.getItem('appliance-care-chat')).transcript.map((e) => e.text)")
+    assert said.count("hello") == 1  # the second tab's question was stored once, not once per tab
 
     # The composer stays on screen (dynamic viewport units), and the page passes axe-core.
     composer = page.locator("#composer").bounding_box()

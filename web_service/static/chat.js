@@ -1,7 +1,8 @@
 // Web chat for Rasa's socket.io channel (socket.io-client: reconnection with back-off, transport fallback).
-// Tabs of one browser share the conversation: the transcript lives in localStorage, tabs tell each other of new
-// entries over a BroadcastChannel, and one tab (holding a Web Lock) writes the bot's replies, so every tab shows
-// both the question and the answer exactly once. Agents and their typing come from the web service's
+// Tabs of one browser share the conversation: the transcript lives in localStorage, other tabs learn of each
+// write from its "storage" event (which carries the stored value, so a tab never shows an entry the store has
+// not got, nor misses one written while it was loading), and one tab (holding a Web Lock) writes the bot's
+// replies, so every tab shows both the question and the answer exactly once (entries are keyed by id). Agents and their typing come from the web service's
 // /chat/stream (server-sent events read with fetch; the session id goes in the body, never in a URL).
 (function () {
   "use strict";
@@ -12,7 +13,6 @@
   const STORE = "appliance-care-chat", SOUND = "appliance-care-chat-sound", TITLE = document.title;
   const MAX_PHOTO = 5 * 1024 * 1024, PHOTO_TYPES = ["image/jpeg", "image/png", "image/webp"];
   const photos = new Map();  // entry id -> object URL of a photo sent from this tab
-  const bc = "BroadcastChannel" in window ? new BroadcastChannel(STORE) : null;
   let state = load(), confirmed = false, leader = false, unread = 0, typingTimer = null, lastSignal = 0, chain = Promise.resolve();
   const outbox = [];
 
@@ -27,14 +27,19 @@
   function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 8); }
 
   // --- transcript --------------------------------------------------------------------------------------
+  // What this tab shows, in order: "id:chosen" of each entry (a quick reply chosen in another tab re-renders).
+  let onScreen = [];
+  const shownKey = (e) => e.id + ":" + (e.chosen || "");
   function renderAll() {
     // Quick replies stay live only on the latest message of a person or the bot ("X joined" lines don't count).
     let last = state.transcript.length - 1;
     while (last > 0 && state.transcript[last].who === "system") last -= 1;
     list.replaceChildren(...state.transcript.flatMap((e, i) => R.render(photos.has(e.id) ? Object.assign({}, e, { photo: photos.get(e.id) }) : e, { live: i === last && !e.chosen })));
+    onScreen = state.transcript.map(shownKey);
     list.scrollTop = list.scrollHeight;
   }
   function append(entry) {
+    onScreen.push(shownKey(entry));
     if (entry.who !== "system") list.querySelectorAll(".buttons button").forEach((b) => { b.disabled = true; });  // old ones go stale
     if (photos.has(entry.id)) entry = Object.assign({}, entry, { photo: photos.get(entry.id) });
     R.render(entry, { live: true }).forEach((node) => list.appendChild(node));
@@ -45,7 +50,8 @@
       if (document.hidden) { unread += 1; document.title = "(" + unread + ") New message · " + TITLE; if (leader) beep(); }
     }
   }
-  // Writes an entry (re-reading the store first: another tab may have written meanwhile) and tells other tabs.
+  // Writes an entry (re-reading the store first: another tab may have written meanwhile); the write is the
+  // other tabs' signal.
   function add(entry) {
     entry.id = entry.id || newId();
     entry.at = entry.at || new Date().toISOString();
@@ -53,13 +59,16 @@
     state.transcript.push(entry);
     save();
     append(entry);
-    if (bc) bc.postMessage({ type: "entry", entry: Object.assign({}, entry, { photo: undefined }) });
   }
-  if (bc) bc.onmessage = function (msg) {
-    const d = msg.data || {};
-    if (d.type === "entry") { state = load(); append(d.entry); }
-    else if (d.type === "chosen") { state = load(); renderAll(); }
-  };
+  // Another tab wrote the store: show its new entries once each, or everything again when what this tab shows
+  // is no longer the start of the stored transcript (a quick reply chosen, a new session, the oldest dropped).
+  window.addEventListener("storage", function (e) {
+    if (e.key !== STORE) return;
+    state = load();
+    const keys = state.transcript.map(shownKey);
+    if (onScreen.some((k, i) => keys[i] !== k)) { renderAll(); return; }
+    state.transcript.slice(onScreen.length).forEach(append);
+  });
 
   list.addEventListener("click", function (e) {
     const btn = e.target.closest(".buttons button");
@@ -69,7 +78,11 @@
     btn.classList.add("chosen");
     state = load();
     const entry = state.transcript.find((x) => x.id === row.dataset.for);
-    if (entry) { entry.chosen = btn.dataset.payload; save(); if (bc) bc.postMessage({ type: "chosen" }); }
+    if (entry) {
+      entry.chosen = btn.dataset.payload; save();
+      const at = onScreen.indexOf(entry.id + ":");  // this tab shows the choice already: no re-render for it
+      if (at >= 0) onScreen[at] = shownKey(entry);
+    }
     send(btn.dataset.payload, btn.textContent);
     input.focus();
   });
