@@ -15,6 +15,10 @@
   const photos = new Map();  // entry id -> object URL of a photo sent from this tab
   let state = load(), confirmed = false, leader = false, unread = 0, typingTimer = null, lastSignal = 0, chain = Promise.resolve();
   const outbox = [];
+  // Entries this tab wrote in this session. localStorage has no transaction across tabs (each tab's process keeps
+  // its own copy), so two tabs writing at once can each save a transcript without the other's entry; a tab that
+  // sees its own entry missing from the store puts it back.
+  let written = [], writtenIn = null;  // ... and the session they belong to
 
   function load() {
     const s = JSON.parse(localStorage.getItem(STORE) || "null") || {};
@@ -44,6 +48,10 @@
     if (photos.has(entry.id)) entry = Object.assign({}, entry, { photo: photos.get(entry.id) });
     R.render(entry, { live: true }).forEach((node) => list.appendChild(node));
     list.scrollTop = list.scrollHeight;
+    announce(entry);
+  }
+  // A reply or a note: the typing indicator goes, screen readers hear it, a background tab counts it as unread.
+  function announce(entry) {
     if (entry.who !== "user") {
       hideTyping();
       $("announcer").textContent = entry.who === "system" ? entry.text : R.speaker(entry) + " said: " + entry.text;
@@ -57,18 +65,40 @@
     entry.at = entry.at || new Date().toISOString();
     state = Object.assign(load(), { sessionId: state.sessionId || load().sessionId, sessionKey: state.sessionKey || load().sessionKey });
     state.transcript.push(entry);
+    if (writtenIn !== state.sessionId) { written = []; writtenIn = state.sessionId; }
+    written = written.concat([entry]).slice(-200);
     save();
-    append(entry);
+    if (onScreen.length >= state.transcript.length) { renderAll(); announce(entry); }  // the cap dropped the oldest
+    else append(entry);
   }
   // Another tab wrote the store: show its new entries once each, or everything again when what this tab shows
   // is no longer the start of the stored transcript (a quick reply chosen, a new session, the oldest dropped).
   window.addEventListener("storage", function (e) {
     if (e.key !== STORE) return;
     state = load();
+    if (restore()) save();
+    if (awaitingSession && state.sessionId && state.sessionId !== asked) requestSession();
     const keys = state.transcript.map(shownKey);
-    if (onScreen.some((k, i) => keys[i] !== k)) { renderAll(); return; }
+    if (onScreen.some((k, i) => keys[i] !== k)) {
+      const seen = new Set(onScreen.map((k) => k.slice(0, k.lastIndexOf(":"))));
+      renderAll();
+      state.transcript.filter((x) => !seen.has(x.id)).forEach(announce);
+      return;
+    }
     state.transcript.slice(onScreen.length).forEach(append);
   });
+  // Puts back, in time order, entries this tab wrote that another tab's write dropped (not those older than the
+  // stored transcript's first entry: the 200-entry cap dropped those). True when it changed the transcript.
+  function restore() {
+    if (state.sessionId !== writtenIn) return false;  // a new session: the old one's entries stay out
+    const stored = new Set(state.transcript.map((x) => x.id)), first = state.transcript.length ? state.transcript[0].at : "";
+    const lost = written.filter((x) => !stored.has(x.id) && x.at >= first);
+    lost.forEach(function (x) {
+      const at = state.transcript.findIndex((y) => y.at > x.at);
+      state.transcript.splice(at < 0 ? state.transcript.length : at, 0, x);
+    });
+    return lost.length > 0;
+  }
 
   list.addEventListener("click", function (e) {
     const btn = e.target.closest(".buttons button");
@@ -230,12 +260,25 @@
     reconnectionDelay: 500, reconnectionDelayMax: 10000, randomizationFactor: 0.5 });
   socket.on("connect", function () {
     statusEl.textContent = "connecting…";
-    // The key proves this browser owns the session: the id alone (agents see it) resumes nothing.
-    socket.emit("session_request", { session_id: state.sessionId, session_key: state.sessionKey });
+    requestSession();
   });
+  // Only the tab that writes the bot's replies asks for a new conversation: tabs opened together would otherwise
+  // each get one, and the replies of all but the stored one would reach no tab. Another tab joins the stored one.
+  let awaitingSession = false, asked = null;
+  function requestSession() {
+    const stored = load();
+    awaitingSession = !stored.sessionId && !leader;
+    if (awaitingSession || !socket.connected) return;
+    asked = stored.sessionId;
+    // The key proves this browser owns the session: the id alone (agents see it) resumes nothing.
+    socket.emit("session_request", { session_id: stored.sessionId, session_key: stored.sessionKey });
+  }
   socket.on("session_confirm", function (data) {
     const sid = typeof data === "string" ? data : (data && data.session_id) || state.sessionId;
     state = load();
+    // Only the leading tab stores a session. Given another than the stored one (the server refused its key),
+    // this tab waits for the session the leading tab stores, and joins that.
+    if (!leader && sid !== state.sessionId) { awaitingSession = true; return; }
     // A new session, or the server refused to resume ours (no valid key): the old transcript is not this one's.
     const renewed = !!state.sessionId && state.sessionId !== sid, first = !state.sessionId || renewed;
     if (renewed) { state.transcript = []; state.agent = null; renderAll(); }
@@ -285,7 +328,11 @@
 
   const leading = new Promise(function (resolve) {
     if (!navigator.locks) { leader = true; resolve(); return; }
-    navigator.locks.request(STORE + "-leader", function () { leader = true; resolve(); reportPresence(); return new Promise(function () {}); });
+    navigator.locks.request(STORE + "-leader", function () {
+      leader = true; resolve(); reportPresence();
+      if (awaitingSession) requestSession();
+      return new Promise(function () {});
+    });
   });
   showSound();
   renderAll();
