@@ -212,13 +212,18 @@
     }
     add({ who: "bot", text: text, buttons: buttons });
   }
+  // The leading tab stores the agent and writes the "joined" / "left" lines; it compares with the agent it last
+  // stored, not with the store, so another tab's write cannot make it skip a line. Other tabs only show the name.
+  let agentStored = null;
   function setAgent(name) {
-    if ((name || null) === (state.agent || null)) return;
-    const before = state.agent;
+    name = name || null;
+    if (!leader) { state.agent = name; return; }
+    if (name === agentStored) return;
+    const before = agentStored;
+    agentStored = name;
     state = load();
-    state.agent = name || null;
+    state.agent = name;
     save();
-    if (!leader) return;
     if (before) add({ who: "system", text: before + " left the conversation" });
     if (name) add({ who: "system", text: name + " from our service team joined the conversation" });
   }
@@ -281,7 +286,7 @@
     if (!leader && sid !== state.sessionId) { awaitingSession = true; return; }
     // A new session, or the server refused to resume ours (no valid key): the old transcript is not this one's.
     const renewed = !!state.sessionId && state.sessionId !== sid, first = !state.sessionId || renewed;
-    if (renewed) { state.transcript = []; state.agent = null; renderAll(); }
+    if (renewed) { state.transcript = []; state.agent = agentStored = null; renderAll(); }
     state.sessionId = sid; state.sessionKey = (data && data.session_key) || null; save();
     confirmed = true;
     statusEl.textContent = "online";
@@ -329,7 +334,8 @@
   const leading = new Promise(function (resolve) {
     if (!navigator.locks) { leader = true; resolve(); return; }
     navigator.locks.request(STORE + "-leader", function () {
-      leader = true; resolve(); reportPresence();
+      leader = true; agentStored = load().agent || null; resolve(); reportPresence();
+      if ((state.agent || null) !== agentStored) setAgent(state.agent);  // the stream told this tab first
       if (awaitingSession) requestSession();
       return new Promise(function () {});
     });
