@@ -149,7 +149,7 @@ class Stack:
         raise SystemExit("no ADMIN_PASSWORD in the stack's .env")
 
     def pids(self) -> dict[str, list[int]]:
-        return stack_processes(self.proc.pid)
+        return stack_processes(self.work / "children.json")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -264,42 +264,36 @@ def demo_customers(web_url: str, password: str, limit: int) -> list[dict[str, st
     return out
 
 
-def _children(parent: int) -> list[tuple[int, bytes]]:
+def _children(parent: int) -> list[int]:
     found = []
     for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
         try:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                found.append((int(stat.parent.name), b" ".join((stat.parent / "cmdline").read_bytes().split(b"\0"))))
+                found.append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue  # a process that ended while /proc was read
     return found
 
 
-def stack_processes(supervisor: int) -> dict[str, list[int]]:
-    """The children of a `scripts/run_stack.py` supervisor by role (rasa, actions, web, worker, broker,
-    balancer): one each on the default topology, two of most on the production one."""
+# run_stack.py's process names (children.json: "rasa-1", "haproxy", ...) by the role the results report.
+ROLES = {"rasa": "rasa", "actions": "actions", "web": "web", "worker": "worker", "broker": "broker", "haproxy": "balancer"}
+
+
+def stack_processes(children: pathlib.Path) -> dict[str, list[int]]:
+    """The processes of a `scripts/run_stack.py` stack by role (rasa, actions, web, worker, broker, balancer),
+    from the supervisor's own record of its children (`children.json`, name -> current pid): one each on the
+    default topology, two of most on the production one. Empty when the file is missing."""
+    try:
+        names = json.loads(children.read_text())
+    except (OSError, ValueError):
+        return {}
     out: dict[str, list[int]] = {}
-    for pid, cmd in _children(supervisor):
-        role = ("rasa" if b"rasa_server.py" in cmd or b"rasa run" in cmd else
-                "actions" if b"-m actions" in cmd else "web" if b"uvicorn" in cmd else
-                "worker" if b"device_hooks.worker" in cmd else "broker" if b"mosquitto" in cmd else
-                "balancer" if b"haproxy" in cmd else None)
+    for name, pid in names.items():
+        role = ROLES.get(name.split("-")[0])
         if role:
             # HAProxy's master (-W) forwards nothing itself: its worker, a grandchild, does the work.
-            out.setdefault(role, []).extend([pid] + ([p for p, _ in _children(pid)] if role == "balancer" else []))
+            out.setdefault(role, []).extend([int(pid)] + (_children(int(pid)) if role == "balancer" else []))
     return out
-
-
-def production_supervisor() -> int | None:
-    """The pid of the running `make run-production` supervisor (run_stack.py --topology production), if one."""
-    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            cmd = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(a.endswith(b"run_stack.py") for a in cmd) and b"production" in cmd:
-            return int(cmdline.parent.name)
-    return None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -363,8 +357,8 @@ def main() -> int:
     parser.add_argument("--topology", choices=("default", "production"), default="default")
     parser.add_argument("--rasa-url", help="production topology: the Rasa URL customers reach (e.g. the load balancer)")
     parser.add_argument("--web-url", help="production topology: the web service (reads demo customers)")
-    parser.add_argument("--stack-pid", type=int, help="production topology: the run_stack.py supervisor's pid "
-                        "(default: found in /proc), for CPU per process")
+    parser.add_argument("--children-file", default=str(ROOT / "var" / "production" / "children.json"),
+                        help="production topology: the supervisor's children.json, for CPU per process")
     parser.add_argument("--env-file", help="production topology: .env holding ADMIN_PASSWORD")
     parser.add_argument("--levels", default="1,10,20,50", help="concurrent customers, comma separated")
     parser.add_argument("--channels", default="rest,socketio")
@@ -398,10 +392,9 @@ def main() -> int:
                 raise SystemExit("--topology production needs --rasa-url and --web-url")
             bare_model = None if args.no_bare else bare_bot_model()
             rasa_url, web_url = args.rasa_url.rstrip("/"), args.web_url.rstrip("/")
-            supervisor = args.stack_pid or production_supervisor()
-            pids = stack_processes(supervisor) if supervisor else {}
+            pids = stack_processes(pathlib.Path(args.children_file))
             if not pids:
-                print("note: no run-production supervisor found; CPU per process is not reported", flush=True)
+                print(f"note: no {args.children_file}; CPU per process is not reported", flush=True)
             password = os.environ.get("ADMIN_PASSWORD") or ""
             if not password and args.env_file:
                 password = next((line.split("=", 1)[1].strip() for line in pathlib.Path(args.env_file).read_text().splitlines()

@@ -2,8 +2,9 @@
 // Tabs of one browser share the conversation: the transcript lives in localStorage, other tabs learn of each
 // write from its "storage" event (which carries the stored value, so a tab never shows an entry the store has
 // not got, nor misses one written while it was loading), and one tab (holding a Web Lock) writes the bot's
-// replies, so every tab shows both the question and the answer exactly once (entries are keyed by id). Agents and their typing come from the web service's
-// /chat/stream (server-sent events read with fetch; the session id goes in the body, never in a URL).
+// replies, so every tab shows both the question and the answer exactly once (entries are keyed by id). Agents
+// and their typing come from the web service's /chat/stream (server-sent events read with fetch; the session id
+// goes in the body, never in a URL).
 (function () {
   "use strict";
   const R = window.ChatRender;
@@ -80,7 +81,7 @@
     if (awaitingSession && state.sessionId && state.sessionId !== asked) requestSession();
     const keys = state.transcript.map(shownKey);
     if (onScreen.some((k, i) => keys[i] !== k)) {
-      const seen = new Set(onScreen.map((k) => k.slice(0, k.lastIndexOf(":"))));
+      const seen = new Set(onScreen.map((k) => k.split(":")[0]));  // ids hold no ":" (newId: base 36)
       renderAll();
       state.transcript.filter((x) => !seen.has(x.id)).forEach(announce);
       return;
