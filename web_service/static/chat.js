@@ -64,7 +64,8 @@
   function add(entry) {
     entry.id = entry.id || newId();
     entry.at = entry.at || new Date().toISOString();
-    state = Object.assign(load(), { sessionId: state.sessionId || load().sessionId, sessionKey: state.sessionKey || load().sessionKey });
+    const stored = load();
+    state = Object.assign(stored, { sessionId: state.sessionId || stored.sessionId, sessionKey: state.sessionKey || stored.sessionKey });
     state.transcript.push(entry);
     if (writtenIn !== state.sessionId) { written = []; writtenIn = state.sessionId; }
     written = written.concat([entry]).slice(-200);
