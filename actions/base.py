@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from actions.settings import get_settings
 from crm_store.db import session_scope
-from crm_store.repositories.customers import CustomerProfile, find_customer_by_identity, get_profile
+from crm_store.repositories.customers import CustomerProfile, find_customer_by_identity, get_profile, is_linked
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +72,17 @@ def linked_customer(session: Session, tracker: Tracker, *, touch: bool = True) -
     return get_profile(session, customer_id=customer.id) if customer is not None else None
 
 
-def resolve_customer(session: Session, tracker: Tracker) -> tuple[CustomerProfile | None, list[EventType]]:
+def resolve_customer(session: Session, tracker: Tracker, *, may_write: bool = True
+                     ) -> tuple[CustomerProfile | None, list[EventType]]:
     """Who the customer is: the chat's verified link (see :func:`linked_customer`), checked on every action.
 
     Returns the profile (or None) and the slot events that bring ``customer_id``/``customer_name`` in line:
     set for a newly found link, cleared when the verification expired or the customer was erased.
+    ``may_write=False`` in a read-only unit of work: the link's last-seen time is then left as it is.
     """
     slot = tracker.get_slot("customer_id")
     # Touching the link's last-seen time writes: only on the first look-up, as before the slot is set.
-    profile = linked_customer(session, tracker, touch=slot is None)
+    profile = linked_customer(session, tracker, touch=may_write and slot is None)
     if profile is None:
         return None, ([] if slot is None else forget_customer())
     if slot is not None and int(slot) == profile.id:
@@ -98,10 +100,23 @@ def verification_expired(tracker: Tracker, identity_events: list[EventType]) -> 
         e.get("event") == "slot" and e.get("name") == "customer_id" and e.get("value") is None for e in identity_events)
 
 
+def chat_is_linked(tracker: Tracker) -> bool:
+    """Whether the chat has a verification that still lasts (a read-only look-up, in its own unit of work).
+    Blocking: call it from a worker thread."""
+    channel = sender_channel(tracker)
+    if not channel:
+        return False
+    with crm_session(write=False) as session:
+        return is_linked(session, channel=channel, external_id=tracker.sender_id,
+                         verified_within=get_settings().verification_ttl)
+
+
 def resolving_writes(tracker: Tracker) -> bool:
-    """Whether :func:`resolve_customer` may write: finding a chat's linked identity touches its last-seen time.
-    With the ``customer_id`` slot set (or no channel to look up) it only reads."""
-    return tracker.get_slot("customer_id") is None and bool(sender_channel(tracker))
+    """Whether :func:`resolve_customer` will write: finding a chat's linked identity touches its last-seen time.
+
+    With the ``customer_id`` slot set, or no verified link (most chats, until they verify), it only reads, and
+    the unit of work need not wait for SQLite's write lock: a read says which. Blocking (worker thread)."""
+    return tracker.get_slot("customer_id") is None and chat_is_linked(tracker)
 
 
 def customer_slots(profile: CustomerProfile) -> list[EventType]:
@@ -125,10 +140,16 @@ class CrmAction(Action, ABC):
     Runs ``act`` in a worker thread (database calls must not block the action server's event
     loop) inside one unit of work, and turns any failure into a helpful reply, never silence.
     An action that only reads sets ``writes = False``: its unit of work is then read-only unless
-    resolving the customer writes (see :func:`resolving_writes`).
+    resolving the customer writes (see :func:`resolving_writes`). One that writes only in some turns
+    overrides :meth:`writes_in`.
     """
 
     writes: ClassVar[bool] = True
+
+    def writes_in(self, tracker: Tracker) -> bool:
+        """Whether this turn's unit of work may write (on SQLite it then queues for the write lock).
+        Runs in the worker thread, before the unit of work."""
+        return self.writes or resolving_writes(tracker)
 
     @abstractmethod
     def name(self) -> str:
@@ -149,8 +170,9 @@ class CrmAction(Action, ABC):
             return []
 
     def _run_sync(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
-        with crm_session(write=self.writes or resolving_writes(tracker)) as session:
-            customer, events = resolve_customer(session, tracker)
+        write = self.writes_in(tracker)
+        with crm_session(write=write) as session:
+            customer, events = resolve_customer(session, tracker, may_write=write)
             if verification_expired(tracker, events):
                 logger.info("verification of conversation %s expired", tracker.sender_id)
                 dispatcher.utter_message(text=VERIFICATION_EXPIRED)
@@ -217,5 +239,6 @@ class CrmFormValidationAction(FormValidationAction, ABC):
 
     @staticmethod
     def _identity_events(tracker: Tracker) -> list[EventType]:
-        with crm_session(write=resolving_writes(tracker)) as session:
-            return resolve_customer(session, tracker)[1]
+        write = resolving_writes(tracker)
+        with crm_session(write=write) as session:
+            return resolve_customer(session, tracker, may_write=write)[1]

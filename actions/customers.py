@@ -9,7 +9,7 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.base import CrmAction, CrmFormValidationAction, Turn, sender_channel
+from actions.base import CrmAction, CrmFormValidationAction, Turn, chat_is_linked, sender_channel
 from actions.device_answers import book_technician_reply, device_status_reply, self_help_reply
 from actions.devices import describe_devices
 from actions.handoff import escalate_if_needed, record_ticket_contact
@@ -47,6 +47,10 @@ def greeting_for(profile: CustomerProfile) -> str:
 class ActionGreet(CrmAction):
     def name(self) -> str:
         return "action_greet"
+
+    def writes_in(self, tracker: Tracker) -> bool:
+        # A known customer's greeting records the visit and delivers held messages; a visitor's only reads.
+        return tracker.get_slot("customer_id") is not None or chat_is_linked(tracker)
 
     def act(self, turn: Turn) -> list[EventType]:
         if turn.customer is None:

@@ -114,3 +114,21 @@ def test_a_form_links_a_known_chat_and_only_reads_when_the_customer_is_known(crm
         started = time.perf_counter()
         slots = slots_of(run_action(ValidateProblemForm(), known)[0])
         assert time.perf_counter() - started < 3 and slots["device_serial"] == "WM80-23000102"
+
+
+def test_an_unverified_chats_greeting_and_form_lookups_do_not_wait_for_the_write_lock(crm_url):
+    """Most chats are not verified: their greeting and each form turn's identity look-up only read, so they are
+    answered while another connection holds SQLite's write lock. They used to queue for that lock for nothing
+    (under chat load, with every other writer of the action server)."""
+    from actions.base import CrmFormValidationAction
+    from actions.customers import ActionGreet
+    from tests.actions.conftest import run_action, tracker_from
+
+    visitor = tracker_from("greet_socketio")
+    verifying = tracker_from("verify_reference")
+    assert visitor.get_slot("customer_id") is None and verifying.get_slot("customer_id") is None
+    with sqlite_write_lock(crm_url.removeprefix("sqlite:///")):
+        events, messages = run_action(ActionGreet(), visitor)
+        identity_events = CrmFormValidationAction._identity_events(verifying)
+    assert events == [] and messages[0]["text"].startswith("Hi! I'm the service assistant")
+    assert identity_events == []
