@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
@@ -60,7 +61,11 @@ WRITE_OPTION = "crm_write"
 def _sqlite_begin(conn: Any) -> None:
     if conn.get_execution_options().get(WRITE_OPTION, True):
         # IMMEDIATE takes the write lock up front, so concurrent writers wait (busy_timeout) instead of
-        # failing when a read transaction later tries to write.
+        # failing when a read transaction later tries to write. A unit of work that already waited for its turn
+        # in this process (sqlite_writer_turn) waits here only for what is left of the busy timeout.
+        deadline, _turn_deadline.value = getattr(_turn_deadline, "value", None), None
+        busy_ms = SQLITE_BUSY_TIMEOUT_MS if deadline is None else max(1, round((deadline - time.monotonic()) * 1000))
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {busy_ms}")
         conn.exec_driver_sql("PRAGMA query_only = 0")
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
@@ -113,6 +118,14 @@ def read_session_factory(url: str) -> sessionmaker[Session]:
 
 _writer_turns: dict[str, threading.RLock] = {}
 _writer_turns_guard = threading.Lock()
+# Per thread: when the busy timeout of the unit of work that just got its turn ends (time.monotonic()); read and
+# cleared by that unit of work's BEGIN IMMEDIATE (_sqlite_begin).
+_turn_deadline = threading.local()
+
+
+@lru_cache(maxsize=32)
+def _is_sqlite(url: str) -> bool:
+    return make_url(normalise_url(url)).get_backend_name() == "sqlite"
 
 
 @contextmanager
@@ -124,18 +137,22 @@ def sqlite_writer_turn(url: str) -> Iterator[None]:
     the CRM actions' time went to waiting in ``BEGIN IMMEDIATE`` (py-spy, bench/bench_chat.py), mostly asleep
     after the lock was free. Here they wait on a lock that wakes the next one at once; SQLite's own lock still
     arbitrates between processes (the web service, the device worker). Re-entrant, so a unit of work that opens
-    another in the same thread behaves as before. A wait longer than SQLite's busy timeout goes on to SQLite,
-    which then decides as it always did: this lock only changes who waits where, never what is committed.
+    another in the same thread behaves as before. The wait for the turn counts against SQLite's busy timeout
+    (10 s in all, as before); a unit of work whose turn did not come in that time goes on to SQLite, which then
+    decides as it always did: this lock only changes who waits where, never what is committed.
     """
-    if make_url(normalise_url(url)).get_backend_name() != "sqlite":
+    if not _is_sqlite(url):
         yield
         return
     with _writer_turns_guard:
         turn = _writer_turns.setdefault(url, threading.RLock())
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     acquired = turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    _turn_deadline.value = deadline
     try:
         yield
     finally:
+        _turn_deadline.value = None
         if acquired:
             turn.release()
 

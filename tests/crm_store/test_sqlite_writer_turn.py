@@ -83,3 +83,37 @@ def test_a_write_unit_of_work_opened_inside_another_in_the_same_thread_does_not_
             return outer.execute(text("SELECT 2")).scalar_one()
 
     assert _run_in_threads(1, nested) == [2]
+
+
+def test_the_wait_for_the_turn_counts_against_sqlites_busy_timeout(database_url, monkeypatch):
+    """Another process holds the write lock for longer than the busy timeout: each writer here gives up after one
+    busy timeout in all, turn included, not after its wait for the turn plus a whole busy timeout more."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    import crm_store.db as db
+    from tests.live import sqlite_write_lock
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 2000)
+    first_waiting = threading.Event()
+
+    def write(i: int) -> tuple[str, float]:
+        if i == 1:
+            first_waiting.wait(timeout=10)  # the second writer comes while the first holds the turn
+        started = time.monotonic()
+        try:
+            with session_scope(database_url) as session:
+                first_waiting.set()
+                session.execute(text("UPDATE customers SET first_name = first_name WHERE id = -1"))
+        except OperationalError as exc:
+            return str(exc.orig), time.monotonic() - started
+        return "committed", time.monotonic() - started
+
+    with sqlite_write_lock(database_url.removeprefix("sqlite:///")):
+        results = _run_in_threads(2, write)
+    assert all("locked" in outcome for outcome, _ in results), results
+    second_waited = results[1][1]
+    assert second_waited < 3.5, results  # 2 s in all; the turn plus a whole busy timeout would be about 4 s
