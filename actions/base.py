@@ -25,7 +25,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
 from actions.settings import get_settings
-from crm_store.db import session_scope
+from crm_store.db import is_sqlite, session_scope
 from crm_store.repositories.customers import CustomerProfile, find_customer_by_identity, get_profile, is_linked
 
 logger = logging.getLogger(__name__)
@@ -100,23 +100,23 @@ def verification_expired(tracker: Tracker, identity_events: list[EventType]) -> 
         e.get("event") == "slot" and e.get("name") == "customer_id" and e.get("value") is None for e in identity_events)
 
 
-def chat_is_linked(tracker: Tracker) -> bool:
-    """Whether the chat has a verification that still lasts (a read-only look-up, in its own unit of work).
+def resolving_writes(tracker: Tracker) -> bool:
+    """Whether :func:`resolve_customer` will write: finding a chat's linked identity with the ``customer_id`` slot
+    still empty touches the link's last-seen time.
+
+    With the slot set, or no channel, it only reads. On SQLite a read-only look-up first says whether the chat
+    has a verification link at all (most chats do not, until they verify), so their units of work need not queue
+    for the single write lock. On PostgreSQL writers do not block each other: no look-up, the answer is yes.
     Blocking: call it from a worker thread."""
     channel = sender_channel(tracker)
-    if not channel:
+    if tracker.get_slot("customer_id") is not None or not channel:
         return False
+    settings = get_settings()
+    if not is_sqlite(settings.database_url):
+        return True
     with crm_session(write=False) as session:
         return is_linked(session, channel=channel, external_id=tracker.sender_id,
-                         verified_within=get_settings().verification_ttl)
-
-
-def resolving_writes(tracker: Tracker) -> bool:
-    """Whether :func:`resolve_customer` will write: finding a chat's linked identity touches its last-seen time.
-
-    With the ``customer_id`` slot set, or no verified link (most chats, until they verify), it only reads, and
-    the unit of work need not wait for SQLite's write lock: a read says which. Blocking (worker thread)."""
-    return tracker.get_slot("customer_id") is None and chat_is_linked(tracker)
+                         verified_within=settings.verification_ttl)
 
 
 def customer_slots(profile: CustomerProfile) -> list[EventType]:
@@ -171,13 +171,18 @@ class CrmAction(Action, ABC):
 
     def _run_sync(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
         write = self.writes_in(tracker)
-        with crm_session(write=write) as session:
-            customer, events = resolve_customer(session, tracker, may_write=write)
-            if verification_expired(tracker, events):
-                logger.info("verification of conversation %s expired", tracker.sender_id)
-                dispatcher.utter_message(text=VERIFICATION_EXPIRED)
-                tracker.add_slots(events)  # the action sees the conversation as anonymous
-            return events + self.act(Turn(dispatcher, tracker, domain, session, customer))
+        while True:  # twice at most: the second unit of work writes
+            with crm_session(write=write) as session:
+                customer, events = resolve_customer(session, tracker, may_write=write)
+                # A read-only unit of work finds a linked customer with the slot empty only when the chat was
+                # verified after writes_in looked: the turn may write after all, so it starts again as a write.
+                if write or customer is None or tracker.get_slot("customer_id") is not None:
+                    if verification_expired(tracker, events):
+                        logger.info("verification of conversation %s expired", tracker.sender_id)
+                        dispatcher.utter_message(text=VERIFICATION_EXPIRED)
+                        tracker.add_slots(events)  # the action sees the conversation as anonymous
+                    return events + self.act(Turn(dispatcher, tracker, domain, session, customer))
+            write = True
 
 
 def end_form_unanswered(dispatcher: CollectingDispatcher) -> list[EventType]:

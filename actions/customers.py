@@ -9,7 +9,7 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.base import CrmAction, CrmFormValidationAction, Turn, chat_is_linked, sender_channel
+from actions.base import CrmAction, CrmFormValidationAction, Turn, resolving_writes, sender_channel
 from actions.device_answers import book_technician_reply, device_status_reply, self_help_reply
 from actions.devices import describe_devices
 from actions.handoff import escalate_if_needed, record_ticket_contact
@@ -50,7 +50,7 @@ class ActionGreet(CrmAction):
 
     def writes_in(self, tracker: Tracker) -> bool:
         # A known customer's greeting records the visit and delivers held messages; a visitor's only reads.
-        return tracker.get_slot("customer_id") is not None or chat_is_linked(tracker)
+        return tracker.get_slot("customer_id") is not None or resolving_writes(tracker)
 
     def act(self, turn: Turn) -> list[EventType]:
         if turn.customer is None:

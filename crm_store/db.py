@@ -70,7 +70,9 @@ def _sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         # Deferred: a reader takes no lock in WAL mode. query_only turns an accidental write into an
-        # error here rather than a lock upgrade that can fail under load (SQLITE_BUSY_SNAPSHOT).
+        # error here rather than a lock upgrade that can fail under load (SQLITE_BUSY_SNAPSHOT). The whole busy
+        # timeout again: a writer before it on this pooled connection may have shortened it.
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         conn.exec_driver_sql("PRAGMA query_only = 1")
         conn.exec_driver_sql("BEGIN")
 
@@ -124,7 +126,8 @@ _turn_deadline = threading.local()
 
 
 @lru_cache(maxsize=32)
-def _is_sqlite(url: str) -> bool:
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names a SQLite database (one write lock for the whole file)."""
     return make_url(normalise_url(url)).get_backend_name() == "sqlite"
 
 
@@ -141,7 +144,7 @@ def sqlite_writer_turn(url: str) -> Iterator[None]:
     (10 s in all, as before); a unit of work whose turn did not come in that time goes on to SQLite, which then
     decides as it always did: this lock only changes who waits where, never what is committed.
     """
-    if not _is_sqlite(url):
+    if not is_sqlite(url):
         yield
         return
     with _writer_turns_guard:

@@ -132,3 +132,27 @@ def test_an_unverified_chats_greeting_and_form_lookups_do_not_wait_for_the_write
         identity_events = CrmFormValidationAction._identity_events(verifying)
     assert events == [] and messages[0]["text"].startswith("Hi! I'm the service assistant")
     assert identity_events == []
+
+
+def test_a_chat_verified_just_after_the_greeting_looked_is_greeted_as_the_customer(crm_url, monkeypatch):
+    """The greeting decides from a read whether its turn writes; if the chat is verified right after that read,
+    its read-only unit of work finds the customer, and the turn starts again as a write (it used to fail
+    writing the visit in a read-only transaction: "can't reach our customer records")."""
+    import actions.customers as customers
+    from actions.base import CRM_UNAVAILABLE
+    from crm_store.repositories.customers import link_identity
+    from tests.actions.conftest import run_action, slots_of, tracker_from
+
+    looked = customers.resolving_writes
+
+    def verified_meanwhile(tracker):
+        decision = looked(tracker)
+        with session_scope(crm_url) as session:  # the verification commits between the read and the action
+            link_identity(session, channel="socketio", external_id=tracker.sender_id, customer_id=1)
+        return decision
+
+    monkeypatch.setattr(customers, "resolving_writes", verified_meanwhile)
+    events, messages = run_action(customers.ActionGreet(), tracker_from("greet_socketio"))
+    assert slots_of(events) == {"customer_id": 1.0, "customer_name": "Anna"}
+    assert messages[0]["text"].startswith("Hi Anna, welcome back!")
+    assert CRM_UNAVAILABLE not in [m["text"] for m in messages]

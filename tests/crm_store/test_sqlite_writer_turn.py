@@ -117,3 +117,36 @@ def test_the_wait_for_the_turn_counts_against_sqlites_busy_timeout(database_url,
     assert all("locked" in outcome for outcome, _ in results), results
     second_waited = results[1][1]
     assert second_waited < 3.5, results  # 2 s in all; the turn plus a whole busy timeout would be about 4 s
+
+
+def test_a_read_after_a_writer_that_waited_for_its_turn_has_the_whole_busy_timeout(database_url, monkeypatch):
+    """The writer's shortened busy timeout stays with it: the next unit of work on its pooled connection, a
+    read, waits as long as ever for a lock it may need (WAL recovery, a checkpoint)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    import crm_store.db as db
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 2000)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_turn(_i: int) -> None:
+        with session_scope(database_url) as session:
+            session.execute(text("SELECT 1"))
+            holding.set()
+            release.wait(timeout=10)
+
+    def wait_then_read(_i: int) -> list[int]:
+        holding.wait(timeout=10)
+        threading.Timer(0.5, release.set).start()
+        with session_scope(database_url) as session:  # waits ~0.5 s for its turn: ~1.5 s of busy timeout left
+            shortened = session.execute(text("PRAGMA busy_timeout")).scalar_one()
+        with session_scope(database_url, write=False) as session:
+            again = session.execute(text("PRAGMA busy_timeout")).scalar_one()
+        return [shortened, again]
+
+    with ThreadPoolExecutor(2) as pool:
+        holder = pool.submit(hold_the_turn, 0)
+        shortened, again = pool.submit(wait_then_read, 1).result(timeout=30)
+        holder.result(timeout=30)
+    assert shortened < 2000
+    assert again == 2000
