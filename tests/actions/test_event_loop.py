@@ -138,7 +138,7 @@ def test_a_chat_verified_just_after_the_greeting_looked_is_greeted_as_the_custom
     """The greeting decides from a read whether its turn writes; if the chat is verified right after that read,
     its read-only unit of work finds the customer, and the turn starts again as a write (it used to fail
     writing the visit in a read-only transaction: "can't reach our customer records")."""
-    import actions.customers as customers
+    from actions import customers
     from actions.base import CRM_UNAVAILABLE
     from crm_store.repositories.customers import link_identity
     from tests.actions.conftest import run_action, slots_of, tracker_from

@@ -94,7 +94,7 @@ def test_the_wait_for_the_turn_counts_against_sqlites_busy_timeout(database_url,
 
     from sqlalchemy.exc import OperationalError
 
-    import crm_store.db as db
+    from crm_store import db
     from tests.live import sqlite_write_lock
 
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 2000)
@@ -124,7 +124,7 @@ def test_a_read_after_a_writer_that_waited_for_its_turn_has_the_whole_busy_timeo
     read, waits as long as ever for a lock it may need (WAL recovery, a checkpoint)."""
     if not database_url.startswith("sqlite"):
         pytest.skip("SQLite only")
-    import crm_store.db as db
+    from crm_store import db
 
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 2000)
     holding, release = threading.Event(), threading.Event()
