@@ -49,6 +49,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    _record.info["busy_timeout_ms"] = SQLITE_BUSY_TIMEOUT_MS
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
@@ -58,6 +59,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 WRITE_OPTION = "crm_write"
 
 
+def _set_busy_timeout(conn: Any, busy_ms: int) -> None:
+    # The pooled connection's info remembers its busy timeout: the PRAGMA runs only when it changes.
+    if conn.info.get("busy_timeout_ms") != busy_ms:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {busy_ms}")
+        conn.info["busy_timeout_ms"] = busy_ms
+
+
 def _sqlite_begin(conn: Any) -> None:
     if conn.get_execution_options().get(WRITE_OPTION, True):
         # IMMEDIATE takes the write lock up front, so concurrent writers wait (busy_timeout) instead of
@@ -65,14 +73,14 @@ def _sqlite_begin(conn: Any) -> None:
         # in this process (sqlite_writer_turn) waits here only for what is left of the busy timeout.
         deadline, _turn_deadline.value = getattr(_turn_deadline, "value", None), None
         busy_ms = SQLITE_BUSY_TIMEOUT_MS if deadline is None else max(1, round((deadline - time.monotonic()) * 1000))
-        conn.exec_driver_sql(f"PRAGMA busy_timeout = {busy_ms}")
+        _set_busy_timeout(conn, busy_ms)
         conn.exec_driver_sql("PRAGMA query_only = 0")
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         # Deferred: a reader takes no lock in WAL mode. query_only turns an accidental write into an
         # error here rather than a lock upgrade that can fail under load (SQLITE_BUSY_SNAPSHOT). The whole busy
-        # timeout again: a writer before it on this pooled connection may have shortened it.
-        conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        # timeout again if a writer before it on this pooled connection shortened it.
+        _set_busy_timeout(conn, SQLITE_BUSY_TIMEOUT_MS)
         conn.exec_driver_sql("PRAGMA query_only = 1")
         conn.exec_driver_sql("BEGIN")
 
@@ -150,8 +158,10 @@ def sqlite_writer_turn(url: str) -> Iterator[None]:
     with _writer_turns_guard:
         turn = _writer_turns.setdefault(url, threading.RLock())
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-    acquired = turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
-    _turn_deadline.value = deadline
+    acquired = turn.acquire(blocking=False)
+    if not acquired:  # only a unit of work that waited for its turn has less of the busy timeout left
+        acquired = turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        _turn_deadline.value = deadline
     try:
         yield
     finally:
