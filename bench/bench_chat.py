@@ -29,7 +29,6 @@ import platform
 import queue
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +37,10 @@ import urllib.request
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(1, str(pathlib.Path(__file__).resolve().parents[1]))
 from chat_load import Step, run_level, summarise  # noqa: E402
+
+from scripts.topology import free_port  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TMP = ROOT / "bench" / "tmp"
@@ -80,11 +82,6 @@ def bare_script(_ctx: dict[str, str]) -> list[Step]:
         Step("bye", r"Bye"),
     ]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(cmd: list[str], **kw: Any) -> str:

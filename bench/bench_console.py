@@ -19,7 +19,6 @@ import json
 import os
 import pathlib
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from scripts.topology import free_port  # noqa: E402
 
 from tests.e2e.browser_kit import launch  # noqa: E402
 
@@ -43,11 +43,6 @@ OBSERVE = """(args) => {
   new MutationObserver(scan).observe(root, { childList: true, subtree: true });
 }"""
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_stack(model: str, work: pathlib.Path) -> tuple[subprocess.Popen[str], str, dict[str, str]]:

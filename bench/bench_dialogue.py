@@ -18,7 +18,6 @@ import os
 import pathlib
 import queue
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,14 +27,10 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from scripts.topology import free_port  # noqa: E402
 
 from bench.dialogue_suite import Customers, load_suite, run_conversation, summarise  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_stack(work: pathlib.Path, model: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:

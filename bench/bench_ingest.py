@@ -37,6 +37,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from scripts.topology import free_port  # noqa: E402
 
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
@@ -58,11 +59,6 @@ from device_hooks.broker import WORKER_USER  # noqa: E402
 from device_hooks.simulator import SimDevice, connect_all, payload  # noqa: E402
 from device_hooks.worker import topic_filters  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -11,13 +11,14 @@ import json
 import os
 import pathlib
 import queue
-import socket
 import subprocess
 import threading
 import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+
+from scripts.topology import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GENERATED = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
@@ -28,11 +29,6 @@ NOT_INHERITED = (*GENERATED, "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_
                  "CHAT_TRUSTED_PROXIES", "VERIFY_MAX_ATTEMPTS", "VERIFY_MAX_FAILURES_PER_IDENTITY",
                  "VERIFY_MAX_FAILURES_PER_CLIENT", "SIGN_IN_MAX_FAILURES", "SIGN_IN_RATE_PER_CLIENT")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pathlib
 import socket
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -48,10 +49,24 @@ class Plan:
     rasa_instances: list[str]  # each Rasa server's own address (the load balancer's is args.rasa_port)
 
 
+_PORTS_GIVEN: set[int] = set()
+_PORTS_GUARD = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port nobody listens on now and never handed out before by this process.
+
+    Why the memory: the kernel may give the same free port to two binds in a row, and two listeners of one
+    stack planned on one port fail with "Address already in use" (seen in CI: a broker's service and TLS
+    listeners)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with _PORTS_GUARD:
+            if port not in _PORTS_GIVEN:
+                _PORTS_GIVEN.add(port)
+                return port
 
 
 def production_env(env: dict[str, str]) -> None:

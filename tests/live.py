@@ -16,14 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+from scripts.topology import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -20,12 +20,8 @@ import pytest
 
 from scripts.topology import haproxy_config
 from tests.deploy.test_deploy_files import tool
+from scripts.topology import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Live(http.server.BaseHTTPRequestHandler):

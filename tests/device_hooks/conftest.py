@@ -24,6 +24,7 @@ from crm_store.models import Customer, Device, ProductModel, utcnow
 from device_hooks.broker import BRIDGE_USER, WORKER_USER, issue_credential, write_config
 from device_hooks.pipeline import RawMessage
 from tests.conftest import migrated_database
+from scripts.topology import free_port
 
 _n = itertools.count(1)
 
@@ -74,11 +75,6 @@ def message(serial: str, kind: str = "telemetry", *, ts: dt.datetime | None = No
     payload = {"ts": ts.isoformat(), "seq": next(_seq) if seq is None else seq, **body}
     return RawMessage(f"devices/{serial}/{kind}", json.dumps(payload).encode(), utcnow())
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -10,7 +10,6 @@ import pathlib
 import queue
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from scripts.topology import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -41,11 +41,6 @@ def _warm_up(rasa_url: str, env: dict[str, str]) -> None:
     with urllib.request.urlopen(req, timeout=300) as resp:
         resp.read()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
