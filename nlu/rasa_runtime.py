@@ -25,6 +25,11 @@ Events read back from the tracker store: Rasa finds each event's class by walkin
 every event of the conversation each time a tracker is read (4 % of the server's CPU per chat turn). Here the
 class found for a name is remembered.
 
+SQL tracker store: trackers are read and saved through SQLAlchemy Core, and a save of a tracker read a moment ago
+inserts its new events without counting the stored ones first (nlu/sql_tracker_store.py).
+
+Turn order: when several customer turns are ready, the one that arrived first goes first (nlu/turn_order.py).
+
 Conversation locks (Rasa's lock stores, in-memory and Redis alike): a message, an executed action or a triggered
 intent that finds its conversation busy waits for its turn by polling the lock, once a second by default. One
 second is long against a turn of 50-200 ms: an agent's reply or a proactive message that arrived while the
@@ -36,6 +41,8 @@ tickets, their order and their lifetimes are Rasa's own, so messages are still h
 from __future__ import annotations
 
 from typing import Any, Dict, Text
+
+from nlu import sql_tracker_store, turn_order
 
 _APPLIED = False
 # A waiter polls after 20, 40, 80, 160 ms, then every 250 ms: a lock freed by a short turn is taken within tens of
@@ -54,6 +61,8 @@ def apply() -> None:
     _prompt_lock_polling()
     _response_selection_only_for_its_intent()
     _event_classes_by_name()
+    turn_order.apply()  # the oldest ready turn first (nlu/turn_order.py)
+    sql_tracker_store.apply()  # tracker reads and saves without the ORM (nlu/sql_tracker_store.py)
     _APPLIED = True
 
 

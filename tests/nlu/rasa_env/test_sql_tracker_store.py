@@ -1,0 +1,131 @@
+"""nlu.sql_tracker_store: Rasa's SQL tracker store, read and saved through SQLAlchemy Core, stores the same rows and
+reads back the same trackers as Rasa's own code, on SQLite and PostgreSQL (its speed is measured by
+`make bench-chat`, not here)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, SlotSet, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+import nlu  # noqa: F401 - importing the package applies the Rasa runtime changes, as loading a model does
+from nlu.sql_tracker_store import RASA, STORED
+
+DOMAIN = Domain.from_dict({"intents": ["greet", "report_problem"], "entities": ["appliance"],
+                           "slots": {"appliance": {"type": "text", "mappings": [{"type": "from_entity", "entity": "appliance"}]}},
+                           "actions": ["action_greet"]})
+COLUMNS = ("sender_id", "type_name", "timestamp", "intent_name", "action_name", "data")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
+    """Two empty tracker stores of one kind: one for this project's code, one for Rasa's own."""
+    if request.param == "sqlite":
+        yield [SQLTrackerStore(DOMAIN, dialect="sqlite", db=str(tmp_path / f"{name}.db")) for name in ("ours", "rasa")]
+        return
+    names = [f"tracker_{name}_{uuid.uuid4().hex[:8]}" for name in ("ours", "rasa")]
+    try:
+        made = [SQLTrackerStore(DOMAIN, dialect="postgresql", host="127.0.0.1", port=5432, db=name,
+                                username="postgres", login_db="postgres") for name in names]
+    except Exception as err:  # noqa: BLE001 - any connection error
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed: {err}")
+    yield made
+    for store in made:
+        store.engine.dispose()
+    admin = sa.create_engine("postgresql://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def rows(store: SQLTrackerStore) -> list[tuple]:
+    table = SQLTrackerStore.SQLEvent.__table__
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(*(table.c[c] for c in COLUMNS)).order_by(table.c.id))]
+
+
+def turn(n: int, t: float) -> list:
+    return [UserUttered(f"my washer {n}", {"name": "report_problem", "confidence": 0.9},
+                        [{"entity": "appliance", "value": "washer", "start": 3, "end": 9}], timestamp=t),
+            SlotSet("appliance", "washer", timestamp=t + 0.1),
+            ActionExecuted("action_greet", timestamp=t + 0.2),
+            BotUttered(f"answer {n}", timestamp=t + 0.3),
+            ActionExecuted("action_listen", timestamp=t + 0.4)]
+
+
+def run_conversation(store: SQLTrackerStore, save, retrieve) -> list[list[dict]]:  # type: ignore[no-untyped-def]
+    """Turns saved on a tracker read back each time, a second session started in the middle of one, a tracker
+    saved twice, and a second conversation, with time going forwards; returns what each read saw."""
+    seen = []
+    tracker = DialogueStateTracker("c1", DOMAIN.slots)
+    tracker.update_with_events([ActionExecuted("action_session_start", timestamp=1.0), SessionStarted(timestamp=1.0),
+                                ActionExecuted("action_listen", timestamp=1.0)], DOMAIN, override_timestamp=False)
+    asyncio.run(save(store, tracker))
+    for n in range(3):
+        tracker = asyncio.run(retrieve(store, "c1", False))
+        seen.append([e.as_dict() for e in tracker.events])
+        tracker.update_with_events(turn(n, 10.0 + 10 * n), DOMAIN, override_timestamp=False)
+        if n == 1:  # the session expired: this turn starts a new one
+            tracker.update_with_events([ActionExecuted("action_session_start", timestamp=21.0),
+                                        SessionStarted(timestamp=21.0), ActionExecuted("action_listen", timestamp=21.0)],
+                                       DOMAIN, override_timestamp=False)
+        asyncio.run(save(store, tracker))
+        tracker.update_with_events(turn(10 + n, 15.0 + 10 * n), DOMAIN, override_timestamp=False)  # saved twice
+        asyncio.run(save(store, tracker))
+    other = DialogueStateTracker("c2", DOMAIN.slots)
+    other.update_with_events(turn(99, 50.0), DOMAIN, override_timestamp=False)
+    asyncio.run(save(store, other))
+    for sender in ("c1", "c2"):
+        for everything in (False, True):
+            seen.append([e.as_dict() for e in asyncio.run(retrieve(store, sender, everything)).events])
+    return seen
+
+
+def test_the_same_rows_and_trackers_as_rasas_own_code(stores):
+    ours, rasa = stores
+    mine = run_conversation(ours, SQLTrackerStore.save, SQLTrackerStore._retrieve)
+    theirs = run_conversation(rasa, RASA["save"], RASA["_retrieve"])
+    assert rows(ours) == rows(rasa)
+    assert mine == theirs
+    assert {r[0] for r in rows(ours)} == {"c1", "c2"}
+    assert asyncio.run(ours.retrieve("nobody")) is None
+
+
+def test_a_tracker_read_a_moment_ago_is_saved_without_counting_the_stored_events(stores):
+    store = stores[0]
+    tracker = DialogueStateTracker("c1", DOMAIN.slots)
+    tracker.update_with_events(turn(0, 1.0), DOMAIN, override_timestamp=False)
+    asyncio.run(store.save(tracker))  # a new conversation's tracker: counted, as Rasa does
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda _c, _cur, statement, *_a: statements.append(statement.lower()))
+    read = asyncio.run(store.retrieve("c1"))
+    assert getattr(read, STORED) == 5
+    read.update_with_events(turn(1, 2.0), DOMAIN, override_timestamp=False)
+    asyncio.run(store.save(read))
+    assert sum("count(" in s for s in statements) == 0
+    assert sum(s.startswith("insert") for s in statements) == 1  # one multi-row INSERT for the turn
+    assert getattr(read, STORED) == 10
+    assert [e.text for e in asyncio.run(store.retrieve("c1")).events if isinstance(e, UserUttered)] == [
+        "my washer 0", "my washer 1"]
+
+
+def test_a_conversation_erased_during_a_turn_gets_back_only_that_turns_events(stores):
+    store = stores[0]
+    tracker = DialogueStateTracker("c1", DOMAIN.slots)
+    tracker.update_with_events(turn(0, 1.0), DOMAIN, override_timestamp=False)
+    asyncio.run(store.save(tracker))
+    read = asyncio.run(store.retrieve("c1"))
+    with store.engine.begin() as conn:  # crm_store.erase deletes the conversation meanwhile
+        conn.execute(sa.text("DELETE FROM events WHERE sender_id = 'c1'"))
+    read.update_with_events(turn(1, 2.0), DOMAIN, override_timestamp=False)
+    asyncio.run(store.save(read))
+    assert [r[5] for r in rows(store) if '"my washer 0"' in r[5]] == []  # the erased turn is not written back
+    assert len(rows(store)) == 5
