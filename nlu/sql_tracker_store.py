@@ -11,8 +11,10 @@ save to find which events are new (6 %), and building the cache keys of the ORM'
   with every session), or whose save wrote a new ``session_started``, is saved as Rasa does: its stored events
   are counted first.
 
-Behaviour is Rasa's, with one difference on purpose: a tracker read, then erased from the store (crm_store.erase)
-before the turn saved it, gets only that turn's events written back, not the erased ones again.
+Behaviour is Rasa's whenever a conversation's turns are handled one at a time (Rasa's lock store sees to that),
+with one difference on purpose: a tracker read, then erased from the store (crm_store.erase) before the turn
+saved it, gets only that turn's events written back, not the erased ones again. (Were two turns of one
+conversation ever to overlap, each would write its own events, where Rasa's count drops the second one's.)
 Works on SQLite (the default topology) and PostgreSQL (production) alike.
 """
 
@@ -23,8 +25,22 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-# The attribute on a tracker read here: how many of its events (from the start of its latest session) are stored.
+# The attribute on a tracker read here: how many of its events (from the start of its latest session) are stored,
+# with the tracker's id, so that a deep copy (another object) is counted as Rasa counts it, never trusted.
 STORED = "_events_stored_in_session"
+
+
+def remembered(tracker: Any) -> Any:
+    """How many of ``tracker``'s events are known to be stored (int), or None: count them as Rasa does."""
+    value = getattr(tracker, STORED, None)
+    return value[0] if value is not None and value[1] == id(tracker) else None
+
+
+def remember(tracker: Any, stored: Any) -> None:
+    if stored is None:
+        tracker.__dict__.pop(STORED, None)
+    else:
+        setattr(tracker, STORED, (stored, id(tracker)))
 # Rasa's own methods, replaced by apply() (the tests compare both).
 RASA: dict[str, Any] = {}
 
@@ -63,11 +79,11 @@ def apply() -> None:
             return None
         tracker = DialogueStateTracker.from_dict(sender_id, serialised, self.domain.slots)
         if not fetch_events_from_all_sessions and len(tracker.events) == len(serialised):
-            setattr(tracker, STORED, len(serialised))
+            remember(tracker, len(serialised))
         return tracker
 
     def _additional_events(self: SQLTrackerStore, session: Any, tracker: DialogueStateTracker) -> Iterator:
-        stored = getattr(tracker, STORED, None)
+        stored = remembered(tracker)
         if stored is None or stored > len(tracker.events):
             stored = session.execute(session_events(tracker.sender_id, False, sa.func.count())).scalar_one()
         return itertools.islice(tracker.events, stored, len(tracker.events))
@@ -85,13 +101,13 @@ def apply() -> None:
             if rows:
                 session.execute(events.insert(), rows)
             session.commit()
-        if getattr(tracker, STORED, None) is None:
+        if remembered(tracker) is None:
             return  # not read here: counted again at its next save, as Rasa does
         if any(row["type_name"] == SessionStarted.type_name for row in rows):
             # The store's latest session now starts inside this tracker: count again at the next save.
-            delattr(tracker, STORED)
+            remember(tracker, None)
         else:
-            setattr(tracker, STORED, len(tracker.events))
+            remember(tracker, len(tracker.events))
 
     SQLTrackerStore._retrieve = _retrieve  # type: ignore[method-assign]
     SQLTrackerStore._additional_events = _additional_events  # type: ignore[method-assign]

@@ -12,9 +12,9 @@ nlu/sql_tracker_store.py; bench/results/experiments-2026-12-01/README.md): p95 2
 
 What is gated: ``MessageProcessor.handle_message``, from the moment its conversation lock is held (so a turn
 never waits for the gate while another turn of the same conversation waits for it) to its end. The gate is
-given back during every request to an endpoint (the action server; ``EndpointConfig.request``) and taken
-again, in arrival order, when the answer is in. Everything else on the loop (HTTP parsing, other Rasa
-endpoints, external triggers) runs as before, outside the gate.
+given back during every request to an endpoint (the action server; ``EndpointConfig.request``) and while the
+bot's replies are sent (Messenger's Graph API, socket.io), and taken again, in arrival order, when that is done.
+Everything else on the loop (HTTP parsing, other Rasa endpoints, external triggers) runs as before, outside it.
 
 Shapes: a ``Turn`` holds its arrival time (``time.monotonic()``, seconds) and whether it holds the gate; the
 current turn is a context variable, so nested calls (a follow-up inside a turn) do not queue again.
@@ -39,6 +39,8 @@ class Turn:
 
     arrived: float = field(default_factory=time.monotonic)
     holding: bool = False
+    # The task handling the turn: a task it starts inherits the context variable, never the gate.
+    owner: asyncio.Task | None = None
 
 
 class OldestFirstGate:
@@ -99,7 +101,7 @@ def gated(handle: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]
     async def handle_in_turn(*args: Any, **kwargs: Any) -> Any:
         if _current.get() is not None:  # already inside a turn
             return await handle(*args, **kwargs)
-        turn = Turn()
+        turn = Turn(owner=asyncio.current_task())
         token = _current.set(turn)
         try:
             await GATE.acquire(turn)
@@ -112,12 +114,14 @@ def gated(handle: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]
 
 
 def ungated(request: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """Wraps a call that waits on the network (``EndpointConfig.request``): the turn gives the gate back for it."""
+    """Wraps a call that waits on the network (an action server request, sending the bot's replies): the turn gives
+    the gate back for it. Only the turn's own task does: a task started during the turn (a reminder, say) sees the
+    turn in its copied context but never releases or takes the gate in the turn's name."""
 
     @functools.wraps(request)
     async def request_outside_turn(*args: Any, **kwargs: Any) -> Any:
         turn = _current.get()
-        if turn is None or not turn.holding:
+        if turn is None or not turn.holding or turn.owner is not asyncio.current_task():
             return await request(*args, **kwargs)
         GATE.release(turn)  # other turns work while this one waits for the action server
         try:
@@ -129,9 +133,14 @@ def ungated(request: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[A
 
 
 def apply() -> None:
-    """Gates ``MessageProcessor.handle_message`` and ungates ``EndpointConfig.request`` (see the module doc)."""
+    """Gates ``MessageProcessor.handle_message``; ungates ``EndpointConfig.request`` and the sending of the bot's
+    replies (see the module doc)."""
     from rasa.core.processor import MessageProcessor
     from rasa.utils.endpoints import EndpointConfig
 
     MessageProcessor.handle_message = gated(MessageProcessor.handle_message)  # type: ignore[method-assign]
     EndpointConfig.request = ungated(EndpointConfig.request)  # type: ignore[method-assign]
+    # A staticmethod in Rasa 3.6: Messenger's Graph API (up to 10 s a call) and socket.io's Redis publish must not
+    # hold every other conversation.
+    MessageProcessor._send_bot_messages = staticmethod(  # type: ignore[method-assign]
+        ungated(MessageProcessor._send_bot_messages))

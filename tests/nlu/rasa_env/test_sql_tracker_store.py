@@ -5,6 +5,7 @@ reads back the same trackers as Rasa's own code, on SQLite and PostgreSQL (its s
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 
 import pytest
@@ -15,7 +16,7 @@ from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, 
 from rasa.shared.core.trackers import DialogueStateTracker
 
 import nlu  # noqa: F401 - importing the package applies the Rasa runtime changes, as loading a model does
-from nlu.sql_tracker_store import RASA, STORED
+from nlu.sql_tracker_store import RASA, remembered
 
 DOMAIN = Domain.from_dict({"intents": ["greet", "report_problem"], "entities": ["appliance"],
                            "slots": {"appliance": {"type": "text", "mappings": [{"type": "from_entity", "entity": "appliance"}]}},
@@ -107,12 +108,13 @@ def test_a_tracker_read_a_moment_ago_is_saved_without_counting_the_stored_events
     sa.event.listen(store.engine, "before_cursor_execute",
                     lambda _c, _cur, statement, *_a: statements.append(statement.lower()))
     read = asyncio.run(store.retrieve("c1"))
-    assert getattr(read, STORED) == 5
+    assert remembered(read) == 5
+    assert remembered(copy.deepcopy(read)) is None  # a copy is another tracker: counted, never trusted
     read.update_with_events(turn(1, 2.0), DOMAIN, override_timestamp=False)
     asyncio.run(store.save(read))
     assert sum("count(" in s for s in statements) == 0
     assert sum(s.startswith("insert") for s in statements) == 1  # one multi-row INSERT for the turn
-    assert getattr(read, STORED) == 10
+    assert remembered(read) == 10
     assert [e.text for e in asyncio.run(store.retrieve("c1")).events if isinstance(e, UserUttered)] == [
         "my washer 0", "my washer 1"]
 

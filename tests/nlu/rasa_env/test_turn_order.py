@@ -144,3 +144,61 @@ def test_a_request_outside_a_turn_and_a_nested_turn_do_not_queue():
 
     asyncio.run(main())
     assert seen == [True]
+
+
+def test_sending_the_bots_replies_gives_the_gate_back():
+    """A slow send (Messenger's Graph API, a Redis publish) must not hold every other conversation."""
+    from rasa.core.processor import MessageProcessor
+
+    assert isinstance(MessageProcessor.__dict__["_send_bot_messages"], staticmethod)
+    assert MessageProcessor._send_bot_messages.__code__.co_filename == turn_order.__file__
+    done: list[str] = []
+
+    async def main() -> None:
+        send = ungated(asyncio.sleep)
+
+        @gated
+        async def messenger_turn() -> None:
+            await send(0.3)  # Facebook answers slowly
+            done.append("messenger")
+
+        @gated
+        async def web_turn() -> None:
+            done.append("web")
+
+        slow = asyncio.ensure_future(messenger_turn())
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(web_turn(), 0.2)  # not behind the Messenger reply
+        await slow
+
+    asyncio.run(main())
+    assert done == ["web", "messenger"]
+
+
+def test_a_task_started_during_a_turn_never_takes_the_gate_in_its_name():
+    async def main() -> None:
+        request_done = asyncio.Event()
+
+        async def endpoint() -> None:
+            await asyncio.sleep(0.05)
+            request_done.set()
+
+        @gated
+        async def turn_that_schedules() -> None:
+            # e.g. a reminder job: a task created here copies the context, current turn included
+            asyncio.ensure_future(ungated(endpoint)())
+            await asyncio.sleep(0)
+            assert turn_order._current.get().holding  # the task did not release the turn's hold
+
+        await turn_that_schedules()
+        await asyncio.wait_for(request_done.wait(), 1)
+        await asyncio.sleep(0)
+
+        @gated
+        async def later_turn() -> str:
+            return "answered"
+
+        assert await asyncio.wait_for(later_turn(), 1) == "answered"  # the gate was not left held
+        assert turn_order.GATE.waiting == 0
+
+    asyncio.run(main())
