@@ -30,17 +30,20 @@ from typing import Any
 STORED = "_events_stored_in_session"
 
 
-def remembered(tracker: Any) -> Any:
+def remembered(tracker: Any) -> int | None:
     """How many of ``tracker``'s events are known to be stored (int), or None: count them as Rasa does."""
     value = getattr(tracker, STORED, None)
     return value[0] if value is not None and value[1] == id(tracker) else None
 
 
-def remember(tracker: Any, stored: Any) -> None:
+def remember(tracker: Any, stored: int | None) -> None:
+    """Records that ``stored`` of ``tracker``'s events are stored (None: forget, count at the next save)."""
     if stored is None:
         tracker.__dict__.pop(STORED, None)
     else:
         setattr(tracker, STORED, (stored, id(tracker)))
+
+
 # Rasa's own methods, replaced by apply() (the tests compare both).
 RASA: dict[str, Any] = {}
 

@@ -61,7 +61,7 @@ class OldestFirstGate:
         return sum(1 for *_, fut, _t in self._waiters if not fut.done())
 
     async def acquire(self, turn: Turn) -> None:
-        if not self._held and not self.waiting:
+        if not self._held:  # free: a release with waiters hands the gate over, so nobody is waiting
             self._held = turn.holding = True
             return
         fut = asyncio.get_running_loop().create_future()
