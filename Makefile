@@ -6,7 +6,7 @@ MQTT_PORT ?= 1884
 # Its TLS listener for devices (the CA of var/pki).
 MQTT_TLS_PORT ?= 8884
 
-.PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-dialogue bench-chat fuzz bench-nlu tune-nlu tune-fallback simulate clean
+.PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-device-burst bench-dialogue bench-chat fuzz bench-nlu tune-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -55,6 +55,11 @@ bench-ingest: setup
 # bench/results/ingest-production.json.
 bench-ingest-production: setup
 	model=$$(bash scripts/train.sh | tail -n 1) && $(APP_PY) bench/bench_ingest.py --model "$$model" --postgres --workers 2 $(BENCH_ARGS)
+
+# 20 simultaneous device posts over HTTP with chat-side traffic on the SQLite default, against a same-run
+# static-page baseline: bench/results/device-burst.json (target: every post 202 in under 1 s).
+bench-device-burst: setup
+	PYTHONPATH=. $(APP_PY) bench/bench_device_burst.py $(BENCH_ARGS)
 
 # Conversation suite (bench/dialogue_suite.yml) through a real stack: writes bench/results/dialogue.json.
 bench-dialogue: setup

@@ -198,7 +198,7 @@ def test_event_classes_are_found_by_name_as_rasa_finds_them():
 
 
 @pytest.mark.parametrize("kind", ["in_memory", "redis"])
-def test_a_waiter_writes_the_lock_only_to_drop_a_dead_holders_ticket(kind: str):
+def test_a_waiter_writes_the_lock_only_to_drop_a_dead_holders_ticket(kind: str, monkeypatch: pytest.MonkeyPatch):
     store = lock_store(kind)
     saves, rasa_save = [], store.save_lock
 
@@ -229,13 +229,28 @@ def test_a_waiter_writes_the_lock_only_to_drop_a_dead_holders_ticket(kind: str):
     assert polled == [2, 2, 2]
 
     # A holder that died (its ticket never finished) blocks the conversation until its ticket expires; the
-    # waiter then takes the lock and writes the lock without the dead ticket.
+    # waiter then takes the lock and writes the lock without the dead ticket. The tickets' clock is held still
+    # and moved past the dead ticket's expiry only once the waiter has found the conversation busy: with the
+    # real clock a slow machine could let the ticket expire before the waiter's first look.
+    import rasa.core.lock
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(rasa.core.lock, "time", type("Clock", (), {"time": staticmethod(lambda: clock[0])}))
     saves.clear()
     store.issue_ticket("conversation-4", lock_lifetime=0.15)
 
     async def after_the_dead_holder() -> list:
-        async with store.lock("conversation-4") as lock:
-            return [t.number for t in store.get_lock("conversation-4").tickets] + [lock.now_serving]
+        async def waiter() -> list:
+            async with store.lock("conversation-4") as lock:
+                return [t.number for t in store.get_lock("conversation-4").tickets] + [lock.now_serving]
+
+        async def expire_the_dead_ticket() -> None:
+            while len(saves) < 2:  # the waiter's ticket is written, and it has found the dead one live
+                await asyncio.sleep(0)
+            clock[0] += 1.0
+
+        served, _ = await asyncio.gather(waiter(), expire_the_dead_ticket())
+        return served
 
     tickets_then_serving = asyncio.run(after_the_dead_holder())
     assert tickets_then_serving == [1, 1]  # only the waiter's ticket left, and it is served
