@@ -6,25 +6,22 @@ device alerts". Each needs a verified customer (verify_form runs first, then act
   the archive to the registered e-mail address (no download link in the chat: a link would be a secret in a
   URL, readable by anyone the chat transcript reaches).
 * Erasure: the bot says exactly what will happen and asks for confirmation (button ``/confirm_erasure``);
-  once confirmed, an erasure request is queued to start a minute later (after this turn is stored, so it is
-  erased too), and the conversation continues as an anonymous one.
+  once confirmed, an erasure request is queued to start ``CHAT_ERASURE_DELAY_SECONDS`` (60 s) later (after this
+  turn is stored, so it is erased too), and the conversation continues as an anonymous one.
 * Device alerts: proactive messages consent revoked, recorded with source ``chat``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-
 from rasa_sdk.events import EventType, SlotSet
 
 from actions.base import CrmAction, Turn
+from actions.settings import get_settings
 from crm_store.repositories.customers import get_customer
 from crm_store.repositories.erasure import request_erasure
 from crm_store.repositories.privacy import count_holdings, record_access, set_consent
 
 PRIVACY_REQUESTS = ("data_export", "erasure", "revoke_alerts")
-# A chat erasure starts after this turn (and the bot's reply) is in the tracker store.
-CHAT_ERASURE_DELAY = dt.timedelta(seconds=60)
 
 ERASURE_EXPLAINED = (
     "Erasing your data deletes your profile, purchases, registered appliances and their readings, and our chat "
@@ -74,7 +71,7 @@ class ActionConfirmErasure(CrmAction):
                                                "I'll tell you what that means first.")
             return [SlotSet("privacy_pending", None)]
         request_erasure(turn.session, customer_id=turn.customer.id, requested_by="customer:chat", source="chat",
-                        delay=CHAT_ERASURE_DELAY)
+                        delay=get_settings().chat_erasure_delay)
         turn.dispatcher.utter_message(text=(
             "Your erasure request is registered. Within a few minutes everything we hold about you will be deleted "
             "as I described, including this conversation. If you write again afterwards, I won't know who you are. "

@@ -275,6 +275,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "CHAT_RATE_PER_CLIENT": "100000/minute",
         "VERIFY_MAX_FAILURES_PER_CLIENT": "100000",
         "ANONYMOUS_ESCALATIONS_PER_CLIENT": "100000/hour",
+        # A confirmed chat erasure starts 5 s after the turn rather than a minute: long enough for Rasa to have
+        # stored the turn (which the test checks is erased too), and the suite does not wait a minute per topology.
+        "CHAT_ERASURE_DELAY_SECONDS": "5",
     })
     for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
                 "MQTT_BRIDGE_PASSWORD", "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "REDIS_URL",

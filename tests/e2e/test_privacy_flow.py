@@ -300,7 +300,8 @@ def test_the_customer_asks_from_the_chat_export_alerts_off_and_a_confirmed_erasu
     assert query(stack, "SELECT count(*) FROM erasure_requests WHERE customer_id = ?", person["id"])[0][0] == 0
     assert "/confirm_erasure" in [b["payload"] for m in replies for b in m.get("buttons") or []]
     assert "erasure request is registered" in _texts(stack.say(sender, "/confirm_erasure"))
-    # The web service's privacy job runs it a minute later, after this turn is stored; the conversation too.
+    # The web service's privacy job runs it CHAT_ERASURE_DELAY_SECONDS later (5 s here), after this turn is stored;
+    # the conversation too.
     wait_for(lambda: query(stack, "SELECT status FROM erasure_requests WHERE customer_id = ?", person["id"])
              == [("done",)], 150, "the chat erasure to be done")
     assert scan_crm(stack.database_url, person["needles"]) == {}
