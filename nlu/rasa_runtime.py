@@ -28,7 +28,7 @@ class found for a name is remembered.
 SQL tracker store: trackers are read and saved through SQLAlchemy Core, and a save of a tracker read a moment ago
 inserts its new events without counting the stored ones first (nlu/sql_tracker_store.py).
 
-Turn order: when several customer turns are ready, the one that arrived first goes first (nlu/turn_order.py).
+Action server calls: over connections kept open per endpoint, not a new one per call (nlu/kept_alive_endpoints.py).
 
 Conversation locks (Rasa's lock stores, in-memory and Redis alike): a message, an executed action or a triggered
 intent that finds its conversation busy waits for its turn by polling the lock, once a second by default. One
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Text
 
-from nlu import sql_tracker_store, turn_order
+from nlu import kept_alive_endpoints, sql_tracker_store
 
 _APPLIED = False
 # A waiter polls after 20, 40, 80, 160 ms, then every 250 ms: a lock freed by a short turn is taken within tens of
@@ -61,8 +61,8 @@ def apply() -> None:
     _prompt_lock_polling()
     _response_selection_only_for_its_intent()
     _event_classes_by_name()
-    turn_order.apply()  # the oldest ready turn first (nlu/turn_order.py)
     sql_tracker_store.apply()  # tracker reads and saves without the ORM (nlu/sql_tracker_store.py)
+    kept_alive_endpoints.apply()  # one kept-alive connection pool per endpoint (nlu/kept_alive_endpoints.py)
     _APPLIED = True
 
 
