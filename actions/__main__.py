@@ -6,19 +6,24 @@ import hmac
 import logging
 
 from rasa_sdk.endpoint import create_app
-from sanic import response
+from sanic import Sanic, response
 
-from actions.settings import get_settings
+from actions.settings import ActionSettings, get_settings
 from crm_store.logscrub import install as install_log_scrubbing
 
 logger = logging.getLogger(__name__)
 
 
-def main() -> None:
-    settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_scrubbing()  # no e-mail, phone, order number or serial in any log line
+# How long the action server keeps an idle connection open. Rasa keeps its connections to the action server for
+# 2 s idle (nlu/kept_alive_endpoints.py); a server that closed first (Sanic's default is 5 s) could close one just as
+# a late-running Rasa sends a call on it, and that customer's turn would fail.
+KEEP_ALIVE_SECONDS = 60
+
+
+def build_app(settings: ActionSettings) -> Sanic:
+    """rasa-sdk's Sanic app with the product's actions, the bearer-token check and the keep-alive above."""
     app = create_app("actions", cors_origins=None)
+    app.config.KEEP_ALIVE_TIMEOUT = KEEP_ALIVE_SECONDS
     expected = f"Bearer {settings.action_server_token.get_secret_value()}"
 
     @app.middleware("request")
@@ -31,6 +36,14 @@ def main() -> None:
             return response.json({"error": "unauthorized"}, status=401)
         return None
 
+    return app
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_scrubbing()  # no e-mail, phone, order number or serial in any log line
+    app = build_app(settings)
     logger.info("action server on http://%s:%d", settings.action_server_host, settings.action_server_port)
     app.run(host=settings.action_server_host, port=settings.action_server_port, workers=1, access_log=False)
 

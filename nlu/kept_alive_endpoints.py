@@ -10,11 +10,19 @@ server. Over one connection kept open per endpoint, the connect step is gone: 70
 What changes: ``EndpointConfig.session()`` hands out one session per endpoint configuration and event loop, with
 its connection pool kept, instead of a new one; ``request`` is Rasa's own and uses it as before, so the headers,
 token, timeout (``DEFAULT_REQUEST_TIMEOUT``, whole request) and error handling are Rasa's. Requests are not retried.
+No cookie is kept between requests (as with a session per request), so nothing of one conversation's call rides
+along with another's, and no load-balancer cookie pins every call to one action server.
 
-Idle connections are closed by the client after ``KEEPALIVE_SECONDS``, before any server on the path closes them
-(the action server's Sanic after 5 s, HAProxy's ``timeout http-request`` of 30 s in the production topology), so a
-request is never sent on a connection the server is closing. A connection whose server died (kill -9, a restart) is
-closed by the kernel and dropped from the pool; the next request opens a new one.
+Idle connections are closed by the client after ``KEEPALIVE_SECONDS``, far inside the action server's keep-alive
+(``actions.__main__.KEEP_ALIVE_SECONDS``, 60 s) and HAProxy's (``timeout http-request``, 30 s, in the production
+topology), so a request does not go out on a connection the server is closing even when Rasa's loop is seconds
+late. A connection whose server died (kill -9, a restart) is closed by the kernel and dropped from the pool; the
+next request opens a new one. An endpoint with a ``cafile`` gets a new TLS context per request from Rasa, and
+aiohttp pools connections per context, so such an endpoint gains nothing (none is configured here).
+
+The kept sessions are closed when the Rasa server stops (``rasa.core.run.close_resources``, Rasa's after-stop
+listener), provided this module was applied before Rasa registered it: ``scripts/rasa_server.py`` imports ``nlu``
+first for that reason.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 KEEPALIVE_SECONDS = 2.0
+_kept: list[tuple[asyncio.AbstractEventLoop, Any]] = []  # (its loop, aiohttp.ClientSession), closed at the stop
 
 
 class _Borrowed:
@@ -40,9 +49,21 @@ class _Borrowed:
         return None
 
 
+async def close_kept_sessions() -> int:
+    """Closes the kept sessions made on the running event loop; returns how many it closed."""
+    loop = asyncio.get_running_loop()
+    mine = [session for kept_loop, session in _kept if kept_loop is loop and not session.closed]
+    for session in mine:
+        await session.close()
+    _kept[:] = [(kept_loop, session) for kept_loop, session in _kept if not session.closed]
+    return len(mine)
+
+
 def apply() -> None:
-    """Makes ``EndpointConfig.session()`` hand out the endpoint's kept session for the running event loop."""
+    """Makes ``EndpointConfig.session()`` hand out the endpoint's kept session for the running event loop, and
+    Rasa's after-stop listener close the kept sessions."""
     import aiohttp
+    import rasa.core.run
     from rasa.utils.endpoints import DEFAULT_REQUEST_TIMEOUT, EndpointConfig
 
     def session(self: EndpointConfig) -> _Borrowed:
@@ -53,9 +74,20 @@ def apply() -> None:
             auth = aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"]) if self.basic_auth else None
             kept = aiohttp.ClientSession(
                 headers=self.headers, auth=auth, timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT),
+                cookie_jar=aiohttp.DummyCookieJar(),
                 # limit=0: as many connections at once as Rasa opened before (one per request in flight).
                 connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_SECONDS, limit=0))
             self.__dict__["_kept_session"] = (loop, kept)
+            _kept.append((loop, kept))
         return _Borrowed(kept)
 
+    rasa_close_resources = rasa.core.run.close_resources
+
+    async def close_resources(app: Any, loop: Any) -> None:
+        try:
+            await rasa_close_resources(app, loop)
+        finally:
+            await close_kept_sessions()
+
     EndpointConfig.session = session  # type: ignore[method-assign]
+    rasa.core.run.close_resources = close_resources

@@ -21,6 +21,11 @@ def main() -> None:
     sys.argv = ["rasa", *args]
     from rasa.__main__ import main as rasa_main
 
+    # The product's changes inside the Rasa process (nlu/rasa_runtime.py) are applied when the model loads; applying
+    # them before Rasa starts also lets Rasa register the after-stop listener that closes the kept-alive action
+    # server connections (nlu/kept_alive_endpoints.py).
+    import nlu  # noqa: F401
+
     rasa_main()
 
 

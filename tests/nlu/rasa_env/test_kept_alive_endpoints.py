@@ -32,9 +32,17 @@ class ActionServerStandIn:
             return web.json_response({"error": "refused"}, status=500)
         return web.json_response({"events": body.get("events", []), "responses": []})
 
+    async def cookie(self, request: web.Request) -> web.Response:
+        """Sets a cookie (as a load balancer's stickiness would) and reports the cookies it was sent."""
+        self.peers.append(request.transport.get_extra_info("peername")[1])
+        answer = web.json_response({"events": [], "cookie": request.headers.get("Cookie")})
+        answer.set_cookie("sticky", "actions-1")
+        return answer
+
     @asynccontextmanager
     async def serving(self, port: int) -> AsyncIterator[None]:
         app = web.Application()
+        app.router.add_post("/cookie", self.cookie)
         app.router.add_post("/webhook", self.webhook)
         runner = web.AppRunner(app)
         await runner.setup()
@@ -43,6 +51,7 @@ class ActionServerStandIn:
             yield
         finally:
             await runner.cleanup()  # closes its connections, as a dying server's kernel does
+            await kept_alive_endpoints.close_kept_sessions()
 
 
 def free_port() -> int:
@@ -136,3 +145,61 @@ def test_idle_connections_close_before_the_action_servers_keep_alive_ends():
     from sanic.config import DEFAULT_CONFIG
 
     assert 0 < kept_alive_endpoints.KEEPALIVE_SECONDS < DEFAULT_CONFIG["KEEP_ALIVE_TIMEOUT"]
+
+
+def test_an_idle_connection_is_closed_by_rasa_after_its_keepalive(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(kept_alive_endpoints, "KEEPALIVE_SECONDS", 0.2)
+    server, port = ActionServerStandIn(), free_port()
+    action_endpoint = endpoint(port)
+
+    async def calls() -> None:
+        async with server.serving(port):
+            await action_endpoint.request(json={"events": []}, method="post")
+            await action_endpoint.request(json={"events": []}, method="post")
+            await asyncio.sleep(0.5)  # idle for longer than the keep-alive: the time passing is what is tested
+            await action_endpoint.request(json={"events": []}, method="post")
+
+    asyncio.run(calls())
+    assert server.peers[0] == server.peers[1] != server.peers[2], server.peers
+
+
+def test_no_cookie_rides_from_one_call_to_the_next():
+    server, port = ActionServerStandIn(), free_port()
+    from rasa.utils.endpoints import EndpointConfig
+
+    action_endpoint = EndpointConfig(url=f"http://localhost:{port}/cookie")  # a host name: cookies would be kept
+
+    async def calls() -> list:
+        async with server.serving(port):
+            return [await action_endpoint.request(json={}, method="post") for _ in range(2)]
+
+    first, second = asyncio.run(calls())
+    assert first["cookie"] is None and second["cookie"] is None
+    assert len(set(server.peers)) == 1  # the same kept connection, and still no cookie
+
+
+def test_the_kept_sessions_are_closed_when_the_rasa_server_stops():
+    import types
+
+    import rasa.core.run
+
+    server, port = ActionServerStandIn(), free_port()
+    action_endpoint = endpoint(port)
+
+    async def call_then_stop() -> tuple:
+        app = web.Application()
+        runner = web.AppRunner(app)
+        app.router.add_post("/webhook", server.webhook)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            await action_endpoint.request(json={"events": []}, method="post")
+            kept = action_endpoint.__dict__["_kept_session"][1]
+            open_before = not kept.closed
+            # Rasa's after-stop listener, as its server calls it (no agent loaded here).
+            await rasa.core.run.close_resources(types.SimpleNamespace(ctx=types.SimpleNamespace()), None)
+            return open_before, kept.closed
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(call_then_stop()) == (True, True)
