@@ -53,6 +53,70 @@ def test_invalid_responses_are_refused_with_the_same_error(result: dict):
 
 
 
+ODD_VALUES = [None, True, 0, -3, 1.5, "x", "ü", [], [{}], {}, {"a": 1}, {"ü": {}}]
+
+
+def _plausible(node: dict):
+    """A value of the first type a schema node allows (its const, if it has one)."""
+    if "const" in node:
+        return node["const"]
+    kind = node.get("type", "string")
+    kind = kind[0] if isinstance(kind, list) else kind
+    return {"string": "text", "number": 0.5, "integer": 3, "boolean": True, "array": [], "object": {},
+            "null": None}[kind]
+
+
+def _responses_to_compare() -> list:
+    """For each event type of Rasa's response schema, a plausible event and every variant made by dropping one of
+    its fields or giving it an odd value (one level into nested objects too), plus odd top-level shapes."""
+    schema = RemoteAction.action_response_format_spec()
+    event_schema = schema["properties"]["events"]["items"]
+    events = []
+    for branch in event_schema["oneOf"]:
+        props = {**event_schema["properties"], **branch.get("properties", {})}
+        base = {name: _plausible(node) for name, node in props.items()}
+        events.append(base)
+        for name in base:
+            events.append({k: v for k, v in base.items() if k != name})
+            events += [{**base, name: odd} for odd in ODD_VALUES]
+            nested = props[name].get("properties")
+            if nested:
+                inner = {k: _plausible(v) for k, v in nested.items()}
+                events += [{**base, name: {**inner, key: odd}} for key in inner for odd in ODD_VALUES]
+        user = {**base, "event": "user", "parse_data": {"response_selector": {
+            "faq": {"response": {"responses": [{"text": "x"}]}}, "ü": {"ranking": "no"}, "a/b": {"response": 3}}}}
+        events.append(user)
+    events += [{"event": "no_such_event"}, {"event": 5}, {}, "slot", None]
+    responses = [{"events": [event], "responses": []} for event in events]
+    responses += [{"events": odd} for odd in ODD_VALUES] + [{"responses": odd} for odd in ODD_VALUES]
+    responses += [{"events": [], "responses": [odd]} for odd in ODD_VALUES] + [{}, {"extra": 1}]
+    return responses
+
+
+def test_the_fast_check_accepts_no_response_that_jsonschema_refuses():
+    """The compiled validator decides alone only what it accepts; over every event type and ~1,200 variants of odd
+    fields it must accept exactly what Rasa's own jsonschema check accepts."""
+    import jsonschema_rs
+    from jsonschema.validators import validator_for
+
+    schema = RemoteAction.action_response_format_spec()
+    python = validator_for(schema)(schema)
+    compiled = getattr(jsonschema_rs, type(python).__name__)(schema)
+    cases = _responses_to_compare()
+    assert len(cases) > 1000
+    differ = [case for case in cases if compiled.is_valid(case) != python.is_valid(case)]
+    assert differ == [], differ[:5]
+    accepted = sum(python.is_valid(case) for case in cases)
+    assert 100 < accepted < len(cases) - 100  # both kinds are well represented
+    action = RemoteAction("action_greet", None)
+    for case in cases[:300]:  # and the patched check decides as Rasa's own
+        if original(case) is None:
+            assert action._validate_action_result(case) is True
+        else:
+            with pytest.raises(jsonschema.ValidationError):
+                action._validate_action_result(case)
+
+
 def test_the_sqlite_tracker_store_writes_ahead_and_keeps_every_turn(tmp_path):
     import sqlite3
 
