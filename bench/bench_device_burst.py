@@ -18,10 +18,12 @@ import pathlib
 import platform
 import sys
 import tempfile
+from collections import Counter
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_ingest import percentile
 from crm_store.migrate import upgrade
 from tests.device_burst import DEVICES, Result, burst, burst_stack, static_burst
 
@@ -29,17 +31,11 @@ TARGET_MS = 1000
 
 
 def summary(results: list[Result]) -> dict[str, object]:
-    """Latency percentiles in ms (nearest rank) and the status codes seen, with their counts."""
-    ms = sorted(elapsed * 1000 for _, _, elapsed in results)
-
-    def rank(q: float) -> float:
-        return round(ms[max(0, min(len(ms) - 1, round(q * len(ms)) - 1))], 1)
-
-    statuses: dict[str, int] = {}
-    for _, status, _ in results:
-        statuses[str(status)] = statuses.get(str(status), 0) + 1
-    return {"count": len(ms), "p50_ms": rank(0.50), "p95_ms": rank(0.95), "p99_ms": rank(0.99),
-            "max_ms": round(ms[-1], 1), "statuses": statuses}
+    """Latency percentiles in ms (bench_ingest's percentile) and the status codes seen, with their counts."""
+    ms = [elapsed * 1000 for _, _, elapsed in results]
+    statuses = Counter(str(status) for _, status, _ in results)
+    return {"count": len(ms), **{f"p{q}_ms": round(percentile(ms, q / 100), 1) for q in (50, 95, 99)},
+            "max_ms": round(max(ms), 1), "statuses": dict(statuses)}
 
 
 def main() -> None:

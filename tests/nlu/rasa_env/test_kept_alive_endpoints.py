@@ -4,7 +4,6 @@ connection whose server went away is not reused. Real aiohttp servers on loopbac
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +12,7 @@ from aiohttp import web
 
 import nlu  # noqa: F401 - importing the package applies the Rasa runtime changes, as loading a model does
 from nlu import kept_alive_endpoints
+from scripts.topology import free_port
 
 
 class ActionServerStandIn:
@@ -52,12 +52,6 @@ class ActionServerStandIn:
         finally:
             await runner.cleanup()  # closes its connections, as a dying server's kernel does
             await kept_alive_endpoints.close_kept_sessions()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def endpoint(port: int):
@@ -187,19 +181,12 @@ def test_the_kept_sessions_are_closed_when_the_rasa_server_stops():
     action_endpoint = endpoint(port)
 
     async def call_then_stop() -> tuple:
-        app = web.Application()
-        runner = web.AppRunner(app)
-        app.router.add_post("/webhook", server.webhook)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
+        async with server.serving(port):
             await action_endpoint.request(json={"events": []}, method="post")
             kept = action_endpoint.__dict__["_kept_session"][1]
             open_before = not kept.closed
             # Rasa's after-stop listener, as its server calls it (no agent loaded here).
             await rasa.core.run.close_resources(types.SimpleNamespace(ctx=types.SimpleNamespace()), None)
             return open_before, kept.closed
-        finally:
-            await runner.cleanup()
 
     assert asyncio.run(call_then_stop()) == (True, True)
