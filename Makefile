@@ -6,7 +6,7 @@ MQTT_PORT ?= 1884
 # Its TLS listener for devices (the CA of var/pki).
 MQTT_TLS_PORT ?= 8884
 
-.PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-device-burst bench-dialogue bench-chat fuzz bench-nlu tune-nlu tune-fallback simulate clean
+.PHONY: run run-production test setup setup-test train demo-data migrate retention validate bench-privacy bench-ingest bench-ingest-production bench-device-burst bench-dialogue bench-chat bench-chat-production fuzz bench-nlu tune-nlu tune-fallback simulate clean
 
 run: setup
 	$(APP_PY) scripts/run_stack.py
@@ -78,6 +78,12 @@ fuzz: setup
 bench-chat: setup
 	model=$$(bash scripts/train.sh | tail -n 1) && RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3 \
 		.venv-rasa/bin/python bench/bench_chat.py --model "$$model" $(BENCH_ARGS)
+
+# The same on make run-production's topology, started by the benchmark on throw-away PostgreSQL databases:
+# bench/results/chat-production.json.
+bench-chat-production: setup
+	model=$$(bash scripts/train.sh | tail -n 1) && RASA_TELEMETRY_ENABLED=false TF_CPP_MIN_LOG_LEVEL=3 \
+		.venv-rasa/bin/python bench/bench_chat.py --model "$$model" --topology production $(BENCH_ARGS)
 
 # NLU benchmark on a public data set folder (BANKING77, CLINC150 or Bitext layout): the project's pipeline
 # against Rasa's default one (cached per data set, Rasa version and config; BASELINE=skip leaves it out

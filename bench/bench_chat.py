@@ -7,8 +7,11 @@ Default topology: starts the whole stack with scripts/run_stack.py (as the end-t
 tracker in a throw-away folder, free loopback ports), and `rasa init`'s bot (generated and trained into
 bench/tmp/bare-rasa-<fingerprint>/ once, then reused) as a second Rasa server. For each number of concurrent
 customers and each channel it loads the product, then the bare bot, so both see the same machine state.
-`--topology production --rasa-url URL --web-url URL` loads a stack that is already running instead (admin
-password from ADMIN_PASSWORD or --env-file) and writes chat-production.json.
+`--topology production` starts make run-production's topology the same way instead (two Rasa servers behind
+HAProxy, two action servers, two web replicas, two device workers; the CRM and Rasa's trackers in throw-away
+PostgreSQL databases, dropped at the end; Rasa's lock store and socket.io rooms in Redis db 5 under a key prefix of
+its own) and writes chat-production.json. With `--rasa-url URL --web-url URL` it loads a stack that is already
+running instead (admin password from ADMIN_PASSWORD or --env-file).
 
 Writes bench/results/chat.json: `turns_per_s` (REST, the product, the best level: one Rasa server saturated),
 `p50_ms_at_20`/`p95_ms_at_20`/`p99_ms_at_20` (REST, 20 customers), the bare bot's `bare_rasa_*` figures and
@@ -92,20 +95,46 @@ def run(cmd: list[str], **kw: Any) -> str:
 # The chat guard's rate limits (20 messages a minute per conversation, 60 per client address) would refuse the
 # benchmark's closed-loop customers, who all come from 127.0.0.1; the guard's other checks stay on.
 NO_CHAT_RATE_LIMITS = {"CHAT_RATE_PER_CLIENT": "1000000/minute", "CHAT_RATE_PER_CONVERSATION": "1000000/minute"}
+# PostgreSQL for a production stack started here (trust authentication on loopback, as on this machine).
+PG_SERVER = os.environ.get("BENCH_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432")
 
 
 class Stack:
     """scripts/run_stack.py in a throw-away folder, stopped with SIGTERM (it stops its children in order)."""
 
-    def __init__(self, model: str, work: pathlib.Path, customers: int) -> None:
-        self.work = work
-        self.ports = {k: free_port() for k in ("rasa", "actions", "web", "mqtt", "mqtt-tls")}
+    def __init__(self, model: str, work: pathlib.Path, customers: int, topology: str = "default") -> None:
+        self.work, self.databases = work, []
+        self.ports = {k: free_port() for k in ("rasa", "actions", "web", "mqtt", "mqtt-tls", "web-tls")}
         env = {k: v for k, v in os.environ.items()
                if k not in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_HOST",
-                            "MQTT_PORT", "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD", "VIRTUAL_ENV")}
+                            "MQTT_PORT", "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD", "VIRTUAL_ENV",
+                            "DATABASE_URL", "TRACKER_STORE_URL", "REDIS_URL", "REDIS_KEY_PREFIX", "REDIS_PASSWORD",
+                            "TRACKER_PASSWORD", "REST_CHANNEL_TOKEN")}
         env.update(NO_CHAT_RATE_LIMITS)
-        env.update({"DATABASE_URL": f"sqlite:///{work}/crm.db", "TRACKER_DIALECT": "sqlite",
-                    "TRACKER_DB": str(work / "tracker.db"), "ESCALATION_CONFIG": str(work / "escalation.yml")})
+        env["ESCALATION_CONFIG"] = str(work / "escalation.yml")
+        if topology == "default":
+            env.update({"DATABASE_URL": f"sqlite:///{work}/crm.db", "TRACKER_DIALECT": "sqlite",
+                        "TRACKER_DB": str(work / "tracker.db")})
+        else:
+            # make run-production's topology on throw-away PostgreSQL databases, a Redis key prefix of its own
+            # and a REST channel token: the benchmark's customers are the trusted back end production requires.
+            suffix = secrets.token_hex(5)
+            self.databases = [f"bench_crm_{suffix}", f"bench_tracker_{suffix}"]
+            env.update({"DATABASE_URL": f"{PG_SERVER.replace('postgresql', 'postgresql+psycopg')}/{self.databases[0]}",
+                        "TRACKER_STORE_URL": f"{PG_SERVER}/{self.databases[1]}",
+                        "REDIS_URL": "redis://127.0.0.1:6379/5", "REDIS_KEY_PREFIX": f"bench{suffix}",
+                        "REST_CHANNEL_TOKEN": secrets.token_hex(32)})
+            os.environ["REST_CHANNEL_TOKEN"] = env["REST_CHANNEL_TOKEN"]  # chat_load's REST transport sends it
+            self._postgres("create_missing_databases", env["DATABASE_URL"])
+        self.topology, self.proc = topology, None
+        try:
+            self._start(model, env, customers)
+        except BaseException:
+            self.stop()  # drops the throw-away databases too
+            raise
+
+    def _start(self, model: str, env: dict[str, str], customers: int) -> None:
+        work = self.work
         # Around the clock so no conversation is handed to a person whatever time the benchmark runs.
         (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
         # More demo customers than run_stack.py loads (300), so that every conversation of a run can verify as
@@ -116,11 +145,15 @@ class Stack:
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.env_file = work / ".env"
         cmd = [str(APP_PY), str(ROOT / "scripts" / "run_stack.py"), "--model", model, "--env-file", str(self.env_file),
-               "--log-dir", str(work / "log")] + [a for k, p in self.ports.items() for a in (f"--{k}-port", str(p))]
+               "--log-dir", str(work / "log"), "--pki-dir", str(work / "pki")]
+        cmd += [a for k, p in self.ports.items() for a in (f"--{k}-port", str(p))]
+        if self.topology == "production":
+            cmd += ["--topology", "production"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-        deadline, output = time.time() + 420, []
+        # run_stack.py's own wait for readiness (STACK_START_SECONDS, 420 s by default), and a minute more.
+        deadline, output = time.time() + float(os.environ.get("STACK_START_SECONDS") or 420) + 60, []
         while time.time() < deadline:
             try:
                 line = lines.get(timeout=1)
@@ -132,8 +165,7 @@ class Stack:
             if line.strip() == "READY":
                 break
         else:
-            self.stop()
-            raise SystemExit("the stack did not start in 420 s:\n" + "".join(output)[-3000:])
+            raise SystemExit("the stack did not start:\n" + "".join(output)[-3000:])
         if self.proc.poll() is not None:
             raise SystemExit("the stack exited during start-up:\n" + "".join(output)[-3000:])
         self.rasa_url = f"http://127.0.0.1:{self.ports['rasa']}"
@@ -148,13 +180,22 @@ class Stack:
     def pids(self) -> dict[str, list[int]]:
         return stack_processes(self.work / "children.json")
 
+    def _postgres(self, function: str, url: str) -> None:
+        # crm_store.db's helpers, in the app environment (SQLAlchemy 2 and psycopg 3 live there).
+        code = f"import sys; from crm_store.db import {function}; {function}(sys.argv[1], sys.argv[2:])"
+        subprocess.run([str(APP_PY), "-c", code, url, *self.databases], cwd=ROOT, check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.databases:
+            self._postgres("drop_databases", f"{PG_SERVER}/postgres")
+            self.databases = []
 
 
 def rasa_version() -> str:
@@ -215,7 +256,7 @@ class BareRasa:
         raise SystemExit("the bare Rasa bot did not answer in 300 s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
@@ -350,10 +391,10 @@ def measure(args: argparse.Namespace, label: str, url: str, script: Any, custome
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="the product's model archive (default topology)")
+    parser.add_argument("--model", help="the product's model archive (for the stack the benchmark starts)")
     parser.add_argument("--topology", choices=("default", "production"), default="default")
-    parser.add_argument("--rasa-url", help="production topology: the Rasa URL customers reach (e.g. the load balancer)")
-    parser.add_argument("--web-url", help="production topology: the web service (reads demo customers)")
+    parser.add_argument("--rasa-url", help="a running stack's Rasa URL customers reach (e.g. the load balancer)")
+    parser.add_argument("--web-url", help="a running stack's web service (reads demo customers)")
     parser.add_argument("--children-file", default=str(ROOT / "var" / "production" / "children.json"),
                         help="production topology: the supervisor's children.json, for CPU per process")
     parser.add_argument("--env-file", help="production topology: .env holding ADMIN_PASSWORD")
@@ -378,15 +419,15 @@ def main() -> int:
     facts, commit = machine_facts(), git_commit()
     stack = bare = None
     try:
-        if args.topology == "default":
+        if not args.rasa_url:
             if not args.model:
-                raise SystemExit("--model is required for the default topology")
+                raise SystemExit("--model is required unless --rasa-url names a running stack")
             bare_model = None if args.no_bare else bare_bot_model()
-            stack = Stack(args.model, work, args.customers)
+            stack = Stack(args.model, work, args.customers, args.topology)
             rasa_url, web_url, password, pids = stack.rasa_url, stack.web_url, stack.admin_password(), stack.pids()
         else:
-            if not (args.rasa_url and args.web_url):
-                raise SystemExit("--topology production needs --rasa-url and --web-url")
+            if not args.web_url:
+                raise SystemExit("--rasa-url needs --web-url")
             bare_model = None if args.no_bare else bare_bot_model()
             rasa_url, web_url = args.rasa_url.rstrip("/"), args.web_url.rstrip("/")
             pids = stack_processes(pathlib.Path(args.children_file))
@@ -445,7 +486,7 @@ def main() -> int:
         "per_level": per_level,
         "settings": {"levels": levels, "channels": channels, "duration_s": args.duration, "warmup_s": args.warmup,
                      "turn_timeout_s": args.turn_timeout, "model": pathlib.Path(args.model or "").name,
-                     "rasa_url": args.rasa_url or "run_stack.py (default topology)",
+                     "rasa_url": args.rasa_url or f"run_stack.py --topology {stack.topology if stack else args.topology}",
                      "product_turns_per_conversation": len(product_script({})),
                      "bare_turns_per_conversation": len(bare_script({}))},
         "machine": {**facts, "loadavg_at_end": list(os.getloadavg())},

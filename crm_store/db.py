@@ -215,3 +215,16 @@ def create_missing_databases(url: str, names: list[str]) -> None:
                     conn.execute(text(f'CREATE DATABASE "{name}"'))
     finally:
         admin.dispose()
+
+
+def drop_databases(url: str, names: list[str]) -> None:
+    """Drops each PostgreSQL database of ``names`` on the server of ``url`` if it exists, closing its open
+    connections first (``WITH (FORCE)``, PostgreSQL 13+), through that server's ``postgres`` database. For
+    throw-away databases (benchmarks); errors as for :func:`create_missing_databases`."""
+    admin = create_engine(make_url(normalise_url(url)).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

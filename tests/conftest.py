@@ -42,10 +42,9 @@ def _create_pg_database() -> tuple[str, str]:
 
 
 def _drop_pg_database(name: str) -> None:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    from crm_store.db import drop_databases
+
+    drop_databases(PG_ADMIN_URL, [name])
 
 
 @contextmanager
