@@ -212,7 +212,7 @@ def create_missing_databases(url: str, names: list[str]) -> None:
         with admin.connect() as conn:
             for name in names:
                 if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
-                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+                    conn.execute(text(f"CREATE DATABASE {_quoted(name)}"))
     finally:
         admin.dispose()
 
@@ -225,6 +225,12 @@ def drop_databases(url: str, names: list[str]) -> None:
     try:
         with admin.connect() as conn:
             for name in names:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(text(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)"))
     finally:
         admin.dispose()
+
+
+def _quoted(name: str) -> str:
+    # A database name is an identifier, not a value: it cannot be a bound parameter. Quoted as PostgreSQL quotes
+    # identifiers, so an operator's name with a hyphen or a capital works and none can end the statement.
+    return '"' + name.replace('"', '""') + '"'

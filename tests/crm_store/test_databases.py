@@ -25,7 +25,8 @@ def _existing(names: list[str]) -> set[str]:
 
 
 def test_databases_are_created_once_and_dropped_even_while_in_use():
-    names = [f"crm_test_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    # Names PostgreSQL only takes quoted: a hyphen, capitals, a double quote.
+    names = [f"crm_test_{uuid.uuid4().hex[:10]}-Prod", f'crm_test_{uuid.uuid4().hex[:10]}"x']
     server = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         create_missing_databases(f"{server}/{names[0]}", names)
