@@ -11,7 +11,7 @@ customers and each channel it loads the product, then the bare bot, so both see 
 HAProxy, two action servers, two web replicas, two device workers; the CRM and Rasa's trackers in throw-away
 PostgreSQL databases, dropped at the end; Rasa's lock store and socket.io rooms in Redis db 5 under a key prefix of
 its own) and writes chat-production.json. With `--rasa-url URL --web-url URL` it loads a stack that is already
-running instead (admin password from ADMIN_PASSWORD or --env-file).
+running instead (the admin password and, for production, REST_CHANNEL_TOKEN from the environment or --env-file).
 
 Writes bench/results/chat.json: `turns_per_s` (REST, the product, the best level: one Rasa server saturated),
 `p50_ms_at_20`/`p95_ms_at_20`/`p99_ms_at_20` (REST, 20 customers), the bare bot's `bare_rasa_*` figures and
@@ -95,8 +95,21 @@ def run(cmd: list[str], **kw: Any) -> str:
 # The chat guard's rate limits (20 messages a minute per conversation, 60 per client address) would refuse the
 # benchmark's closed-loop customers, who all come from 127.0.0.1; the guard's other checks stay on.
 NO_CHAT_RATE_LIMITS = {"CHAT_RATE_PER_CLIENT": "1000000/minute", "CHAT_RATE_PER_CONVERSATION": "1000000/minute"}
-# PostgreSQL for a production stack started here (trust authentication on loopback, as on this machine).
-PG_SERVER = os.environ.get("BENCH_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432")
+# The PostgreSQL server for a production stack started here, as bench_ingest.py names it (any database of it; the
+# benchmark's own databases are created beside it). Trust authentication on loopback, as on this machine.
+PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_urls(database: str) -> tuple[str, str, str]:
+    """(CRM URL, tracker store URL, tracker password) for `database` on PG_URL's server: the CRM's driver is psycopg 3,
+    Rasa's tracker store takes a plain postgresql:// URL with the password apart (scripts/topology.py)."""
+    from sqlalchemy.engine import make_url  # Rasa's SQLAlchemy 1.4 has it too
+
+    url = make_url(PG_URL).set(database=database)
+    crm = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    # URL.set() leaves a field given None unchanged; the tracker URL must carry no password at all.
+    tracker = url.set(drivername="postgresql")._replace(password=None).render_as_string(hide_password=False)
+    return crm, tracker, url.password or ""
 
 
 class Stack:
@@ -120,17 +133,22 @@ class Stack:
             # and a REST channel token: the benchmark's customers are the trusted back end production requires.
             suffix = secrets.token_hex(5)
             self.databases = [f"bench_crm_{suffix}", f"bench_tracker_{suffix}"]
-            env.update({"DATABASE_URL": f"{PG_SERVER.replace('postgresql', 'postgresql+psycopg')}/{self.databases[0]}",
-                        "TRACKER_STORE_URL": f"{PG_SERVER}/{self.databases[1]}",
+            crm, _, password = postgres_urls(self.databases[0])
+            env.update({"DATABASE_URL": crm, "TRACKER_STORE_URL": postgres_urls(self.databases[1])[1],
+                        "TRACKER_PASSWORD": password,
                         "REDIS_URL": "redis://127.0.0.1:6379/5", "REDIS_KEY_PREFIX": f"bench{suffix}",
                         "REST_CHANNEL_TOKEN": secrets.token_hex(32)})
             os.environ["REST_CHANNEL_TOKEN"] = env["REST_CHANNEL_TOKEN"]  # chat_load's REST transport sends it
-            self._postgres("create_missing_databases", env["DATABASE_URL"])
         self.topology, self.proc = topology, None
         try:
+            if self.databases:
+                self._postgres("create_missing_databases", env["DATABASE_URL"])
             self._start(model, env, customers)
         except BaseException:
-            self.stop()  # drops the throw-away databases too
+            try:
+                self.stop()  # drops the throw-away databases too
+            except (OSError, subprocess.CalledProcessError) as err:  # the start-up error is the one to report
+                print(f"note: clean-up after a failed start failed too: {err}", file=sys.stderr, flush=True)
             raise
 
     def _start(self, model: str, env: dict[str, str], customers: int) -> None:
@@ -187,15 +205,17 @@ class Stack:
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if self.databases:
-            self._postgres("drop_databases", f"{PG_SERVER}/postgres")
-            self.databases = []
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+        finally:
+            if self.databases:
+                self._postgres("drop_databases", PG_URL)
+                self.databases = []
 
 
 def rasa_version() -> str:
@@ -397,7 +417,7 @@ def main() -> int:
     parser.add_argument("--web-url", help="a running stack's web service (reads demo customers)")
     parser.add_argument("--children-file", default=str(ROOT / "var" / "production" / "children.json"),
                         help="production topology: the supervisor's children.json, for CPU per process")
-    parser.add_argument("--env-file", help="production topology: .env holding ADMIN_PASSWORD")
+    parser.add_argument("--env-file", help="with --rasa-url: the stack's .env (ADMIN_PASSWORD, REST_CHANNEL_TOKEN)")
     parser.add_argument("--levels", default="1,10,20,50", help="concurrent customers, comma separated")
     parser.add_argument("--channels", default="rest,socketio")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per level and bot")
@@ -408,6 +428,10 @@ def main() -> int:
     parser.add_argument("--no-bare", action="store_true", help="leave out rasa init's bot")
     parser.add_argument("--out", help="results file (default bench/results/chat[-production].json)")
     args = parser.parse_args()
+    # A SIGTERM (a CI time-out, `kill`) or a closed terminal stops the benchmark as Ctrl-C does: through the
+    # `finally` below, which stops the stack and drops its throw-away databases.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     levels = [int(x) for x in args.levels.split(",")]
     channels = args.channels.split(",")
     for url in (args.rasa_url, args.web_url):
@@ -433,10 +457,12 @@ def main() -> int:
             pids = stack_processes(pathlib.Path(args.children_file))
             if not pids:
                 print(f"note: no {args.children_file}; CPU per process is not reported", flush=True)
-            password = os.environ.get("ADMIN_PASSWORD") or ""
-            if not password and args.env_file:
-                password = next((line.split("=", 1)[1].strip() for line in pathlib.Path(args.env_file).read_text().splitlines()
-                                 if line.startswith("ADMIN_PASSWORD=")), "")
+            # The admin password and (production) the REST channel token: the environment, else the stack's .env.
+            from_file = dict(line.split("=", 1) for line in pathlib.Path(args.env_file).read_text().splitlines()
+                             if "=" in line and not line.startswith("#")) if args.env_file else {}
+            password = os.environ.get("ADMIN_PASSWORD") or from_file.get("ADMIN_PASSWORD", "").strip()
+            if not os.environ.get("REST_CHANNEL_TOKEN") and from_file.get("REST_CHANNEL_TOKEN", "").strip():
+                os.environ["REST_CHANNEL_TOKEN"] = from_file["REST_CHANNEL_TOKEN"].strip()
         customers = demo_customers(web_url, password, args.customers)
         bare_pids: dict[str, list[int]] = {}
         if bare_model is not None:
@@ -486,7 +512,8 @@ def main() -> int:
         "per_level": per_level,
         "settings": {"levels": levels, "channels": channels, "duration_s": args.duration, "warmup_s": args.warmup,
                      "turn_timeout_s": args.turn_timeout, "model": pathlib.Path(args.model or "").name,
-                     "rasa_url": args.rasa_url or f"run_stack.py --topology {stack.topology if stack else args.topology}",
+                     "rasa_url": args.rasa_url or ("run_stack.py --topology production" if args.topology == "production"
+                                                   else "run_stack.py (default topology)"),
                      "product_turns_per_conversation": len(product_script({})),
                      "bare_turns_per_conversation": len(bare_script({}))},
         "machine": {**facts, "loadavg_at_end": list(os.getloadavg())},

@@ -231,6 +231,11 @@ def drop_databases(url: str, names: list[str]) -> None:
 
 
 def _quoted(name: str) -> str:
+    """``name`` as a quoted PostgreSQL identifier inside a ``text()`` statement. Raises ValueError for an empty name
+    or one over 63 bytes (PostgreSQL would cut it short and then find a different database)."""
     # A database name is an identifier, not a value: it cannot be a bound parameter. Quoted as PostgreSQL quotes
-    # identifiers, so an operator's name with a hyphen or a capital works and none can end the statement.
-    return '"' + name.replace('"', '""') + '"'
+    # identifiers, so an operator's name with a hyphen or a capital works and none can end the statement; a colon
+    # is escaped, or text() would read ":x" as a bound parameter.
+    if not name or len(name.encode()) > 63:
+        raise ValueError(f"not a PostgreSQL database name (1 to 63 bytes): {name!r}")
+    return '"' + name.replace('"', '""').replace(":", "\\:") + '"'

@@ -25,8 +25,9 @@ def _existing(names: list[str]) -> set[str]:
 
 
 def test_databases_are_created_once_and_dropped_even_while_in_use():
-    # Names PostgreSQL only takes quoted: a hyphen, capitals, a double quote.
-    names = [f"crm_test_{uuid.uuid4().hex[:10]}-Prod", f'crm_test_{uuid.uuid4().hex[:10]}"x']
+    # Names PostgreSQL only takes quoted (a hyphen, capitals, a double quote), and a colon SQLAlchemy's text() would
+    # otherwise read as a bound parameter.
+    names = [f"crm_test_{uuid.uuid4().hex[:10]}-Prod", f'crm_test_{uuid.uuid4().hex[:10]}"x-:y']
     server = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         create_missing_databases(f"{server}/{names[0]}", names)
@@ -42,3 +43,13 @@ def test_databases_are_created_once_and_dropped_even_while_in_use():
         drop_databases(PG_ADMIN_URL, names)  # already gone: no error
     finally:
         drop_databases(PG_ADMIN_URL, names)
+
+
+@pytest.mark.parametrize("name", ["", "crm_test_" + "x" * 55])
+def test_a_name_postgresql_would_cut_short_or_refuse_is_refused_before_it_reaches_the_server(name: str):
+    server = PG_ADMIN_URL.rsplit("/", 1)[0]
+    with pytest.raises(ValueError, match="database name"):
+        create_missing_databases(f"{server}/postgres", [name])
+    with pytest.raises(ValueError, match="database name"):
+        drop_databases(PG_ADMIN_URL, [name])
+    assert _existing([name[:63]]) == set()
