@@ -134,8 +134,8 @@ class Stack:
             suffix = secrets.token_hex(5)
             self.databases = [f"bench_crm_{suffix}", f"bench_tracker_{suffix}"]
             crm, _, password = postgres_urls(self.databases[0])
-            env.update({"DATABASE_URL": crm, "TRACKER_STORE_URL": postgres_urls(self.databases[1])[1],
-                        "TRACKER_PASSWORD": password,
+            _, tracker, _ = postgres_urls(self.databases[1])
+            env.update({"DATABASE_URL": crm, "TRACKER_STORE_URL": tracker, "TRACKER_PASSWORD": password,
                         "REDIS_URL": "redis://127.0.0.1:6379/5", "REDIS_KEY_PREFIX": f"bench{suffix}",
                         "REST_CHANNEL_TOKEN": secrets.token_hex(32)})
             os.environ["REST_CHANNEL_TOKEN"] = env["REST_CHANNEL_TOKEN"]  # chat_load's REST transport sends it

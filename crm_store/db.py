@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -207,25 +207,28 @@ def create_missing_databases(url: str, names: list[str]) -> None:
     connecting to that server's ``postgres`` database (AUTOCOMMIT: CREATE DATABASE cannot run in a
     transaction). The role in ``url`` needs CREATEDB for a missing one; errors are
     ``sqlalchemy.exc.OperationalError``/``ProgrammingError``."""
-    admin = create_engine(make_url(normalise_url(url)).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            for name in names:
-                if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
-                    conn.execute(text(f"CREATE DATABASE {_quoted(name)}"))
-    finally:
-        admin.dispose()
+    with _server_admin(url) as conn:
+        for name in names:
+            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                conn.execute(text(f"CREATE DATABASE {_quoted(name)}"))
 
 
 def drop_databases(url: str, names: list[str]) -> None:
     """Drops each PostgreSQL database of ``names`` on the server of ``url`` if it exists, closing its open
     connections first (``WITH (FORCE)``, PostgreSQL 13+), through that server's ``postgres`` database. For
     throw-away databases (benchmarks); errors as for :func:`create_missing_databases`."""
+    with _server_admin(url) as conn:
+        for name in names:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)"))
+
+
+@contextmanager
+def _server_admin(url: str) -> Iterator[Connection]:
+    # The server's own ``postgres`` database, in AUTOCOMMIT: CREATE/DROP DATABASE cannot run in a transaction.
     admin = create_engine(make_url(normalise_url(url)).set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            for name in names:
-                conn.execute(text(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)"))
+            yield conn
     finally:
         admin.dispose()
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -33,11 +33,10 @@ def pg_available() -> bool:
 
 
 def _create_pg_database() -> tuple[str, str]:
+    from crm_store.db import create_missing_databases
+
     name = f"crm_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+    create_missing_databases(PG_ADMIN_URL, [name])
     return name, PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 

@@ -360,10 +360,10 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         except subprocess.TimeoutExpired:
             proc.kill()
         if databases:
-            from tests.conftest import _drop_pg_database
+            from crm_store.db import drop_databases
+            from tests.conftest import PG_ADMIN_URL
 
-            for name in databases:
-                _drop_pg_database(name)
+            drop_databases(PG_ADMIN_URL, databases)
 
 
 # --- diagnostics: a failing end-to-end test carries what the stack's processes logged while it ran ---------
