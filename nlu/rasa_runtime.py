@@ -33,6 +33,9 @@ inserts its new events without counting the stored ones first (nlu/sql_tracker_s
 
 Action server calls: over connections kept open per endpoint, not a new one per call (nlu/kept_alive_endpoints.py).
 
+DIET at prediction time (entities and FAQ answers): a message's features joined in one step, and the compiled
+prediction step called directly (nlu/model_inference.py).
+
 Conversation locks (Rasa's lock stores, in-memory and Redis alike): a message, an executed action or a triggered
 intent that finds its conversation busy waits for its turn by polling the lock, once a second by default. One
 second is long against a turn of 50-200 ms: an agent's reply or a proactive message that arrived while the
@@ -45,7 +48,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Text
 
-from nlu import kept_alive_endpoints, sql_tracker_store
+from nlu import kept_alive_endpoints, model_inference, sql_tracker_store
 
 _APPLIED = False
 # A waiter polls after 20, 40, 80, 160 ms, then every 250 ms: a lock freed by a short turn is taken within tens of
@@ -66,6 +69,7 @@ def apply() -> None:
     _event_classes_by_name()
     sql_tracker_store.apply()  # tracker reads and saves without the ORM (nlu/sql_tracker_store.py)
     kept_alive_endpoints.apply()  # one kept-alive connection pool per endpoint (nlu/kept_alive_endpoints.py)
+    model_inference.apply()  # DIET's input built and its compiled step called with less Python (nlu/model_inference.py)
     _APPLIED = True
 
 
