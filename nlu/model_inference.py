@@ -9,8 +9,8 @@ parse, and only 13 % of DIET's time was TensorFlow computing. The rest was Pytho
 - Calling the compiled prediction step: Rasa calls its `tf.function`, which matches the inputs against its
   signature, looks the traced graph up and converts each array on every call (31 %). Rasa compiles it with a
   fixed input signature, so there is one graph; here it is called directly once Rasa has compiled it, after the
-  same conversion and dtype and rank checks. Anything that does not match goes through Rasa's own call, which
-  raises TensorFlow's error as before.
+  same conversion and dtype and shape checks. Anything that does not convert or match, and TensorFlow's
+  run-functions-eagerly debug mode, goes through Rasa's own call, which raises TensorFlow's error as before.
 
 Same predictions as Rasa's code (tests/nlu/rasa_env/test_model_inference.py compares both on trained models);
 ~11 % less CPU per parse (same process, alternating, 2026-12-01: 22.8 -> 20.3 ms). Rasa 3.6.21's TensorFlow
@@ -40,7 +40,8 @@ def join_features(features: List[Any], featurizers: List[Text]) -> Optional[Any]
     """One Features object from a message's features of one attribute and type ([Features] -> Features), as Rasa's
     `Message._combine_features`: columns in the given order, origin = `featurizers`. Sparse COO matrices are
     joined as `scipy.sparse.bmat` joins a row of blocks; dense arrays along their last axis. Fewer than two
-    features, other sparse formats and mismatched shapes go to Rasa's code (its copy, or its ValueError)."""
+    features, other sparse formats, and shapes that differ in more than the joined axis go to Rasa's code (its copy,
+    or its ValueError with its message)."""
     import numpy as np
     from rasa.shared.nlu.training_data.features import Features
     from scipy.sparse import coo_matrix
@@ -58,25 +59,32 @@ def join_features(features: List[Any], featurizers: List[Text]) -> Optional[Any]
         col_offsets = np.append(0, np.cumsum([m.shape[1] for m in matrices]))
         shape = (rows, int(col_offsets[-1]))
         index_dtype = get_index_dtype(maxval=max(shape))
-        data = np.concatenate([m.data for m in matrices]).astype(upcast(*[m.dtype for m in matrices]), copy=False)
-        row = np.concatenate([m.row for m in matrices]).astype(index_dtype, copy=False)
+        # Rasa widens the type pair by pair, which for mixed small integers is not the widening of all at once.
+        dtype = functools.reduce(upcast, [m.dtype for m in matrices])
+        data = np.concatenate([m.data for m in matrices]).astype(dtype, copy=False)
+        row = np.concatenate([m.row for m in matrices])
         col = np.concatenate([np.add(m.col, offset, dtype=index_dtype) for m, offset in zip(matrices, col_offsets)])
         joined: Any = coo_matrix((data, (row, col)), shape=shape)
-    elif all(type(m) is np.ndarray for m in matrices) and len({m.ndim for m in matrices}) == 1:
-        joined = np.concatenate(matrices, axis=-1)
-    else:
+    elif (all(type(m) is np.ndarray for m in matrices) and len({m.shape[:-1] for m in matrices}) == 1
+          and matrices[0].ndim > 0):
+        dtype = functools.reduce(np.promote_types, [m.dtype for m in matrices])  # pair by pair, as Rasa's
+        joined = np.concatenate(matrices, axis=-1, dtype=dtype)
+    else:  # other formats, or shapes that do not fit: Rasa's code and its error
         return rasa_join(features, featurizers)
     return Features(joined, first.type, first.attribute, featurizers)
 
 
 _rasa_combine: Any = None
+# The model attribute holding (compiled function, its concrete function, its flat input specs).
+DIRECT = "_direct_predict"
 
 
 def _features_joined_at_once() -> None:
     global _rasa_combine
     from rasa.shared.nlu.training_data.message import Message
 
-    _rasa_combine = Message._combine_features  # a staticmethod, read through the class: the plain function
+    # A staticmethod read through the class: the plain function (Rasa's own, should this ever run twice).
+    _rasa_combine = getattr(Message._combine_features, "__wrapped__", Message._combine_features)
 
     @functools.wraps(_rasa_combine)
     def _combine_features(features: List[Any], featurizers: List[Text]) -> Optional[Any]:
@@ -96,22 +104,28 @@ def _compiled_prediction_called_directly() -> None:
     @functools.wraps(rasa_predict)
     def _rasa_predict(self: RasaModel, batch_in: Any) -> Dict[Text, Any]:
         compiled = getattr(self, "_tf_predict_step", None)
-        direct = getattr(self, "_direct_predict", None)
-        if compiled is None or self._run_eagerly or not self.prepared_for_prediction:
+        if (compiled is None or self._run_eagerly or not self.prepared_for_prediction
+                or tf.config.functions_run_eagerly()):
             return rasa_predict(self, batch_in)  # Rasa compiles (or runs eagerly) on its first call
+        direct = self.__dict__.get(DIRECT)
         if direct is None or direct[0] is not compiled:
             concrete = compiled.get_concrete_function()  # the one graph of its fixed input signature
             specs = tf.nest.flatten(concrete.structured_input_signature[0], expand_composites=True)
-            direct = self._direct_predict = (compiled, concrete, specs)
+            direct = (compiled, concrete, specs)
+            # Set past Keras's attribute tracking: the model's saved weights stay as Rasa writes them.
+            object.__setattr__(self, DIRECT, direct)
         _, concrete, specs = direct
         flat = tf.nest.flatten(batch_in)
         if len(flat) != len(specs):
             return rasa_predict(self, batch_in)
         tensors = []
         for value, spec in zip(flat, specs):
-            # As TensorFlow's call converts them (cast_inputs_to_signature), then its compatibility check, narrowed
-            # to what the graph relies on; anything else takes Rasa's call and its error.
-            tensor = value if isinstance(value, tf.Tensor) else tf.convert_to_tensor(value, dtype_hint=spec.dtype)
+            # As TensorFlow's call converts them (cast_inputs_to_signature), then its compatibility check; anything
+            # that fails either takes Rasa's call, which raises TensorFlow's error.
+            try:
+                tensor = value if isinstance(value, tf.Tensor) else tf.convert_to_tensor(value, dtype_hint=spec.dtype)
+            except (ValueError, TypeError):
+                return rasa_predict(self, batch_in)
             if tensor.dtype != spec.dtype or not spec.shape.is_compatible_with(tensor.shape):
                 return rasa_predict(self, batch_in)
             tensors.append(tensor)

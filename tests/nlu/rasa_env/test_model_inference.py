@@ -48,7 +48,8 @@ def test_the_changes_are_the_ones_in_use():
     assert RasaModel._rasa_predict.__code__.co_filename.endswith("model_inference.py")
 
 
-@pytest.mark.parametrize("dtypes", [("float32",) * 4, ("float64", "float32", "int64", "float32"), ("int64", "int64")])
+@pytest.mark.parametrize("dtypes", [("float32",) * 4, ("float64", "float32", "int64", "float32"), ("int64", "int64"),
+                                    ("int8", "uint16", "float32")])  # float64 pair by pair, float32 all at once
 @pytest.mark.parametrize("rows", [0, 1, 7])
 def test_sparse_features_are_joined_exactly_as_rasa_joins_them(dtypes, rows):
     features = [Features(sparse(rows, 3 + i * 40, 0 if rows == 0 or i == 1 else 5 + i, dtype, seed=i), "sequence",
@@ -63,10 +64,11 @@ def test_sparse_features_are_joined_exactly_as_rasa_joins_them(dtypes, rows):
     assert got.fingerprint() == expected.fingerprint()
 
 
-def test_dense_features_are_joined_as_rasa_joins_them():
+@pytest.mark.parametrize("dtypes", [("float32",) * 3, ("int8", "uint16", "float32")])
+def test_dense_features_are_joined_as_rasa_joins_them(dtypes):
     rng = np.random.default_rng(3)
-    features = [Features(rng.random((4, n)).astype("float32"), "sequence", "text", name)
-                for n, name in zip((8, 3, 5), ORIGIN)]
+    features = [Features((rng.random((4, n)) * 9).astype(dtype), "sequence", "text", name)
+                for n, dtype, name in zip((8, 3, 5), dtypes, ORIGIN)]
     expected, got = joined_by_rasa(features), model_inference.join_features(features, ORIGIN)
     assert got.features.dtype == expected.features.dtype and np.array_equal(got.features, expected.features)
     assert got.fingerprint() == expected.fingerprint()
@@ -80,6 +82,8 @@ def test_a_single_feature_is_rasas_copy_and_mismatches_raise_rasas_errors():
         [one, Features(sparse(3, 4, 3, "float32", 2), "sentence", "text", "chars")],  # rows differ
         [one, Features(np.zeros((2, 4), "float32"), "sentence", "text", "dense")],  # sparse with dense
         [Features(np.zeros((2, 4)), "sequence", "text", "a"), Features(np.zeros((2, 4, 1)), "sequence", "text", "b")],
+        [Features(np.zeros((4, 8)), "sequence", "text", n) for n in "ab"]
+        + [Features(np.zeros((5, 5)), "sequence", "text", "c")],  # the third has a token more
     ]
     for features in cases:
         with pytest.raises(ValueError) as rasas:
@@ -166,11 +170,12 @@ def test_diet_predicts_exactly_what_it_predicts_with_rasas_code(trained):
 
 
 def outcome(model: RasaModel, batch: tuple) -> object:
-    """What `_rasa_predict` gives for a batch: its error's type, or its outputs without the diagnostic data."""
+    """What `_rasa_predict` gives for a batch: its error (type and message), or its outputs without the diagnostic
+    data."""
     try:
         outputs = model._rasa_predict(batch)
     except (ValueError, TypeError) as e:
-        return type(e)
+        return type(e), str(e)
     return {k: v.tolist() for k, v in outputs.items() if k != "diagnostic_data"}
 
 
@@ -192,6 +197,7 @@ def test_inputs_that_do_not_fit_the_compiled_signature_fare_as_with_rasas_call(t
         "integers for float32 (TensorFlow converts them)": tuple(v.astype(np.int64) if i == floats else v
                                                                  for i, v in enumerate(batch)),
         "words for float32": tuple(np.full(v.shape, "x") if i == floats else v for i, v in enumerate(batch)),
+        "an object for float32": tuple(object() if i == floats else v for i, v in enumerate(batch)),
         "a wrong rank": tuple(v[..., None] if i == floats else v for i, v in enumerate(batch)),
     }
     for name, case in cases.items():
@@ -199,4 +205,29 @@ def test_inputs_that_do_not_fit_the_compiled_signature_fare_as_with_rasas_call(t
             expected = outcome(diet.model, case)
         assert outcome(diet.model, case) == expected, name
         accepted = name == "well formed" or "converts" in name
-        assert (expected not in (ValueError, TypeError)) == accepted, name
+        assert isinstance(expected, dict) == accepted, name
+
+
+def test_the_direct_call_leaves_the_saved_model_and_tensorflows_debug_mode_alone(trained, monkeypatch):
+    import tensorflow as tf
+
+    diet, parse = trained
+    parse("hello")
+    parse("thanks")  # the direct call made and remembered
+    assert "_direct_predict" not in diet.model._trackable_children()  # not tracked: the saved weights are Rasa's
+    calls = []
+    batch_predict = diet.model.batch_predict
+
+    def counted(batch_in):
+        calls.append(1)
+        return batch_predict(batch_in)
+
+    monkeypatch.setattr(diet.model, "batch_predict", counted)
+    tf.config.run_functions_eagerly(True)  # debugging: TensorFlow runs the Python of every call
+    try:
+        parse("my washer is leaking")
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert calls == [1]  # the Python ran, as with Rasa's call
+    parse("my washer is leaking")
+    assert calls == [1]  # back to the compiled graph
