@@ -47,15 +47,14 @@ def join_features(features: List[Any], featurizers: List[Text]) -> Optional[Any]
     from scipy.sparse import coo_matrix
     from scipy.sparse._sputils import get_index_dtype, upcast
 
-    rasa_join = _rasa_combine
     if len(features) < 2:
-        return rasa_join(features, featurizers)
+        return _rasa_combine(features, featurizers)
     matrices = [f.features for f in features]
     first = features[0]
     if all(type(m) is coo_matrix for m in matrices):
         rows = matrices[0].shape[0]
         if any(m.shape[0] != rows for m in matrices):
-            return rasa_join(features, featurizers)
+            return _rasa_combine(features, featurizers)
         col_offsets = np.append(0, np.cumsum([m.shape[1] for m in matrices]))
         shape = (rows, int(col_offsets[-1]))
         index_dtype = get_index_dtype(maxval=max(shape))
@@ -70,7 +69,7 @@ def join_features(features: List[Any], featurizers: List[Text]) -> Optional[Any]
         dtype = functools.reduce(np.promote_types, [m.dtype for m in matrices])  # pair by pair, as Rasa's
         joined = np.concatenate(matrices, axis=-1, dtype=dtype)
     else:  # other formats, or shapes that do not fit: Rasa's code and its error
-        return rasa_join(features, featurizers)
+        return _rasa_combine(features, featurizers)
     return Features(joined, first.type, first.attribute, featurizers)
 
 
@@ -83,8 +82,7 @@ def _features_joined_at_once() -> None:
     global _rasa_combine
     from rasa.shared.nlu.training_data.message import Message
 
-    # A staticmethod read through the class: the plain function (Rasa's own, should this ever run twice).
-    _rasa_combine = getattr(Message._combine_features, "__wrapped__", Message._combine_features)
+    _rasa_combine = Message._combine_features  # a staticmethod read through the class: the plain function
 
     @functools.wraps(_rasa_combine)
     def _combine_features(features: List[Any], featurizers: List[Text]) -> Optional[Any]:
@@ -103,7 +101,7 @@ def _compiled_prediction_called_directly() -> None:
 
     @functools.wraps(rasa_predict)
     def _rasa_predict(self: RasaModel, batch_in: Any) -> Dict[Text, Any]:
-        compiled = getattr(self, "_tf_predict_step", None)
+        compiled = self._tf_predict_step  # None until Rasa's first call compiles it
         if (compiled is None or self._run_eagerly or not self.prepared_for_prediction
                 or tf.config.functions_run_eagerly()):
             return rasa_predict(self, batch_in)  # Rasa compiles (or runs eagerly) on its first call
