@@ -18,6 +18,12 @@ credentials.yml::
       redis_password: ${SOCKETIO_REDIS_PASSWORD}  # kept out of the URL
       redis_channel: ${SOCKETIO_REDIS_CHANNEL}    # the same on every Rasa server of one deployment
 
+The Redis listener is started, and its SUBSCRIBE sent to Redis, before the server takes its first connection
+(``start_client_manager``). python-socketio starts it at the first connection instead, so whatever was published
+before the subscription reached Redis was lost: a freshly (re)started Rasa server's first customer got no
+``session_confirm`` and their page never greeted (seen on the production topology under load, the first web chat
+after start-up). ``session_confirm`` goes straight to the socket (it is always on this server), not through Redis.
+
 A session id is not a credential here (agents see it; it is the conversation id): each new session comes with
 a key (crm_store.chat_sessions, HMAC with ``CHAT_SESSION_SECRET`` from the environment, the same on every Rasa
 server and web replica). ``session_confirm`` carries ``{"session_id", "session_key"}``; a ``session_request``
@@ -27,6 +33,7 @@ a socket's messages always go to the session it joined, whatever ``session_id`` 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -49,6 +56,38 @@ from rasa_channels.guard import client_address, get_guard
 
 logger = logging.getLogger(__name__)
 DEFAULT_REDIS_CHANNEL = "rasa-socketio"
+
+
+# How long a starting server waits for its Redis subscription before it serves anyway (Redis away at start-up:
+# python-socketio keeps trying on its own; /health reports Redis).
+SUBSCRIBE_WAIT_SECONDS = 10.0
+
+
+async def start_client_manager(sio: AsyncServer, timeout: float = SUBSCRIBE_WAIT_SECONDS) -> bool:
+    """Starts ``sio``'s client manager now (python-socketio does it at the first connection) and, for the Redis
+    manager, waits until its SUBSCRIBE went out and one Redis round trip after it came back: a message published from
+    then on reaches this server. Returns False (and logs) if that took longer than ``timeout`` seconds; True at once
+    for the in-memory manager. Call it on the server's event loop before it accepts connections."""
+    if not sio.manager_initialized:
+        sio.manager_initialized = True
+        sio.manager.initialize()  # starts the listener task, which subscribes first
+    pubsub = getattr(sio.manager, "pubsub", None)
+    if pubsub is None:
+        return True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pubsub.subscribed:
+        if loop.time() > deadline:
+            logger.warning("socket.io: no Redis subscription after %.0f s; serving anyway (messages from other Rasa "
+                           "servers arrive once it is up)", timeout)
+            return False
+        await asyncio.sleep(0.01)
+    try:
+        await sio.manager.redis.ping()  # sent after the SUBSCRIBE on the listener's connection
+    except Exception as exc:  # Redis went away just now: the listener reconnects by itself
+        logger.warning("socket.io: Redis did not answer after subscribing: %s", exc)
+        return False
+    return True
 
 
 class ClosedWebsocketNoise(logging.Filter):
@@ -143,9 +182,10 @@ class SocketIOInput(RasaSocketIOInput):
                 entered = sio.enter_room(sid, session_id, namespace=self.namespace)
                 if inspect.isawaitable(entered):  # a coroutine from python-socketio 5.10 on
                     await entered
+            # This socket is on this server: straight to it, not through Redis and back.
             await sio.emit("session_confirm", {"session_id": session_id,
                                                "session_key": session_key(self.session_secret, session_id)},
-                           room=sid, namespace=self.namespace)
+                           room=sid, namespace=self.namespace, ignore_queue=True)
 
         @sio.on(self.user_message_evt, namespace=self.namespace)
         async def handle_message(sid: str, data: dict) -> None:
@@ -171,6 +211,10 @@ class SocketIOInput(RasaSocketIOInput):
                                   input_channel=self.name())
             await guarded(message, client)
 
+        async def subscribe_first(_app: Any, _loop: Any) -> None:
+            await start_client_manager(sio)
+
+        socketio_webhook.listener("before_server_start")(subscribe_first)
         guard = get_guard()
         guard.attach(socketio_webhook)
 
