@@ -1,7 +1,7 @@
 """Chat benchmark: concurrent conversations through one Rasa server, against `rasa init`'s bot on the same Rasa.
 
     .venv-rasa/bin/python bench/bench_chat.py --model models/bot-<fp>.tar.gz [--levels 1,10,20,50]
-        [--channels rest,socketio] [--duration 20] [--warmup 4]
+        [--channels rest,socketio] [--duration 20] [--warmup 4] [--rounds 3]
 
 Default topology: starts the whole stack with scripts/run_stack.py (as the end-to-end tests do: SQLite CRM and
 tracker in a throw-away folder, free loopback ports), and `rasa init`'s bot (generated and trained into
@@ -16,8 +16,11 @@ running instead (the admin password and, for production, REST_CHANNEL_TOKEN from
 Writes bench/results/chat.json: `turns_per_s` (REST, the product, the best level: one Rasa server saturated),
 `p50_ms_at_20`/`p95_ms_at_20`/`p99_ms_at_20` (REST, 20 customers), the bare bot's `bare_rasa_*` figures and
 `p95_ratio_to_bare_rasa_at_20`, per-level figures for both channels with the CPU used by each process, the
-machine and the git commit. Only 127.0.0.1 is contacted; every level stops after warmup + duration seconds
-(and at most --max-turns turns).
+machine and the git commit. One 20 s window's p95 rests on its slowest ~20 turns and moved by 0.5 between runs minutes
+apart here, so at 20 customers over REST the product and the bare bot are measured `--rounds` times (default 3) back
+to back, the order alternating: the ratio is the median of the rounds' ratios (each in `p95_ratio_rounds_at_20`,
+each round in `per_level`'s `rounds`), and the figures at 20 are medians over the rounds. Only 127.0.0.1 is
+contacted; every level stops after warmup + duration seconds (and at most --max-turns turns).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import platform
 import queue
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -374,6 +378,39 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
+HEADLINE_USERS = 20
+
+
+def paired_rounds(level: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures at 20 customers from one level's results: ``level`` is ``{"product": summary,
+    "bare_rasa": summary, "rounds": [{"product": summary, "bare_rasa": summary}, ...]}`` (``rounds`` and
+    ``bare_rasa`` optional; summaries as :func:`measure` returns, latencies in ms). Each round's p95 ratio is the
+    product's p95 over the bare bot's measured beside it; the headline ratio is the median of the rounds' ratios,
+    and each latency figure the median over the rounds (one round: its own figures). A round without the bare bot
+    has no ratio."""
+    rounds = level.get("rounds") or ([{"product": level["product"], **({"bare_rasa": level["bare_rasa"]}
+                                                                        if "bare_rasa" in level else {})}]
+                                     if "product" in level else [])
+
+    def median(values: list[float]) -> float | None:
+        return round(statistics.median(values), 1) if values else None
+
+    def figure(bot: str, name: str) -> float | None:
+        return median([r[bot][name] for r in rounds if bot in r and r[bot].get(name) is not None])
+
+    ratios = [round(r["product"]["p95_ms"] / r["bare_rasa"]["p95_ms"], 2) for r in rounds
+              if "bare_rasa" in r and r["product"].get("p95_ms") and r["bare_rasa"].get("p95_ms")]
+    ratio = statistics.median(ratios) if ratios else None
+    return {
+        "p50_ms_at_20": figure("product", "p50_ms"),
+        "p95_ms_at_20": figure("product", "p95_ms"),
+        "p99_ms_at_20": figure("product", "p99_ms"),
+        "bare_rasa_p95_ms_at_20": figure("bare_rasa", "p95_ms"),
+        "p95_ratio_to_bare_rasa_at_20": round(ratio, 2) if ratio is not None else None,
+        "p95_ratio_rounds_at_20": ratios,
+    }
+
+
 def measure(args: argparse.Namespace, label: str, url: str, script: Any, customers: list[dict[str, str]],
             users: int, channel: str, pids: dict[str, list[int]]) -> dict[str, Any]:
     def used(role: str) -> float:  # a replica that died since the start counts nothing from then on
@@ -426,6 +463,8 @@ def main() -> int:
     parser.add_argument("--max-turns", type=int, default=5000, help="upper bound of turns per level and bot")
     parser.add_argument("--customers", type=int, default=1500, help="demo customers loaded into the CRM")
     parser.add_argument("--no-bare", action="store_true", help="leave out rasa init's bot")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="back-to-back product/bare pairs at 20 customers on the headline channel (median ratio)")
     parser.add_argument("--out", help="results file (default bench/results/chat[-production].json)")
     args = parser.parse_args()
     # A SIGTERM (a CI time-out, `kill`) or a closed terminal stops the benchmark as Ctrl-C does: through the
@@ -472,19 +511,44 @@ def main() -> int:
               flush=True)
         per_level: dict[str, dict[str, Any]] = {}
         used = 0  # customers already verified in this run: each level goes on with the next ones
+        head = "rest" if "rest" in channels else channels[0]
+
+        def product_at(users: int, channel: str) -> dict[str, Any]:
+            nonlocal used
+            if used + users > len(customers):
+                print("    note: every demo customer has had a conversation; starting again from the first",
+                      flush=True)
+                used = 0
+            summary = measure(args, "product", rasa_url, product_script, customers[used:] + customers[:used],
+                              users, channel, pids)
+            used += summary["conversations_started"]
+            return summary
+
+        def bare_at(users: int, channel: str) -> dict[str, Any]:
+            fake = [{"n": str(i)} for i in range(users)]
+            return measure(args, "bare", bare.url, bare_script, fake, users, channel, bare_pids)
+
         for users in levels:
             for channel in channels:
                 key = f"{channel}_{users}"
-                if used + users > len(customers):
-                    print("    note: every demo customer has had a conversation; starting again from the first",
-                          flush=True)
-                    used = 0
-                rotated = customers[used:] + customers[:used]
-                per_level[key] = {"product": measure(args, "product", rasa_url, product_script, rotated, users, channel, pids)}
-                used += per_level[key]["product"]["conversations_started"]
-                if bare is not None:
-                    fake = [{"n": str(i)} for i in range(users)]
-                    per_level[key]["bare_rasa"] = measure(args, "bare", bare.url, bare_script, fake, users, channel, bare_pids)
+                per_level[key] = {"product": product_at(users, channel)}
+                if bare is None:
+                    continue
+                per_level[key]["bare_rasa"] = bare_at(users, channel)
+                if users == HEADLINE_USERS and channel == head and args.rounds > 1:
+                    # The headline ratio from several back-to-back pairs, the order alternating (bare first in
+                    # even rounds) so that a machine speeding up or slowing down favours neither bot.
+                    rounds = [{"product": per_level[key]["product"], "bare_rasa": per_level[key]["bare_rasa"]}]
+                    for number in range(2, args.rounds + 1):
+                        print(f"    round {number} of {args.rounds} at {users} customers over {channel}", flush=True)
+                        if number % 2 == 0:
+                            pair = {"bare_rasa": bare_at(users, channel)}
+                            pair["product"] = product_at(users, channel)
+                        else:
+                            pair = {"product": product_at(users, channel)}
+                            pair["bare_rasa"] = bare_at(users, channel)
+                        rounds.append(pair)
+                    per_level[key]["rounds"] = rounds
     finally:
         if bare is not None:
             bare.stop()
@@ -495,23 +559,22 @@ def main() -> int:
         return per_level.get(f"{channel}_{users}", {}).get(bot, {}).get(name)
 
     head = "rest" if "rest" in channels else channels[0]
+    headline = paired_rounds(per_level.get(f"{head}_{HEADLINE_USERS}", {}))
     best = max((fig(head, n, "product", "turns_per_s") or 0 for n in levels), default=None)
     bare_best = max((fig(head, n, "bare_rasa", "turns_per_s") or 0 for n in levels), default=None) if bare_pids else None
-    p95, bare_p95 = fig(head, 20, "product", "p95_ms"), fig(head, 20, "bare_rasa", "p95_ms")
     out = {
         "topology": args.topology,
         "channel_of_headline_figures": head,
         "turns_per_s": best,
-        "p50_ms_at_20": fig(head, 20, "product", "p50_ms"),
-        "p95_ms_at_20": p95,
-        "p99_ms_at_20": fig(head, 20, "product", "p99_ms"),
-        "bare_rasa_p95_ms_at_20": bare_p95,
+        **headline,
         "bare_rasa_turns_per_s": bare_best,
-        "p95_ratio_to_bare_rasa_at_20": round(p95 / bare_p95, 2) if p95 and bare_p95 else None,
-        "turns_failed": sum(v.get(b, {}).get("turns_failed", 0) for v in per_level.values() for b in ("product", "bare_rasa")),
+        # The first round of the repeated level is the level's own product/bare pair: counted once.
+        "turns_failed": sum(pair.get(b, {}).get("turns_failed", 0) for v in per_level.values()
+                            for pair in [v, *v.get("rounds", [])[1:]] for b in ("product", "bare_rasa")),
         "per_level": per_level,
         "settings": {"levels": levels, "channels": channels, "duration_s": args.duration, "warmup_s": args.warmup,
-                     "turn_timeout_s": args.turn_timeout, "model": pathlib.Path(args.model or "").name,
+                     "turn_timeout_s": args.turn_timeout, "rounds_at_20": args.rounds,
+                     "model": pathlib.Path(args.model or "").name,
                      "rasa_url": args.rasa_url or ("run_stack.py --topology production" if args.topology == "production"
                                                    else "run_stack.py (default topology)"),
                      "product_turns_per_conversation": len(product_script({})),

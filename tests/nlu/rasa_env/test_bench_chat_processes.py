@@ -1,5 +1,6 @@
 """The chat benchmark finds a stack's processes by role from the supervisor's children.json, two of a role on the
-production topology, so it can report the cores each role used."""
+production topology, so it can report the cores each role used; and its headline p95 ratio is the median of
+back-to-back product/bare rounds."""
 
 from __future__ import annotations
 
@@ -44,3 +45,36 @@ sys.stdin.read()
     finally:
         supervisor.stdin.close()  # every process here ends when its stdin closes: the whole tree goes
         supervisor.wait(timeout=30)
+
+
+def summary(p50: float, p95: float, p99: float) -> dict:
+    return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99}
+
+
+def test_the_headline_ratio_is_the_median_of_each_rounds_own_ratio():
+    level = {"rounds": [
+        {"product": summary(500, 1000, 1200), "bare_rasa": summary(400, 800, 900)},    # 1.25
+        {"product": summary(700, 1800, 2000), "bare_rasa": summary(600, 1000, 1100)},  # 1.8: a slow minute
+        {"product": summary(450, 900, 950), "bare_rasa": summary(420, 750, 800)},      # 1.2
+    ]}
+    figures = bench_chat.paired_rounds(level)
+    assert figures["p95_ratio_rounds_at_20"] == [1.25, 1.8, 1.2]
+    # The median of the rounds' ratios; here it equals the ratio of the median p95s, the pairing below tells them apart.
+    assert figures["p95_ratio_to_bare_rasa_at_20"] == 1.25
+    assert (figures["p50_ms_at_20"], figures["p95_ms_at_20"], figures["p99_ms_at_20"]) == (500, 1000, 1200)
+    assert figures["bare_rasa_p95_ms_at_20"] == 800
+    # Pairs matter: the same p95s paired differently give other ratios and another median.
+    swapped = {"rounds": [{"product": r["product"], "bare_rasa": b["bare_rasa"]}
+                          for r, b in zip(level["rounds"], level["rounds"][1:] + level["rounds"][:1])]}
+    assert bench_chat.paired_rounds(swapped)["p95_ratio_rounds_at_20"] == [1.0, 2.4, 1.12]
+    assert bench_chat.paired_rounds(swapped)["p95_ratio_to_bare_rasa_at_20"] == 1.12
+
+
+def test_one_round_or_no_bare_bot():
+    one = bench_chat.paired_rounds({"product": summary(500, 1000, 1200), "bare_rasa": summary(400, 800, 900)})
+    assert one["p95_ratio_rounds_at_20"] == [1.25] and one["p95_ratio_to_bare_rasa_at_20"] == 1.25
+    assert one["p95_ms_at_20"] == 1000 and one["bare_rasa_p95_ms_at_20"] == 800
+    alone = bench_chat.paired_rounds({"product": summary(500, 1000, 1200)})
+    assert alone["p95_ratio_to_bare_rasa_at_20"] is None and alone["p95_ratio_rounds_at_20"] == []
+    assert alone["p95_ms_at_20"] == 1000 and alone["bare_rasa_p95_ms_at_20"] is None
+    assert bench_chat.paired_rounds({})["p95_ms_at_20"] is None
