@@ -23,6 +23,7 @@ The Redis listener is started, and its SUBSCRIBE sent to Redis, before the serve
 before the subscription reached Redis was lost: a freshly (re)started Rasa server's first customer got no
 ``session_confirm`` and their page never greeted (seen on the production topology under load, the first web chat
 after start-up). ``session_confirm`` goes straight to the socket (it is always on this server), not through Redis.
+While Redis refuses connections, the first subscription is retried with a growing pause (``SharedRooms``).
 
 A session id is not a credential here (agents see it; it is the conversation id): each new session comes with
 a key (crm_store.chat_sessions, HMAC with ``CHAT_SESSION_SECRET`` from the environment, the same on every Rasa
@@ -46,6 +47,7 @@ import rasa.shared.utils.io
 from rasa.core.channels.channel import UserMessage
 from rasa.core.channels.socketio import SocketBlueprint, SocketIOOutput
 from rasa.core.channels.socketio import SocketIOInput as RasaSocketIOInput
+from redis.exceptions import RedisError
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -59,35 +61,62 @@ DEFAULT_REDIS_CHANNEL = "rasa-socketio"
 
 
 # How long a starting server waits for its Redis subscription before it serves anyway (Redis away at start-up:
-# python-socketio keeps trying on its own; /health reports Redis).
+# the listener keeps trying on its own, with a growing pause; see SharedRooms).
 SUBSCRIBE_WAIT_SECONDS = 10.0
+# The listener's pauses between tries while Redis refuses its first subscription: from the first to the longest.
+SUBSCRIBE_FIRST_PAUSE_SECONDS = 0.5
+SUBSCRIBE_LONGEST_PAUSE_SECONDS = 30.0
+
+
+class SharedRooms(AsyncRedisManager):
+    """python-socketio's Redis client manager whose first subscription retries with a growing pause.
+
+    python-socketio 5.9 retries a lost subscription with a growing pause, but not its first one: while Redis refused
+    connections at start-up, its listener task retried at once, in a loop, with a traceback on stderr each time (one
+    core busy until Redis came back; python-socketio issue 1534, fixed after 5.9). Here the first subscription waits
+    0.5, 1, 2 ... up to 30 s between tries and logs one line per try; everything after it is python-socketio's."""
+
+    async def _listen(self) -> Any:
+        pause = SUBSCRIBE_FIRST_PAUSE_SECONDS
+        while True:
+            try:
+                await self.pubsub.subscribe(self.channel)
+                break
+            except RedisError as exc:
+                logger.warning("socket.io: cannot subscribe to Redis (%s); next try in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, SUBSCRIBE_LONGEST_PAUSE_SECONDS)
+                self._redis_connect()  # a new client and pub/sub object, as python-socketio's own retries do
+        # python-socketio's listener from here on; its own SUBSCRIBE again is a no-op for Redis.
+        async for message in super()._listen():
+            yield message
 
 
 async def start_client_manager(sio: AsyncServer, timeout: float = SUBSCRIBE_WAIT_SECONDS) -> bool:
     """Starts ``sio``'s client manager now (python-socketio does it at the first connection) and, for the Redis
     manager, waits until its SUBSCRIBE went out and one Redis round trip after it came back: a message published from
-    then on reaches this server. Returns False (and logs) if that took longer than ``timeout`` seconds; True at once
-    for the in-memory manager. Call it on the server's event loop before it accepts connections."""
+    then on reaches this server. Returns False (and logs) if that took longer than ``timeout`` seconds in all; True
+    at once for the in-memory manager. Call it on the server's event loop before it accepts connections; it never
+    raises for Redis being away or slow."""
     if not sio.manager_initialized:
         sio.manager_initialized = True
         sio.manager.initialize()  # starts the listener task, which subscribes first
-    pubsub = getattr(sio.manager, "pubsub", None)
-    if pubsub is None:
+    if not isinstance(sio.manager, AsyncRedisManager):
         return True
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pubsub.subscribed:
-        if loop.time() > deadline:
-            logger.warning("socket.io: no Redis subscription after %.0f s; serving anyway (messages from other Rasa "
-                           "servers arrive once it is up)", timeout)
-            return False
-        await asyncio.sleep(0.01)
+
+    async def subscribed() -> None:
+        # Re-read each time: a retry replaces the manager's pub/sub object.
+        while not sio.manager.pubsub.subscribed:
+            await asyncio.sleep(0.01)
+        await sio.manager.redis.ping()  # a round trip begun after the SUBSCRIBE was written
+
     try:
-        await sio.manager.redis.ping()  # sent after the SUBSCRIBE on the listener's connection
-    except Exception as exc:  # Redis went away just now: the listener reconnects by itself
-        logger.warning("socket.io: Redis did not answer after subscribing: %s", exc)
+        await asyncio.wait_for(subscribed(), timeout)
+        return True
+    except Exception as exc:  # the time-out, or Redis going away just now: the listener goes on trying
+        logger.warning("socket.io: no Redis subscription confirmed within %.0f s (%s); serving anyway, messages from "
+                       "other Rasa servers arrive once it is up", timeout, type(exc).__name__)
         return False
-    return True
 
 
 class ClosedWebsocketNoise(logging.Filter):
@@ -146,7 +175,7 @@ class SocketIOInput(RasaSocketIOInput):
             return AsyncManager()
         options = {"password": self.redis_password} if self.redis_password else {}
         logger.info("socket.io rooms shared through Redis channel %r", self.redis_channel)
-        return AsyncRedisManager(self.redis_url, channel=self.redis_channel, redis_options=options)
+        return SharedRooms(self.redis_url, channel=self.redis_channel, redis_options=options)
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         """Rasa 3.6's socket.io blueprint (same routes and events) on a server with our client manager."""

@@ -18,11 +18,18 @@ from sanic import Sanic
 
 from rasa_channels import guard as guard_module
 from rasa_channels.guard import GuardSettings, InputGuard
-from rasa_channels.socketio import SocketIOInput, start_client_manager
+from rasa_channels.socketio import SharedRooms, SocketIOInput, start_client_manager
 from scripts.topology import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/5"
 SLOW_SUBSCRIBE_SECONDS = 1.0
+
+
+@pytest.fixture(autouse=True)
+def several_servers_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sanic rewrites its HTTP code when a server starts; a second server in one process needs its test mode, which
+    rewrites from the original each time (as sanic-testing does)."""
+    monkeypatch.setattr(Sanic, "test_mode", True)
 
 
 @pytest.fixture
@@ -37,8 +44,8 @@ def slow_subscribe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PubSub, "subscribe", slow)
 
 
-def channel_on(redis_channel: str) -> SocketIOInput:
-    return SocketIOInput.from_credentials({"session_persistence": True, "redis_url": REDIS_URL,
+def channel_on(redis_channel: str, redis_url: str = REDIS_URL) -> SocketIOInput:
+    return SocketIOInput.from_credentials({"session_persistence": True, "redis_url": redis_url,
                                            "redis_channel": redis_channel})
 
 
@@ -117,3 +124,65 @@ def test_in_memory_rooms_need_no_start() -> None:
         return await start_client_manager(channel.sio, timeout=0.1)
 
     assert asyncio.run(scenario()) is True
+
+
+def test_the_session_is_confirmed_straight_to_the_socket_even_when_redis_loses_messages(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The socket that asked is on this server: its session_confirm needs no Redis round trip (nor Redis)."""
+    monkeypatch.setattr(guard_module, "_GUARD", InputGuard(GuardSettings()))
+    monkeypatch.setenv("CHAT_SESSION_SECRET", "s" * 64)
+    published: list[Any] = []
+
+    async def lost(self: SharedRooms, data: Any) -> None:
+        published.append(data.get("event"))  # Redis takes it and delivers nothing
+
+    monkeypatch.setattr(SharedRooms, "_publish", lost)
+
+    async def scenario() -> dict:
+        port = free_port()
+        server = await serve(channel_on(f"test-socketio-{secrets.token_hex(4)}"), port)
+        client = socketio.AsyncClient(reconnection=False)
+        confirmed: asyncio.Future = asyncio.get_running_loop().create_future()
+        client.on("session_confirm", lambda data: confirmed.done() or confirmed.set_result(data))
+        try:
+            await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"], socketio_path="/socket.io")
+            await client.emit("session_request", {"session_id": None})
+            return await asyncio.wait_for(confirmed, 5)
+        finally:
+            await client.disconnect()
+            server.close()
+            await server.wait_closed()
+
+    session = asyncio.run(scenario())
+    assert len(session["session_id"]) == 32 and "session_confirm" not in published
+
+
+def test_a_server_started_while_redis_refuses_connections_retries_calmly_and_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis away at start-up: the start waits a bounded time and says so, and the listener retries with a growing
+    pause (python-socketio 5.9's own retried its first subscription at once, in a loop that kept a core busy)."""
+    tries: list[float] = []
+    subscribe = PubSub.subscribe
+
+    async def counted(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        tries.append(asyncio.get_running_loop().time())
+        return await subscribe(self, *args, **kwargs)
+
+    monkeypatch.setattr(PubSub, "subscribe", counted)
+    nobody = f"redis://127.0.0.1:{free_port()}/5"  # nothing listens there: every connection is refused
+
+    async def scenario() -> tuple[bool, float]:
+        channel = channel_on(f"test-socketio-{secrets.token_hex(4)}", nobody)
+        channel.blueprint(lambda _m: asyncio.sleep(0))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        ready = await start_client_manager(channel.sio, timeout=2.0)
+        waited = loop.time() - began
+        channel.sio.manager.thread.cancel()
+        return ready, waited
+
+    ready, waited = asyncio.run(scenario())
+    assert ready is False and 1.9 <= waited < 5
+    # Tries at 0, 0.5 and 1.5 s (then 3.5 s): three in two seconds, not thousands.
+    assert 2 <= len(tries) <= 4
+    assert all(later - earlier >= 0.45 for earlier, later in zip(tries, tries[1:]))
