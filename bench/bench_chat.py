@@ -388,9 +388,9 @@ def paired_rounds(level: dict[str, Any]) -> dict[str, Any]:
     product's p95 over the bare bot's measured beside it; the headline ratio is the median of the rounds' ratios,
     and each latency figure the median over the rounds (one round: its own figures). A round without the bare bot
     has no ratio."""
-    rounds = level.get("rounds") or ([{"product": level["product"], **({"bare_rasa": level["bare_rasa"]}
-                                                                        if "bare_rasa" in level else {})}]
-                                     if "product" in level else [])
+    rounds = level.get("rounds")
+    if rounds is None:  # measured once: the level's own pair is its only round
+        rounds = [{bot: level[bot] for bot in ("product", "bare_rasa") if bot in level}] if "product" in level else []
 
     def median(values: list[float]) -> float | None:
         return round(statistics.median(values), 1) if values else None
@@ -473,6 +473,7 @@ def main() -> int:
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     levels = [int(x) for x in args.levels.split(",")]
     channels = args.channels.split(",")
+    head = "rest" if "rest" in channels else channels[0]  # the channel of the headline figures
     for url in (args.rasa_url, args.web_url):
         if url and not url.startswith(("http://127.0.0.1", "http://localhost")):
             raise SystemExit("the benchmark only loads servers on this machine (127.0.0.1)")
@@ -511,7 +512,6 @@ def main() -> int:
               flush=True)
         per_level: dict[str, dict[str, Any]] = {}
         used = 0  # customers already verified in this run: each level goes on with the next ones
-        head = "rest" if "rest" in channels else channels[0]
 
         def product_at(users: int, channel: str) -> dict[str, Any]:
             nonlocal used
@@ -558,7 +558,6 @@ def main() -> int:
     def fig(channel: str, users: int, bot: str, name: str) -> Any:
         return per_level.get(f"{channel}_{users}", {}).get(bot, {}).get(name)
 
-    head = "rest" if "rest" in channels else channels[0]
     headline = paired_rounds(per_level.get(f"{head}_{HEADLINE_USERS}", {}))
     best = max((fig(head, n, "product", "turns_per_s") or 0 for n in levels), default=None)
     bare_best = max((fig(head, n, "bare_rasa", "turns_per_s") or 0 for n in levels), default=None) if bare_pids else None

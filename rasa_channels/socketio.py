@@ -74,13 +74,19 @@ class SharedRooms(AsyncRedisManager):
     python-socketio 5.9 retries a lost subscription with a growing pause, but not its first one: while Redis refused
     connections at start-up, its listener task retried at once, in a loop, with a traceback on stderr each time (one
     core busy until Redis came back; python-socketio issue 1534, fixed after 5.9). Here the first subscription waits
-    0.5, 1, 2 ... up to 30 s between tries and logs one line per try; everything after it is python-socketio's."""
+    0.5, 1, 2 ... up to 30 s between tries and logs one line per try; everything after it is python-socketio's.
+    ``first_subscription`` is set once that SUBSCRIBE has gone out to Redis."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_subscription = asyncio.Event()
 
     async def _listen(self) -> Any:
         pause = SUBSCRIBE_FIRST_PAUSE_SECONDS
         while True:
             try:
                 await self.pubsub.subscribe(self.channel)
+                self.first_subscription.set()
                 break
             except RedisError as exc:
                 logger.warning("socket.io: cannot subscribe to Redis (%s); next try in %.1f s", exc, pause)
@@ -101,13 +107,11 @@ async def start_client_manager(sio: AsyncServer, timeout: float = SUBSCRIBE_WAIT
     if not sio.manager_initialized:
         sio.manager_initialized = True
         sio.manager.initialize()  # starts the listener task, which subscribes first
-    if not isinstance(sio.manager, AsyncRedisManager):
+    if not isinstance(sio.manager, SharedRooms):
         return True
 
     async def subscribed() -> None:
-        # Re-read each time: a retry replaces the manager's pub/sub object.
-        while not sio.manager.pubsub.subscribed:
-            await asyncio.sleep(0.01)
+        await sio.manager.first_subscription.wait()
         await sio.manager.redis.ping()  # a round trip begun after the SUBSCRIBE was written
 
     try:

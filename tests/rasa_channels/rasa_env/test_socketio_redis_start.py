@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -30,6 +32,12 @@ def several_servers_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sanic rewrites its HTTP code when a server starts; a second server in one process needs its test mode, which
     rewrites from the original each time (as sanic-testing does)."""
     monkeypatch.setattr(Sanic, "test_mode", True)
+
+
+@pytest.fixture
+def chat_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guard_module, "_GUARD", InputGuard(GuardSettings()))
+    monkeypatch.setenv("CHAT_SESSION_SECRET", "s" * 64)
 
 
 @pytest.fixture
@@ -66,33 +74,40 @@ async def serve(channel: SocketIOInput, port: int) -> Any:
     return server
 
 
+@asynccontextmanager
+async def customer_of(channel: SocketIOInput) -> AsyncIterator[tuple[dict, asyncio.Future]]:
+    """A server with ``channel`` started, and a web-chat customer who connects at once and asks for a session:
+    yields the confirmed session and a future of the first ``bot_uttered`` the customer receives."""
+    port = free_port()
+    server = await serve(channel, port)
+    client = socketio.AsyncClient(reconnection=False)
+    confirmed: asyncio.Future = asyncio.get_running_loop().create_future()
+    uttered: asyncio.Future = asyncio.get_running_loop().create_future()
+    client.on("session_confirm", lambda data: confirmed.done() or confirmed.set_result(data))
+    client.on("bot_uttered", lambda data: uttered.done() or uttered.set_result(data))
+    try:
+        await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"], socketio_path="/socket.io")
+        await client.emit("session_request", {"session_id": None})
+        yield await asyncio.wait_for(confirmed, 5), uttered
+    finally:
+        await client.disconnect()
+        server.close()
+        await server.wait_closed()
+
+
 def test_the_first_customer_after_start_gets_the_session_and_other_servers_messages(
-        slow_subscribe: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(guard_module, "_GUARD", InputGuard(GuardSettings()))
-    monkeypatch.setenv("CHAT_SESSION_SECRET", "s" * 64)
+        slow_subscribe: None, chat_guard: None) -> None:
     redis_channel = f"test-socketio-{secrets.token_hex(4)}"
 
     async def scenario() -> tuple[dict, dict]:
-        port = free_port()
-        server = await serve(channel_on(redis_channel), port)
         # Another Rasa server of the same deployment (only publishes here: a proactive message, an agent's reply).
         other = socketio.AsyncRedisManager(REDIS_URL, channel=redis_channel, write_only=True)
-        client = socketio.AsyncClient(reconnection=False)
-        confirmed: asyncio.Future = asyncio.get_running_loop().create_future()
-        uttered: asyncio.Future = asyncio.get_running_loop().create_future()
-        client.on("session_confirm", lambda data: confirmed.done() or confirmed.set_result(data))
-        client.on("bot_uttered", lambda data: uttered.done() or uttered.set_result(data))
         try:
-            await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"], socketio_path="/socket.io")
-            await client.emit("session_request", {"session_id": None})
-            session = await asyncio.wait_for(confirmed, 5)
-            await other.emit("bot_uttered", {"text": "Your washing machine reported a fault."},
-                             room=session["session_id"], namespace="/")
-            return session, await asyncio.wait_for(uttered, 5)
+            async with customer_of(channel_on(redis_channel)) as (session, uttered):
+                await other.emit("bot_uttered", {"text": "Your washing machine reported a fault."},
+                                 room=session["session_id"], namespace="/")
+                return session, await asyncio.wait_for(uttered, 5)
         finally:
-            await client.disconnect()
-            server.close()
-            await server.wait_closed()
             await other.redis.close()
 
     session, message = asyncio.run(scenario())
@@ -127,10 +142,8 @@ def test_in_memory_rooms_need_no_start() -> None:
 
 
 def test_the_session_is_confirmed_straight_to_the_socket_even_when_redis_loses_messages(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        chat_guard: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The socket that asked is on this server: its session_confirm needs no Redis round trip (nor Redis)."""
-    monkeypatch.setattr(guard_module, "_GUARD", InputGuard(GuardSettings()))
-    monkeypatch.setenv("CHAT_SESSION_SECRET", "s" * 64)
     published: list[Any] = []
 
     async def lost(self: SharedRooms, data: Any) -> None:
@@ -139,19 +152,8 @@ def test_the_session_is_confirmed_straight_to_the_socket_even_when_redis_loses_m
     monkeypatch.setattr(SharedRooms, "_publish", lost)
 
     async def scenario() -> dict:
-        port = free_port()
-        server = await serve(channel_on(f"test-socketio-{secrets.token_hex(4)}"), port)
-        client = socketio.AsyncClient(reconnection=False)
-        confirmed: asyncio.Future = asyncio.get_running_loop().create_future()
-        client.on("session_confirm", lambda data: confirmed.done() or confirmed.set_result(data))
-        try:
-            await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"], socketio_path="/socket.io")
-            await client.emit("session_request", {"session_id": None})
-            return await asyncio.wait_for(confirmed, 5)
-        finally:
-            await client.disconnect()
-            server.close()
-            await server.wait_closed()
+        async with customer_of(channel_on(f"test-socketio-{secrets.token_hex(4)}")) as (session, _uttered):
+            return session
 
     session = asyncio.run(scenario())
     assert len(session["session_id"]) == 32 and "session_confirm" not in published
