@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -159,17 +160,25 @@ class CrmAction(Action, ABC):
     def act(self, turn: Turn) -> list[EventType]:
         """The action's work; its returned events follow the identity events."""
 
+    def answers_in_place(self, tracker: Tracker) -> bool:
+        """For a form's closing action: whether the form's validation action may run it itself, in the
+        validation's own call (see :meth:`CrmFormValidationAction.closing_action`). False when its events would
+        start another form: the closing events are applied inside the form action, which deactivates after them."""
+        return True
+
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
         try:
-            return await asyncio.to_thread(self._run_sync, dispatcher, tracker, domain)
+            return await asyncio.to_thread(self.run_in_thread, dispatcher, tracker, domain)
         except Exception:
             logger.exception("action %s failed (conversation %s)", self.name(), tracker.sender_id)
             dispatcher.utter_message(text=CRM_UNAVAILABLE)
             return []
 
-    def _run_sync(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
+    def run_in_thread(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+                      ) -> list[EventType]:
+        """The action's work, blocking (call it from a worker thread); raises what ``act`` or the CRM raised."""
         write = self.writes_in(tracker)
         while True:  # twice at most: the second unit of work writes
             with crm_session(write=write) as session:
@@ -193,6 +202,17 @@ def end_form_unanswered(dispatcher: CollectingDispatcher) -> list[EventType]:
     the customer's next request picks up what they already said."""
     dispatcher.utter_message(text=CRM_UNAVAILABLE)
     return [SlotSet("requested_slot", None), ActiveLoop(None), FollowupAction("action_listen")]
+
+
+def completes_form(events: list[EventType], requested: str | None) -> bool:
+    """Whether a validation's events complete the form (the next requested slot is none) and Rasa will accept
+    them: with a slot asked for, Rasa rejects a form turn that set no other slot (rasa.core.actions.forms)."""
+    if any(e.get("event") in ("followup", "active_loop") for e in events):
+        return False  # the validation ended the form itself (end_form_unanswered, an interruption)
+    asked = [e for e in events if e.get("event") == "slot" and e.get("name") == "requested_slot"]
+    if not asked or asked[-1].get("value") is not None:
+        return False
+    return requested is None or any(e.get("event") == "slot" and e.get("name") != "requested_slot" for e in events)
 
 
 class CrmFormValidationAction(FormValidationAction, ABC):
@@ -228,11 +248,51 @@ class CrmFormValidationAction(FormValidationAction, ABC):
             interrupted = self.interrupt(dispatcher, tracker, domain)
             if interrupted is not None:
                 return identity_events + interrupted
+            requested = tracker.get_slot("requested_slot")
             validation = super(CrmFormValidationAction, self).run(dispatcher, tracker, domain)
-            return identity_events + asyncio.run(validation)
+            events = identity_events + asyncio.run(validation)
         except Exception:
             logger.exception("form validation failed (conversation %s)", tracker.sender_id)
             return identity_events + end_form_unanswered(dispatcher)
+        if completes_form(events, requested):
+            return events + self._close_in_place(dispatcher, tracker, domain, events)
+        return events
+
+    def closing_action(self) -> CrmAction | None:
+        """The action the form's rule runs once the form is complete (bot/data), or None.
+
+        When the validation completes the form, this call runs that action too and ends the turn with
+        ``FollowupAction("action_listen")``: the customer's answer costs Rasa one call to the action server
+        instead of two (a completed verification's reply waited 245 ms at the median for its two calls under
+        load, one call's 102 ms; README, Performance). The rule still runs it when this call could not:
+        :meth:`CrmAction.answers_in_place` said no, or the closing action failed here."""
+        return None
+
+    def _close_in_place(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any], events: list[EventType]
+    ) -> list[EventType]:
+        closing = self.closing_action()
+        tracker.add_slots(events)
+        tracker.slots["requested_slot"] = None
+        tracker.active_loop = {}  # as the closing action sees the conversation after the form
+        if closing is None or not closing.answers_in_place(tracker):
+            return []
+        # What this call said so far is part of the conversation the closing action reads (an escalation's
+        # transcript), as it would be after the form's own events were logged.
+        tracker.events = list(tracker.events) + [
+            {"event": "bot", "text": m.get("text"), "timestamp": time.time()} for m in dispatcher.messages]
+        own = CollectingDispatcher()
+        try:
+            closing_events = closing.run_in_thread(own, tracker, domain)
+        except Exception:
+            # Its unit of work rolled back and said nothing: the form's rule runs it again as its own call.
+            logger.exception("%s failed inside %s (conversation %s); the rule runs it next",
+                             closing.name(), self.name(), tracker.sender_id)
+            return []
+        dispatcher.messages.extend(own.messages)
+        if any(e.get("event") == "followup" for e in closing_events):
+            return closing_events
+        return closing_events + [FollowupAction("action_listen")]
 
     def interrupt(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]

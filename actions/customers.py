@@ -91,6 +91,9 @@ class ValidateVerifyForm(VerificationMixin, CrmFormValidationAction):
     ) -> list[str]:
         return self.VERIFY_SLOTS if self.needs_verification(tracker) else []
 
+    def closing_action(self) -> CrmAction:
+        return ActionResumeRequest()
+
 
 class ActionResumeRequest(CrmAction):
     """Answers what the customer asked for before verification (devices, ticket status, device health,
@@ -99,8 +102,21 @@ class ActionResumeRequest(CrmAction):
     def name(self) -> str:
         return "action_resume_request"
 
+    @staticmethod
+    def _request(tracker: Tracker) -> tuple[str | None, str | None]:
+        """What to answer, and for a problem described while verifying, its words."""
+        request = tracker.get_slot("pending_request")
+        if request in (None, "verify"):
+            # Verified by details in a message that also asked for something: answer that too.
+            asked, rest = request_in(str((tracker.latest_message or {}).get("text") or ""))
+            return asked or request, rest if asked == "report_problem" else None
+        return request, None
+
+    def answers_in_place(self, tracker: Tracker) -> bool:
+        # A problem report starts problem_form, which only the form's rule can activate after verify_form.
+        return bool(tracker.get_slot("form_interrupted")) or self._request(tracker)[0] != "report_problem"
+
     def act(self, turn: Turn) -> list[EventType]:
-        request = turn.tracker.get_slot("pending_request")
         done = [SlotSet("pending_request", None), SlotSet("verify_email", None), SlotSet("verify_reference", None)]
         if turn.tracker.get_slot("form_interrupted"):
             return done + [SlotSet("form_interrupted", None)]  # verification was stopped for a person
@@ -113,12 +129,9 @@ class ActionResumeRequest(CrmAction):
             )
             return done
         dispatcher, number = turn.dispatcher, turn.tracker.get_slot("ticket_number")
-        if request in (None, "verify"):
-            # Verified by details in a message that also asked for something: answer that too.
-            request, rest = request_in(str((turn.tracker.latest_message or {}).get("text") or ""))
-            request = request or turn.tracker.get_slot("pending_request")
-            if request == "report_problem":
-                done.append(SlotSet("problem_text", rest))
+        request, problem_text = self._request(turn.tracker)
+        if request == "report_problem" and problem_text is not None:
+            done.append(SlotSet("problem_text", problem_text))
         if request == "report_problem":
             # A problem described while verifying: the problem report starts now, asking only what is missing.
             return done + [ActiveLoop("problem_form")]

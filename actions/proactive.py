@@ -228,7 +228,7 @@ class ActionNotifyDevice(CrmAction):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
         try:
-            return await asyncio.to_thread(self._run_sync, dispatcher, tracker, domain)
+            return await asyncio.to_thread(self.run_in_thread, dispatcher, tracker, domain)
         except Exception:
             logger.exception("action %s failed (conversation %s)", self.name(), tracker.sender_id)
             return [SlotSet("proactive_id", None)]

@@ -153,6 +153,9 @@ class ValidateProblemForm(VerificationMixin, CrmFormValidationAction):
             return []  # verification locked: action_open_ticket explains what to do instead
         return PROBLEM_SLOTS
 
+    def closing_action(self) -> CrmAction:
+        return ActionOpenTicket()
+
     async def _extract_validation_events(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:

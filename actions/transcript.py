@@ -18,6 +18,10 @@ _DESCRIBED_ACTIONS = {
     "action_fallback": "did not understand a message (fallback)",
     "action_greet": "greeted the customer",
 }
+# A form's validation that completed it ran the form's closing action in the same call (actions/base.py,
+# closing_action): Rasa logs the form, its events, then FollowupAction("action_listen") before the form ends.
+# (A form the CRM could not serve ends before its follow-up: end_form_unanswered.)
+_CLOSED_IN_PLACE = {"verify_form": "action_resume_request", "problem_form": "action_open_ticket"}
 
 
 # What the customer's messages were about, in words an agent reads at a glance (not intent names).
@@ -114,11 +118,17 @@ def bot_tried(events: list[dict[str, Any]]) -> list[str]:
     """A short account of what the bot did in this conversation, for the agent."""
     tried: list[str] = []
     intents: list[str] = []
+    form, form_ended = None, False
     for event in events:
-        if event.get("event") == "action" and event.get("name") in _DESCRIBED_ACTIONS:
-            line = _DESCRIBED_ACTIONS[event["name"]]
-            if not tried or tried[-1] != line:
+        kind = event.get("event")
+        closed = kind == "followup" and event.get("name") == "action_listen" and form in _CLOSED_IN_PLACE and not form_ended
+        if kind == "action" or closed:
+            line = _DESCRIBED_ACTIONS.get(_CLOSED_IN_PLACE[form] if closed else event.get("name"))  # type: ignore[index]
+            if line and (not tried or tried[-1] != line):
                 tried.append(line)
+            form, form_ended = (None, False) if closed else (event.get("name"), False)
+        elif kind == "active_loop" and event.get("name") is None:
+            form_ended = True
         elif event.get("event") == "user":
             name = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
             if name and name not in intents:

@@ -106,3 +106,18 @@ def run_action(action: Any, tracker: Tracker) -> tuple[list[dict[str, Any]], lis
 
 def slots_of(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {e["name"]: e["value"] for e in events if e.get("event") == "slot"}
+
+
+def validated_slots(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The slots as a form's validation left them: before the closing action it ran in place when the form was
+    complete (``CrmFormValidationAction.closing_action``), whose events follow the last ``requested_slot``."""
+    asked = [i for i, e in enumerate(events) if e.get("event") == "slot" and e.get("name") == "requested_slot"]
+    return slots_of(events[: asked[-1] + 1] if asked else events)
+
+
+LISTEN_NEXT = {"event": "followup", "name": "action_listen"}
+
+
+def closed_in_place(events: list[dict[str, Any]]) -> bool:
+    """Whether the validation answered for the form's closing action and ends the turn (no second call)."""
+    return any({k: e.get(k) for k in ("event", "name")} == LISTEN_NEXT for e in events)

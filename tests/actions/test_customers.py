@@ -9,7 +9,7 @@ import pytest
 from actions.customers import ActionGreet, ActionResumeRequest, ValidateVerifyForm
 from crm_store.db import session_scope
 from crm_store.repositories.customers import find_customer_by_identity, link_identity
-from tests.actions.conftest import run_action, slots_of, tracker_from
+from tests.actions.conftest import closed_in_place, run_action, slots_of, tracker_from, validated_slots
 
 ANNA_EMAIL = "anna.schmidt@example.com"
 
@@ -71,10 +71,12 @@ def test_verification_locks_after_the_last_attempt(crm_url):
             {"event": "slot", "name": "verify_reference", "value": "ORD-2000-000000"}],
     )
     events, messages = run_action(ValidateVerifyForm(), tracker)
-    slots = slots_of(events)
+    slots = validated_slots(events)
     assert slots["verify_locked"] is True and slots["verify_attempts"] == 3
     assert slots["requested_slot"] is None  # stops asking
-    assert "stop trying in this conversation" in messages[-1]["text"]
+    assert "stop trying in this conversation" in messages[-2]["text"]
+    # The form's closing answer, in the same call: the request is not served.
+    assert messages[-1]["text"].startswith("I can only do that for a verified customer") and closed_in_place(events)
 
 
 def test_not_an_email_is_explained(crm_url):
@@ -99,6 +101,58 @@ def test_after_verification_the_pending_request_is_answered(crm_url):
     assert slots_of(events)["pending_request"] is None
 
 
+# --- the form's closing answer in the validation's own call ---------------------------------------------
+
+def test_the_details_that_verify_get_the_request_answered_in_the_same_call(crm_url):
+    """One call to the action server for the turn, not two: the validation answers for action_resume_request and
+    makes Rasa listen next (the rule's second call waited as long as the first under load)."""
+    events, messages = run_action(ValidateVerifyForm(), tracker_from("verify_reference"))
+    assert len(messages) == 2 and messages[0]["text"].startswith("Thank you, Anna, I've found your account")
+    assert messages[1]["text"].startswith("You have 3 appliances registered with us:")
+    assert closed_in_place(events) and events[-1] == {"event": "followup", "name": "action_listen", "timestamp": None}
+    slots = slots_of(events)
+    assert slots["customer_id"] == 1.0 and slots["pending_request"] is None and slots["verify_reference"] is None
+    assert slots["shown_devices"] == ["FR50-21000101", "WM80-23000102", "DW60-24000103"]
+
+
+def test_a_problem_described_while_verifying_is_left_to_the_forms_rule(crm_url):
+    """The answer that starts problem_form cannot come from inside verify_form (Rasa deactivates the form after
+    its events): the validation only verifies, and action_resume_request, the rule's next call, starts it."""
+    tracker = tracker_from("verify_reference", slots={"pending_request": "report_problem"})
+    events, messages = run_action(ValidateVerifyForm(), tracker)
+    assert not closed_in_place(events) and len(messages) == 1 and "found your account" in messages[0]["text"]
+    assert "pending_request" not in slots_of(events)
+    resumed = tracker_from("verify_reference", slots={**slots_of(events), "pending_request": "report_problem"})
+    events, _ = run_action(ActionResumeRequest(), resumed)
+    assert {"event": "active_loop", "name": "problem_form"} in [{k: e.get(k) for k in ("event", "name")} for e in events]
+
+
+def test_an_answer_that_fails_in_place_is_rolled_back_and_left_to_the_rule(crm_url, monkeypatch):
+    """A failure inside the closing action (here after it wrote to the CRM) rolls its unit of work back and says
+    nothing of it: the customer is verified, and the rule's own call answers (or says the CRM is away)."""
+    import actions.customers
+    from sqlalchemy import select
+
+    from crm_store.enums import JourneyStage
+    from crm_store.models.support import Interaction
+    from crm_store.repositories.interactions import record_interaction
+
+    def write_then_fail(turn, customer_id):  # type: ignore[no-untyped-def]
+        record_interaction(turn.session, customer_id=customer_id, stage=JourneyStage.START, event="half_done")
+        raise RuntimeError("the database went away mid-transaction")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(actions.customers, "deliver_held_messages", write_then_fail)
+        events, messages = run_action(ValidateVerifyForm(), tracker_from("verify_reference"))
+    assert not closed_in_place(events) and len(messages) == 1 and "found your account" in messages[0]["text"]
+    assert slots_of(events)["customer_id"] == 1.0 and "pending_request" not in slots_of(events)
+    with session_scope(crm_url, write=False) as s:
+        assert s.scalars(select(Interaction).where(Interaction.event == "half_done")).all() == []
+    resumed = tracker_from("verify_reference", slots={**slots_of(events), "pending_request": "list_devices"})
+    _, messages = run_action(ActionResumeRequest(), resumed)
+    assert messages[0]["text"].startswith("You have 3 appliances registered with us:")
+
+
 def test_locked_out_visitor_is_not_served(crm_url):
     tracker = tracker_from("verify_reference", slots={"verify_locked": True, "pending_request": "list_devices"})
     _events, messages = run_action(ActionResumeRequest(), tracker)
@@ -113,7 +167,7 @@ def _guess(email: str, reference: str, sender: str, client: str | None = None): 
                            events=tracker_from("verify_reference").events[:-1] + [
                                {"event": "slot", "name": "verify_reference", "value": reference}])
     events, messages = run_action(ValidateVerifyForm(), tracker)
-    return slots_of(events), messages[-1]["text"]
+    return validated_slots(events), " ".join(m["text"] for m in messages)
 
 
 @pytest.mark.parametrize("email", [ANNA_EMAIL, "nobody.here@example.com"])

@@ -8,15 +8,22 @@ from actions.tickets import ActionAskDeviceSerial, ActionOpenTicket, ValidatePro
 from crm_store.db import session_scope
 from crm_store.enums import TicketSource
 from crm_store.repositories.tickets import list_tickets, open_ticket
-from tests.actions.conftest import run_action, slots_of, tracker_from
+from tests.actions.conftest import closed_in_place, run_action, slots_of, tracker_from, validated_slots
 
 
 def test_named_appliance_and_descriptive_first_message_fill_the_form(crm_url):
-    events, _messages = run_action(ValidateProblemForm(), tracker_from("problem_reported"))
-    slots = slots_of(events)
+    events, messages = run_action(ValidateProblemForm(), tracker_from("problem_reported"))
+    slots = validated_slots(events)
     assert slots["device_serial"] == "WM80-23000102"
     assert slots["symptom"] == "my washing machine won't drain"
     assert slots["requested_slot"] is None
+    # The complete form's ticket is opened in the same call (action_open_ticket's work), and the turn ends.
+    number = slots_of(events)["ticket_number"]
+    assert closed_in_place(events) and f"I've opened ticket {number} for your washing machine" in messages[-1]["text"]
+    with session_scope(crm_url, write=False) as s:
+        tickets = list_tickets(s, customer_id=1, only_open=True)
+        assert [t.number for t in tickets if t.device and t.device.serial == "WM80-23000102"] == [number]
+    assert slots_of(events)["device_serial"] is None  # the report's slots are reset for the next one
 
 
 def test_without_an_appliance_the_bot_asks_which_one_with_buttons(crm_url):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.error
 import urllib.request
@@ -9,6 +10,7 @@ import uuid
 
 import pytest
 
+from actions.transcript import bot_tried
 from tests.e2e.conftest import Stack
 
 
@@ -45,8 +47,36 @@ def test_verify_see_devices_open_ticket_once_and_read_status(stack: Stack):
     assert detail["source"] == "chat" and detail["fault_code"] == "E21"
     assert [e["kind"] for e in detail["events"]] == ["created", "customer_contact"]
 
+    # Each answer that completed a form came from the form's own call to the action server: Rasa ran no closing
+    # action after it (action_resume_request, action_open_ticket) and listened.
+    with urllib.request.urlopen(stack.rasa_request(f"/conversations/{sender}/tracker"), timeout=10) as resp:
+        events = json.load(resp)["events"]
+    turns = actions_per_turn(events)
+    assert turns["ORD-2021-000101"] == ["verify_form"]
+    assert turns["my washing machine won't drain"] == turns["the washer still won't drain!!"] == ["problem_form"]
+    assert turns[f"what's the status of ticket {number}?"] == ["verify_form"]
+    # What an agent would read of it in a handoff's summary, from the tracker as Rasa stored it.
+    assert bot_tried(events)[1:] == [
+        "greeted the customer", "asked for details to verify the customer", "answered a request about devices or tickets",
+        "collected the problem report", "opened or updated a ticket", "collected the problem report",
+        "opened or updated a ticket", "asked for details to verify the customer",
+        "answered a request about devices or tickets"]
+
     # The same chat is now known: greeted by name, loyalty acknowledged.
     assert texts(stack.say(sender, "hi")).startswith("Hi Anna, welcome back! Thank you for being a Gold member")
+
+
+def actions_per_turn(events: list[dict]) -> dict[str, list[str]]:
+    """Each customer message's text and the actions Rasa ran for it (action_listen and slot extraction aside)."""
+    turns: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for event in events:
+        if event["event"] == "user":
+            current = turns.setdefault(event["text"], [])
+        elif event["event"] == "action" and current is not None and event["name"] not in (
+                "action_listen", "action_extract_slots"):
+            current.append(event["name"])
+    return turns
 
 
 def test_wrong_details_never_reveal_an_account_and_lock_after_three_tries(stack: Stack):
