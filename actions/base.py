@@ -264,8 +264,9 @@ class CrmFormValidationAction(FormValidationAction, ABC):
         When the validation completes the form, this call runs that action too and ends the turn with
         ``FollowupAction("action_listen")``: the customer's answer costs Rasa one call to the action server
         instead of two (a completed verification's reply waited 245 ms at the median for its two calls under
-        load, one call's 102 ms; README, Performance). The rule still runs it when this call could not:
-        :meth:`CrmAction.answers_in_place` said no, or the closing action failed here."""
+        load, one call's 102 ms; README, Performance). The rule still runs it when :meth:`CrmAction.answers_in_place`
+        says no. A closing action that fails here is rolled back and answered as :meth:`CrmAction.run` answers a
+        failure: ``CRM_UNAVAILABLE``, once."""
         return None
 
     def _close_in_place(
@@ -273,10 +274,10 @@ class CrmFormValidationAction(FormValidationAction, ABC):
     ) -> list[EventType]:
         closing = self.closing_action()
         tracker.add_slots(events)
-        tracker.slots["requested_slot"] = None
-        tracker.active_loop = {}  # as the closing action sees the conversation after the form
         if closing is None or not closing.answers_in_place(tracker):
             return []
+        tracker.slots["requested_slot"] = None
+        tracker.active_loop = {}  # as the closing action sees the conversation after the form
         # What this call said so far is part of the conversation the closing action reads (an escalation's
         # transcript), as it would be after the form's own events were logged.
         tracker.events = list(tracker.events) + [
@@ -285,10 +286,11 @@ class CrmFormValidationAction(FormValidationAction, ABC):
         try:
             closing_events = closing.run_in_thread(own, tracker, domain)
         except Exception:
-            # Its unit of work rolled back and said nothing: the form's rule runs it again as its own call.
-            logger.exception("%s failed inside %s (conversation %s); the rule runs it next",
-                             closing.name(), self.name(), tracker.sender_id)
-            return []
+            # Its unit of work rolled back. What the rule's own call did on a failure: say so once and listen, the
+            # request's slots kept (running it again now would wait as long on the same locked or absent database).
+            logger.exception("%s failed inside %s (conversation %s)", closing.name(), self.name(), tracker.sender_id)
+            dispatcher.utter_message(text=CRM_UNAVAILABLE)
+            return [FollowupAction("action_listen")]
         dispatcher.messages.extend(own.messages)
         if any(e.get("event") == "followup" for e in closing_events):
             return closing_events

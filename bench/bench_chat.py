@@ -461,7 +461,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds run before measuring, per level and bot")
     parser.add_argument("--turn-timeout", type=float, default=60.0)
     parser.add_argument("--max-turns", type=int, default=5000, help="upper bound of turns per level and bot")
-    parser.add_argument("--customers", type=int, default=1500, help="demo customers loaded into the CRM")
+    parser.add_argument("--customers", type=int, default=3000, help="demo customers loaded into the CRM")
     parser.add_argument("--no-bare", action="store_true", help="leave out rasa init's bot")
     parser.add_argument("--rounds", type=int, default=3,
                         help="back-to-back product/bare pairs at 20 customers on the headline channel (median ratio)")
@@ -512,13 +512,14 @@ def main() -> int:
               flush=True)
         per_level: dict[str, dict[str, Any]] = {}
         used = 0  # customers already verified in this run: each level goes on with the next ones
+        reused = False  # a customer's second conversation asks about their ticket again: handed to a person
 
         def product_at(users: int, channel: str) -> dict[str, Any]:
-            nonlocal used
+            nonlocal used, reused
             if used + users > len(customers):
-                print("    note: every demo customer has had a conversation; starting again from the first",
-                      flush=True)
-                used = 0
+                print("    note: every demo customer has had a conversation; starting again from the first (their "
+                      "status turns may now be handed to a person: raise --customers)", flush=True)
+                used, reused = 0, True
             summary = measure(args, "product", rasa_url, product_script, customers[used:] + customers[:used],
                               users, channel, pids)
             used += summary["conversations_started"]
@@ -576,6 +577,7 @@ def main() -> int:
                      "model": pathlib.Path(args.model or "").name,
                      "rasa_url": args.rasa_url or ("run_stack.py --topology production" if args.topology == "production"
                                                    else "run_stack.py (default topology)"),
+                     "customers_verifiable": len(customers), "customers_reused": reused,
                      "product_turns_per_conversation": len(product_script({})),
                      "bare_turns_per_conversation": len(bare_script({}))},
         "machine": {**facts, "loadavg_at_end": list(os.getloadavg())},
