@@ -255,7 +255,7 @@ class CrmFormValidationAction(FormValidationAction, ABC):
             logger.exception("form validation failed (conversation %s)", tracker.sender_id)
             return identity_events + end_form_unanswered(dispatcher)
         if completes_form(events, requested):
-            return events + self._close_in_place(dispatcher, tracker, domain, events)
+            return events + self._close_in_place(dispatcher, tracker, domain)
         return events
 
     def closing_action(self) -> CrmAction | None:
@@ -270,10 +270,10 @@ class CrmFormValidationAction(FormValidationAction, ABC):
         return None
 
     def _close_in_place(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any], events: list[EventType]
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
+        # The tracker already holds the identity and validation slots (added above and by rasa-sdk's validation).
         closing = self.closing_action()
-        tracker.add_slots(events)
         if closing is None or not closing.answers_in_place(tracker):
             return []
         tracker.slots["requested_slot"] = None

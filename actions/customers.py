@@ -130,10 +130,10 @@ class ActionResumeRequest(CrmAction):
             return done
         dispatcher, number = turn.dispatcher, turn.tracker.get_slot("ticket_number")
         request, problem_text = self._request(turn.tracker)
-        if request == "report_problem" and problem_text is not None:
-            done.append(SlotSet("problem_text", problem_text))
         if request == "report_problem":
             # A problem described while verifying: the problem report starts now, asking only what is missing.
+            if problem_text is not None:
+                done.append(SlotSet("problem_text", problem_text))
             return done + [ActiveLoop("problem_form")]
         if request == "list_devices":
             turn.dispatcher.utter_message(text=describe_devices(turn.session, turn.customer))

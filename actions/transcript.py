@@ -118,21 +118,25 @@ def bot_tried(events: list[dict[str, Any]]) -> list[str]:
     """A short account of what the bot did in this conversation, for the agent."""
     tried: list[str] = []
     intents: list[str] = []
-    form, form_ended = None, False
+    form: str | None = None  # the action that ran last, until its form ends
     for event in events:
-        kind = event.get("event")
-        closed = kind == "followup" and event.get("name") == "action_listen" and form in _CLOSED_IN_PLACE and not form_ended
-        if kind == "action" or closed:
-            line = _DESCRIBED_ACTIONS.get(_CLOSED_IN_PLACE[form] if closed else event.get("name"))  # type: ignore[index]
-            if line and (not tried or tried[-1] != line):
-                tried.append(line)
-            form, form_ended = (None, False) if closed else (event.get("name"), False)
-        elif kind == "active_loop" and event.get("name") is None:
-            form_ended = True
-        elif event.get("event") == "user":
-            name = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
-            if name and name not in intents:
-                intents.append(name)
+        kind, name = event.get("event"), event.get("name")
+        if kind == "followup" and name == "action_listen" and form in _CLOSED_IN_PLACE:
+            name, form = _CLOSED_IN_PLACE[form], None  # the form's closing action, run in the form's own call
+        elif kind == "action":
+            form = name
+        elif kind == "active_loop" and name is None:
+            form = None
+            continue
+        else:
+            if kind == "user":
+                intent = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
+                if intent and intent not in intents:
+                    intents.append(intent)
+            continue
+        line = _DESCRIBED_ACTIONS.get(name)  # type: ignore[arg-type]
+        if line and (not tried or tried[-1] != line):
+            tried.append(line)
     fallbacks = sum(1 for e in events if e.get("event") == "action" and e.get("name") == "action_fallback")
     topics = [INTENT_LABELS[i] for i in intents if i in INTENT_LABELS]
     summary = [f"customer's messages were about: {', '.join(topics) or 'nothing yet'}"]
