@@ -47,7 +47,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 sys.path.insert(1, str(pathlib.Path(__file__).resolve().parents[1]))
 from chat_load import Step, run_level, summarise  # noqa: E402
 
-from scripts.topology import free_port  # noqa: E402
+from scripts.topology import free_port, throwaway_env  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TMP = ROOT / "bench" / "tmp"
@@ -104,44 +104,19 @@ NO_CHAT_RATE_LIMITS = {"CHAT_RATE_PER_CLIENT": "1000000/minute", "CHAT_RATE_PER_
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
-def postgres_urls(database: str) -> tuple[str, str, str]:
-    """(CRM URL, tracker store URL, tracker password) for `database` on PG_URL's server: the CRM's driver is psycopg 3,
-    Rasa's tracker store takes a plain postgresql:// URL with the password apart (scripts/topology.py)."""
-    from sqlalchemy.engine import make_url  # Rasa's SQLAlchemy 1.4 has it too
-
-    url = make_url(PG_URL).set(database=database)
-    crm = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    # URL.set() leaves a field given None unchanged; the tracker URL must carry no password at all.
-    tracker = url.set(drivername="postgresql")._replace(password=None).render_as_string(hide_password=False)
-    return crm, tracker, url.password or ""
-
-
 class Stack:
     """scripts/run_stack.py in a throw-away folder, stopped with SIGTERM (it stops its children in order)."""
 
     def __init__(self, model: str, work: pathlib.Path, customers: int, topology: str = "default") -> None:
         self.work, self.databases = work, []
         self.ports = {k: free_port() for k in ("rasa", "actions", "web", "mqtt", "mqtt-tls", "web-tls")}
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_HOST",
-                            "MQTT_PORT", "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD", "VIRTUAL_ENV",
-                            "DATABASE_URL", "TRACKER_STORE_URL", "REDIS_URL", "REDIS_KEY_PREFIX", "REDIS_PASSWORD",
-                            "TRACKER_PASSWORD", "REST_CHANNEL_TOKEN")}
+        # Data of its own (production: throw-away PostgreSQL databases, a Redis key prefix, a REST channel token, for
+        # the benchmark's customers are the trusted back end production requires) and the team staffed around the
+        # clock, so that no conversation is handed to a person whatever time the benchmark runs.
+        env, self.databases = throwaway_env(os.environ, work, "embedded" if topology == "default" else topology,
+                                            name="bench", postgres_url=PG_URL, redis_db=5)
         env.update(NO_CHAT_RATE_LIMITS)
-        env["ESCALATION_CONFIG"] = str(work / "escalation.yml")
-        if topology == "default":
-            env.update({"DATABASE_URL": f"sqlite:///{work}/crm.db", "TRACKER_DIALECT": "sqlite",
-                        "TRACKER_DB": str(work / "tracker.db")})
-        else:
-            # make run-production's topology on throw-away PostgreSQL databases, a Redis key prefix of its own
-            # and a REST channel token: the benchmark's customers are the trusted back end production requires.
-            suffix = secrets.token_hex(5)
-            self.databases = [f"bench_crm_{suffix}", f"bench_tracker_{suffix}"]
-            crm, _, password = postgres_urls(self.databases[0])
-            _, tracker, _ = postgres_urls(self.databases[1])
-            env.update({"DATABASE_URL": crm, "TRACKER_STORE_URL": tracker, "TRACKER_PASSWORD": password,
-                        "REDIS_URL": "redis://127.0.0.1:6379/5", "REDIS_KEY_PREFIX": f"bench{suffix}",
-                        "REST_CHANNEL_TOKEN": secrets.token_hex(32)})
+        if topology != "default":
             os.environ["REST_CHANNEL_TOKEN"] = env["REST_CHANNEL_TOKEN"]  # chat_load's REST transport sends it
         self.topology, self.proc = topology, None
         try:
@@ -157,8 +132,6 @@ class Stack:
 
     def _start(self, model: str, env: dict[str, str], customers: int) -> None:
         work = self.work
-        # Around the clock so no conversation is handed to a person whatever time the benchmark runs.
-        (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
         # More demo customers than run_stack.py loads (300), so that every conversation of a run can verify as
         # a customer no earlier conversation used: a customer asking about their ticket again and again is
         # handed to a person (escalation.yml, repeat_contact), which is not the turn being measured.

@@ -28,7 +28,7 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from scripts.topology import free_port  # noqa: E402
+from scripts.topology import free_port, throwaway_env  # noqa: E402
 
 from tests.e2e.browser_kit import launch  # noqa: E402
 
@@ -47,15 +47,12 @@ OBSERVE = """(args) => {
 
 def start_stack(model: str, work: pathlib.Path) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
     ports = {k: free_port() for k in ("rasa", "actions", "web", "mqtt")}
-    (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite", TRACKER_DB=str(work / "tracker.db"),
-               ESCALATION_CONFIG=str(work / "escalation.yml"), CHAT_RATE_PER_CLIENT="100000/minute",
+    env, _ = throwaway_env(os.environ, work)  # SQLite files in `work`, the team staffed around the clock
+    env.update(CHAT_RATE_PER_CLIENT="100000/minute",
                # 50 messages from one customer within a minute: above the guard's 20/minute per conversation,
                # which would refuse them (a person typing never gets there)
                CHAT_RATE_PER_CONVERSATION="100000/minute",
                ANONYMOUS_ESCALATIONS_PER_CLIENT="100000/hour")  # every simulated customer is 127.0.0.1
-    for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD"):
-        env.pop(key, None)
     cmd = [str(ROOT / ".venv-app/bin/python"), str(ROOT / "scripts/run_stack.py"), "--model", model,
            "--rasa-port", str(ports["rasa"]), "--actions-port", str(ports["actions"]), "--web-port", str(ports["web"]),
            "--mqtt-port", str(ports["mqtt"]), "--mqtt-tls-port", str(free_port()), "--env-file", str(work / ".env"), "--log-dir", str(work / "log")]

@@ -27,7 +27,7 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from scripts.topology import free_port  # noqa: E402
+from scripts.topology import free_port, throwaway_env  # noqa: E402
 
 from bench.dialogue_suite import Customers, load_suite, run_conversation, summarise  # noqa: E402
 
@@ -36,15 +36,11 @@ from bench.dialogue_suite import Customers, load_suite, run_conversation, summar
 def start_stack(work: pathlib.Path, model: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port(), "mqtt-tls": free_port()}
     # The project's escalation rules as shipped, with the team staffed around the clock whatever the hour.
-    config = (ROOT / "escalation.yml").read_text()
-    (work / "escalation.yml").write_text(re.sub(r"(?m)^  always: false", "  always: true", config))
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite",
-               TRACKER_DB=str(work / "tracker.db"), FACEBOOK_APP_SECRET="", ESCALATION_CONFIG=str(work / "escalation.yml"),
+    staffed = re.sub(r"(?m)^  always: false", "  always: true", (ROOT / "escalation.yml").read_text())
+    env, _ = throwaway_env(os.environ, work, escalation=staffed)
+    env.update(FACEBOOK_APP_SECRET="",
                # Every suite customer comes from 127.0.0.1: the per-address limit would count the whole suite.
                CHAT_RATE_PER_CLIENT="100000/minute", ANONYMOUS_ESCALATIONS_PER_CLIENT="100000/hour")
-    for key in ("MQTT_HOST", "MQTT_PORT", "SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD",
-                "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD"):
-        env.pop(key, None)
     cmd = [str(ROOT / ".venv-app/bin/python"), str(ROOT / "scripts/run_stack.py"), "--model", model,
            "--env-file", str(work / ".env"), "--log-dir", str(work / "log"),
            *[a for name, port in ports.items() for a in (f"--{name}-port", str(port))]]

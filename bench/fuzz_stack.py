@@ -18,15 +18,15 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
-from scripts.topology import free_port
+from scripts.topology import STACK_OWN_VARIABLES, free_port, throwaway_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GENERATED = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
              "MQTT_BRIDGE_PASSWORD")
-# Raised by the end-to-end tests or set by an operator's shell: never inherited by the fuzz's stack.
-NOT_INHERITED = (*GENERATED, "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "REDIS_URL", "ESCALATION_CONFIG",
-                 "FACEBOOK_APP_SECRET", "CHAT_MAX_CHARS", "CHAT_RATE_PER_CONVERSATION", "CHAT_RATE_PER_CLIENT",
-                 "CHAT_TRUSTED_PROXIES", "VERIFY_MAX_ATTEMPTS", "VERIFY_MAX_FAILURES_PER_IDENTITY",
+# Beside the stack's own (secrets, data stores), the limits the end-to-end tests raise or an operator's shell may set:
+# the fuzz runs on the defaults.
+NOT_INHERITED = (*STACK_OWN_VARIABLES, "FACEBOOK_APP_SECRET", "CHAT_MAX_CHARS", "CHAT_RATE_PER_CONVERSATION",
+                 "CHAT_RATE_PER_CLIENT", "CHAT_TRUSTED_PROXIES", "VERIFY_MAX_ATTEMPTS", "VERIFY_MAX_FAILURES_PER_IDENTITY",
                  "VERIFY_MAX_FAILURES_PER_CLIENT", "SIGN_IN_MAX_FAILURES", "SIGN_IN_RATE_PER_CLIENT")
 
 
@@ -62,8 +62,7 @@ class Stack:
 def start_stack(work: pathlib.Path, model: str, timeout: float = 1200) -> Stack:
     """Starts the embedded stack; returns once it printed READY and Rasa answered a first message."""
     ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port(), "mqtt-tls": free_port()}
-    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-    env.update(DATABASE_URL=f"sqlite:///{work}/crm.db", TRACKER_DIALECT="sqlite", TRACKER_DB=str(work / "tracker.db"))
+    env, _ = throwaway_env({k: v for k, v in os.environ.items() if k not in NOT_INHERITED}, work, escalation=None)
     cmd = [str(ROOT / ".venv-app/bin/python"), str(ROOT / "scripts/run_stack.py"), "--model", model,
            "--env-file", str(work / ".env"), "--log-dir", str(work / "log"),
            "--ready-timeout", str(timeout),

@@ -18,9 +18,11 @@ broker's configuration) go to the state folder: var/production/ for ``make run-p
 from __future__ import annotations
 
 import pathlib
+import secrets
 import socket
 import threading
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 PRODUCTION_DEFAULTS = {
@@ -98,6 +100,59 @@ def production_env(env: dict[str, str]) -> None:
     env.setdefault("REDIS_PASSWORD", "")
     env.update({"SOCKETIO_REDIS_URL": env["REDIS_URL"], "SOCKETIO_REDIS_PASSWORD": env["REDIS_PASSWORD"],
                 "SOCKETIO_REDIS_CHANNEL": f"{env['REDIS_KEY_PREFIX']}-socketio"})
+
+
+# What a throw-away stack (a test session's, a benchmark's) never takes from the caller's environment: the launcher
+# generates the secrets into the stack's own .env, and where it keeps its data is its own (an operator's shell, or
+# another stack's, may have set any of these).
+STACK_OWN_VARIABLES = (
+    "SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD",
+    "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "TRACKER_PASSWORD", "REDIS_URL", "REDIS_KEY_PREFIX",
+    "REDIS_PASSWORD", "REST_CHANNEL_TOKEN", "ESCALATION_CONFIG", "VIRTUAL_ENV",
+)
+ALWAYS_STAFFED = "staffed_hours:\n  always: true\n"
+
+
+def throwaway_env(base: Mapping[str, str], work: pathlib.Path, topology: str = "embedded", *, name: str = "stack",
+                  postgres_url: str = "", redis_db: int = 5, escalation: str | None = ALWAYS_STAFFED
+                  ) -> tuple[dict[str, str], list[str]]:
+    """The environment for ``run_stack.py --topology <topology>`` with data of its own in ``work``.
+
+    Returns (environment, PostgreSQL database names): ``base`` without :data:`STACK_OWN_VARIABLES`, plus
+    - embedded: the CRM and the tracker store in SQLite files in ``work`` (no databases);
+    - production: two new database names (``<name>_crm_<random>``, ``<name>_tracker_<random>``) on the server of
+      ``postgres_url`` (``postgresql+psycopg://user[:password]@host:port/any``; ``run_stack.py`` creates them when
+      missing, the caller drops them);
+      Redis database ``redis_db`` with a key prefix (and so a socket.io channel) of its own; a REST channel token,
+      for the caller is the trusted back end that production's REST channel requires;
+    - both: ``escalation`` (YAML; by default the team staffed around the clock, so that no conversation is handed to
+      a person because of the hour the run happens at) written to ``work/escalation.yml``; None: the shipped rules.
+    Raises ValueError for a topology other than ``embedded`` or ``production``.
+    """
+    env = {key: value for key, value in base.items() if key not in STACK_OWN_VARIABLES}
+    if escalation is not None:
+        (work / "escalation.yml").write_text(escalation)
+        env["ESCALATION_CONFIG"] = str(work / "escalation.yml")
+    if topology == "embedded":
+        env.update({"DATABASE_URL": f"sqlite:///{work}/crm.db", "TRACKER_DIALECT": "sqlite",
+                    "TRACKER_DB": str(work / "tracker.db")})
+        return env, []
+    if topology != "production":
+        raise ValueError(f"unknown topology {topology!r}")
+    suffix = secrets.token_hex(5)
+    databases = [f"{name}_crm_{suffix}", f"{name}_tracker_{suffix}"]
+    server = urllib.parse.urlsplit(postgres_url)
+    user_info, _, host_port = server.netloc.rpartition("@")
+    user, _, password = user_info.partition(":")
+    env.update({
+        "DATABASE_URL": f"postgresql+psycopg://{server.netloc}/{databases[0]}",
+        # Rasa's tracker store takes the password apart (production_env refuses one in the URL).
+        "TRACKER_STORE_URL": f"postgresql://{user + '@' if user else ''}{host_port}/{databases[1]}",
+        "TRACKER_PASSWORD": urllib.parse.unquote(password),
+        "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "REDIS_KEY_PREFIX": f"{name}{suffix}",
+        "REST_CHANNEL_TOKEN": secrets.token_hex(32),
+    })
+    return env, databases
 
 
 def ensure_databases(env: dict[str, str]) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from scripts.topology import free_port
+from scripts.topology import free_port, throwaway_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -262,15 +262,22 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     work = tmp_path_factory.mktemp(f"stack-{topology}")
     ports = {"rasa": free_port(), "actions": free_port(), "web": free_port(), "mqtt": free_port(),
              "mqtt_tls": free_port(), "web_tls": free_port()}
-    env = dict(os.environ)
+    postgres_url = ""
+    if topology == "production":
+        from tests.conftest import PG_ADMIN_URL, postgres_available
+
+        if not postgres_available():
+            pytest.fail("the production topology needs PostgreSQL on 127.0.0.1:5432")
+        postgres_url = PG_ADMIN_URL
+    # Databases, a Redis key prefix and socket.io channel of this test session's own; the team staffed around the
+    # clock, whatever time the tests run; the launcher generates the secrets into the test's own .env.
+    env, databases = throwaway_env(os.environ, work, topology, name="e2e", postgres_url=postgres_url, redis_db=4)
     env.update({
         # Messenger on, its Graph API calls to the local stand-in for Facebook's servers.
         "FACEBOOK_APP_SECRET": FB_APP_SECRET,
         "FACEBOOK_VERIFY_TOKEN": "e2e-verify-token",
         "FACEBOOK_PAGE_ACCESS_TOKEN": "e2e-page-token",
         "FACEBOOK_GRAPH_URL": fake_graph.url,
-        # The team is staffed around the clock here, whatever time the tests run.
-        "ESCALATION_CONFIG": str(work / "escalation.yml"),
         # Every test customer shares 127.0.0.1: the per-address chat limit would count the whole suite.
         "CHAT_RATE_PER_CLIENT": "100000/minute",
         "VERIFY_MAX_FAILURES_PER_CLIENT": "100000",
@@ -279,29 +286,6 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         # stored the turn (which the test checks is erased too), and the suite does not wait a minute per topology.
         "CHAT_ERASURE_DELAY_SECONDS": "5",
     })
-    for key in ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
-                "MQTT_BRIDGE_PASSWORD", "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "REDIS_URL",
-                "REDIS_KEY_PREFIX", "REDIS_PASSWORD", "TRACKER_PASSWORD", "REST_CHANNEL_TOKEN"):
-        env.pop(key, None)  # the launcher generates the secrets into the test's own .env
-    databases: list[str] = []
-    if topology == "embedded":
-        env.update({"DATABASE_URL": f"sqlite:///{work}/crm.db", "TRACKER_DIALECT": "sqlite",
-                    "TRACKER_DB": str(work / "tracker.db")})
-    else:
-        from tests.conftest import PG_ADMIN_URL, postgres_available
-
-        if not postgres_available():
-            pytest.fail("the production topology needs PostgreSQL on 127.0.0.1:5432")
-        # Throw-away databases and a Redis key prefix and socket.io channel of this test session's own.
-        suffix = uuid.uuid4().hex[:10]
-        databases = [f"e2e_crm_{suffix}", f"e2e_tracker_{suffix}"]
-        server = PG_ADMIN_URL.rsplit("/", 1)[0]
-        env.update({"DATABASE_URL": f"{server}/{databases[0]}",
-                    "TRACKER_STORE_URL": f"{server.replace('+psycopg', '')}/{databases[1]}",
-                    "REDIS_URL": "redis://127.0.0.1:6379/4", "REDIS_KEY_PREFIX": f"e2e{suffix}",
-                    # The tests' REST client is the trusted back end: production's REST channel requires it.
-                    "REST_CHANNEL_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex})
-    (work / "escalation.yml").write_text("staffed_hours:\n  always: true\n")
     env_file = work / ".env"
     cmd = [str(ROOT / ".venv-app" / "bin" / "python"), str(ROOT / "scripts" / "run_stack.py"), "--topology", topology,
            "--rasa-port", str(ports["rasa"]), "--actions-port", str(ports["actions"]), "--web-port", str(ports["web"]),
