@@ -270,7 +270,10 @@ frontend rasa
   default_backend rasa
 backend rasa
   http-request disable-l7-retry unless {{ method GET HEAD OPTIONS }} || {{ req.hdr(Idempotency-Key) -m found }}
-  balance roundrobin
+  # A chat turn's request stays open until the turn is answered, and turns differ in cost (a greeting makes two
+  # action calls, small talk none): the server with the fewest turns in progress takes the next one, rather than
+  # the next in turn whose queue may be the longer. A socket.io client's cookie still keeps it on its server.
+  balance leastconn
   cookie RASA_SERVER insert indirect nocache httponly
   option httpchk GET /
   http-check expect status 200
@@ -280,7 +283,8 @@ frontend actions
   default_backend actions
 backend actions
   http-request disable-l7-retry unless {{ method GET HEAD OPTIONS }} || {{ req.hdr(Idempotency-Key) -m found }}
-  balance roundrobin
+  # Action calls differ in cost too (a ticket's form closing against a greeting): the least busy server.
+  balance leastconn
   option httpchk GET /health
   http-check expect status 200
 {servers("actions", False)}
