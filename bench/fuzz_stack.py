@@ -18,11 +18,9 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
-from scripts.topology import STACK_OWN_VARIABLES, free_port, throwaway_env
+from scripts.topology import GENERATED_SECRETS, STACK_OWN_VARIABLES, free_port, throwaway_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GENERATED = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
-             "MQTT_BRIDGE_PASSWORD")
 # Beside the stack's own (secrets, data stores), the limits the end-to-end tests raise or an operator's shell may set:
 # the fuzz runs on the defaults.
 NOT_INHERITED = (*STACK_OWN_VARIABLES, "FACEBOOK_APP_SECRET", "CHAT_MAX_CHARS", "CHAT_RATE_PER_CONVERSATION",
@@ -49,7 +47,7 @@ class Stack:
         """The stack's generated secrets (name → value) from its .env."""
         values = dict(line.split("=", 1) for line in (self.work / ".env").read_text().splitlines()
                       if "=" in line and not line.startswith("#"))
-        return {k: v.strip() for k, v in values.items() if k in GENERATED and v.strip()}
+        return {k: v.strip() for k, v in values.items() if k in GENERATED_SECRETS and v.strip()}
 
     def staff_token(self) -> str:
         """An admin's bearer token, signed in with ADMIN_PASSWORD like any staff client."""

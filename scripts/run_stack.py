@@ -28,7 +28,8 @@ from collections.abc import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from supervisor import GaveUp, Supervisor  # noqa: E402
-from topology import Plan, embedded_plan, ensure_databases, free_port, production_env, production_plan  # noqa: E402
+from topology import (GENERATED_SECRETS, Plan, embedded_plan, ensure_databases, free_port,  # noqa: E402
+                      production_env, production_plan)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 APP_PY = ROOT / ".venv-app" / "bin" / "python"
@@ -41,9 +42,6 @@ _RASA_SECRET: list[str] = []
 # The devices' CA (device_hooks.pki): readiness checks HAProxy's HTTPS frontend against it.
 _CA_FILE: list[str] = []
 
-# Generated once into .env so that a fresh clone runs with real secrets, never placeholders.
-GENERATED_SECRETS = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
-                     "MQTT_BRIDGE_PASSWORD", "CHAT_SESSION_SECRET")
 
 
 def read_env_file(path: pathlib.Path) -> dict[str, str]:

@@ -102,13 +102,15 @@ def production_env(env: dict[str, str]) -> None:
                 "SOCKETIO_REDIS_CHANNEL": f"{env['REDIS_KEY_PREFIX']}-socketio"})
 
 
+# Generated once into .env by run_stack.py so that a fresh clone runs with real secrets, never placeholders.
+GENERATED_SECRETS = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
+                     "MQTT_BRIDGE_PASSWORD", "CHAT_SESSION_SECRET")
 # What a throw-away stack (a test session's, a benchmark's) never takes from the caller's environment: the launcher
 # generates the secrets into the stack's own .env, and where it keeps its data is its own (an operator's shell, or
 # another stack's, may have set any of these).
 STACK_OWN_VARIABLES = (
-    "SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD", "MQTT_BRIDGE_PASSWORD",
-    "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "TRACKER_PASSWORD", "REDIS_URL", "REDIS_KEY_PREFIX",
-    "REDIS_PASSWORD", "REST_CHANNEL_TOKEN", "ESCALATION_CONFIG", "VIRTUAL_ENV",
+    *GENERATED_SECRETS, "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "TRACKER_PASSWORD", "REDIS_URL",
+    "REDIS_KEY_PREFIX", "REDIS_PASSWORD", "REST_CHANNEL_TOKEN", "ESCALATION_CONFIG", "VIRTUAL_ENV",
 )
 ALWAYS_STAFFED = "staffed_hours:\n  always: true\n"
 

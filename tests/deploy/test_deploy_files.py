@@ -8,7 +8,11 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from ruamel.yaml import YAML
@@ -29,6 +33,29 @@ def tool(name: str) -> str:
             pytest.fail(f"{name} is missing: scripts/setup.sh installs it")
         pytest.skip(f"{name} is not installed (scripts/setup.sh installs it)")
     return path
+
+
+@contextmanager
+def running_haproxy(cfg: pathlib.Path, *ports: int) -> Iterator[subprocess.Popen[bytes]]:
+    """The real HAProxy on ``cfg`` (foreground), yielded once each of ``ports`` accepts connections (20 s at most);
+    terminated afterwards."""
+    proc = subprocess.Popen([tool("haproxy"), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        for port in ports:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    alive = proc.poll() is None
+                    assert alive and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+                    time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def compose_config(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:

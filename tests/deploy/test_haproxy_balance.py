@@ -8,8 +8,6 @@ one, not every second one to the busy server as round robin would (where it wait
 from __future__ import annotations
 
 import http.server
-import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -19,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from scripts.topology import free_port, haproxy_config
-from tests.deploy.test_deploy_files import tool
+from tests.deploy.test_deploy_files import running_haproxy
 
 RELEASE = threading.Event()  # set: the slow requests answer
 
@@ -58,22 +56,11 @@ def balancer(tmp_path) -> Iterator[tuple[dict[str, int], list[int]]]:
     frontends = {"rasa": free_port(), "actions": free_port(), "web": free_port()}
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(haproxy_config(frontends["rasa"], frontends["actions"], frontends["web"], ports))
-    proc = subprocess.Popen([tool("haproxy"), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    for port in (frontends["rasa"], frontends["actions"]):
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-                time.sleep(0.05)
-    RELEASE.clear()
-    Server.handled.clear()
-    yield frontends, backends
-    RELEASE.set()
-    proc.terminate()
-    proc.wait(10)
+    with running_haproxy(cfg, frontends["rasa"], frontends["actions"]):
+        RELEASE.clear()
+        Server.handled.clear()
+        yield frontends, backends
+        RELEASE.set()
     for server in servers:
         server.shutdown()
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import http.server
 import socket
-import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
 
 import pytest
 
-from scripts.topology import haproxy_config
-from tests.deploy.test_deploy_files import tool
-from scripts.topology import free_port
+from scripts.topology import free_port, haproxy_config
+from tests.deploy.test_deploy_files import running_haproxy
 
 
 
@@ -66,19 +63,9 @@ def balancer(tmp_path):
              "web-1": servers[0].server_address[1], "web-2": servers[1].server_address[1]}
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(haproxy_config(free_port(), free_port(), web_port, ports))
-    proc = subprocess.Popen([tool("haproxy"), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", web_port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.05)
-    Live.seen.clear()
-    yield f"http://127.0.0.1:{web_port}"
-    proc.terminate()
-    proc.wait(10)
+    with running_haproxy(cfg, web_port):
+        Live.seen.clear()
+        yield f"http://127.0.0.1:{web_port}"
     for server in servers:
         server.shutdown()
 
