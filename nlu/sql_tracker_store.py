@@ -16,6 +16,11 @@ with one difference on purpose: a tracker read, then erased from the store (crm_
 saved it, gets only that turn's events written back, not the erased ones again. (Were two turns of one
 conversation ever to overlap, each would write its own events, where Rasa's count drops the second one's.)
 Works on SQLite (the default topology) and PostgreSQL (production) alike.
+
+``latest_input_channel`` answers the chat input guard's one question about a conversation (which channel its
+latest message came in on) with one row, where reading the whole tracker for it cost 3-7 % of a Rasa server's
+busy time under chat load (py-spy, bench/bench_chat.py --topology production, 2026-12-01): every Rasa replica
+read each conversation's full tracker once more, for one field.
 """
 
 from __future__ import annotations
@@ -47,6 +52,50 @@ def remember(tracker: Any, stored: int | None) -> None:
 # Rasa's own methods, replaced by apply() (the tests compare both).
 RASA: dict[str, Any] = {}
 
+# latest_input_channel's answer for a store that is not (or does not wrap) an SQLTrackerStore: read the tracker.
+NOT_SQL = object()
+
+
+async def latest_input_channel(store: Any, sender_id: str) -> Any:
+    """The ``input_channel`` (str, or None) of the latest user message in ``sender_id``'s current session.
+
+    The same value as ``(await store.retrieve(sender_id)).get_latest_input_channel()`` (None when the
+    conversation is unknown or its current session has no user message yet), from one row of Rasa's ``events``
+    table. ``store`` may be wrapped (Rasa's ``AwaitableTrackerStore``, ``FailSafeTrackerStore``). Returns
+    ``NOT_SQL`` when it is no ``SQLTrackerStore``; database errors propagate as SQLAlchemy's.
+    """
+    from rasa.core.tracker_store import SQLTrackerStore
+    from rasa.shared.core.events import UserUttered
+
+    seen = 0
+    while not isinstance(store, SQLTrackerStore) and hasattr(store, "_tracker_store") and seen < 4:
+        store, seen = store._tracker_store, seen + 1
+    if not isinstance(store, SQLTrackerStore):
+        return NOT_SQL
+    events = SQLTrackerStore.SQLEvent.__table__
+    query = (_session_events(sender_id, False, events.c.data)
+             .where(events.c.type_name == UserUttered.type_name).order_by(events.c.id.desc()).limit(1))
+    with store.session_scope() as session:
+        data = session.execute(query).scalar_one_or_none()
+    return json.loads(data).get("input_channel") if data else None
+
+
+def _session_events(sender_id: str, fetch_events_from_all_sessions: bool, *columns: Any) -> Any:
+    """Rasa's ``SQLTrackerStore._event_query`` as a Core statement selecting ``columns``: a conversation's
+    events after its latest ``session_started`` (by timestamp), or all of them."""
+    import sqlalchemy as sa
+    from rasa.core.tracker_store import SQLTrackerStore
+    from rasa.shared.core.events import SessionStarted
+
+    events = SQLTrackerStore.SQLEvent.__table__
+    query = sa.select(*columns).where(events.c.sender_id == sender_id)
+    if not fetch_events_from_all_sessions:
+        start = (sa.select(sa.func.max(events.c.timestamp))
+                 .where(events.c.sender_id == sender_id, events.c.type_name == SessionStarted.type_name)
+                 .scalar_subquery())
+        query = query.where(sa.or_(events.c.timestamp >= start, start.is_(None)))
+    return query
+
 
 def apply() -> None:
     """Replaces ``SQLTrackerStore._retrieve``, ``save`` and ``_additional_events`` (see the module doc)."""
@@ -61,16 +110,7 @@ def apply() -> None:
     RASA.update(_retrieve=SQLTrackerStore._retrieve, _additional_events=SQLTrackerStore._additional_events,
                 save=SQLTrackerStore.save)
     events = SQLTrackerStore.SQLEvent.__table__
-
-    def session_events(sender_id: str, fetch_events_from_all_sessions: bool, *columns: Any) -> Any:
-        # Rasa's _event_query as a Core statement: the events after the latest session start, or all of them.
-        query = sa.select(*columns).where(events.c.sender_id == sender_id)
-        if not fetch_events_from_all_sessions:
-            start = (sa.select(sa.func.max(events.c.timestamp))
-                     .where(events.c.sender_id == sender_id, events.c.type_name == SessionStarted.type_name)
-                     .scalar_subquery())
-            query = query.where(sa.or_(events.c.timestamp >= start, start.is_(None)))
-        return query
+    session_events = _session_events
 
     async def _retrieve(self: SQLTrackerStore, sender_id: str,
                         fetch_events_from_all_sessions: bool) -> DialogueStateTracker | None:

@@ -107,6 +107,34 @@ def test_a_conversation_is_bound_to_its_channel() -> None:
     assert guard.counts["other_channel"] == 2
 
 
+def test_on_an_sql_store_the_binding_is_read_without_the_tracker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from rasa.core.tracker_store import AwaitableTrackerStore, SQLTrackerStore
+
+    import nlu  # noqa: F401 - the Rasa runtime changes, as the Rasa server has them
+
+    class Counted(SQLTrackerStore):
+        retrieved = 0
+
+        async def retrieve(self, sender_id: str):  # type: ignore[no-untyped-def]
+            Counted.retrieved += 1
+            return await super().retrieve(sender_id)
+
+    sql = Counted(Domain.empty(), dialect="sqlite", db=str(tmp_path / "trackers.db"))
+    guard = InputGuard(GuardSettings())
+    guard.app = types.SimpleNamespace(ctx=types.SimpleNamespace(agent=types.SimpleNamespace(
+        tracker_store=AwaitableTrackerStore(sql))))
+
+    async def run() -> None:
+        await sql.save(DialogueStateTracker.from_events("web-1", [UserUttered("hello", input_channel="socketio")]))
+        assert await guard.admit(_msg("my devices", "web-1"), "rest") == REPLY_OTHER_CHANNEL
+        assert await guard.admit(_msg("my devices", "web-1"), "socketio") is None
+        assert await guard.admit(_msg("hi", "new-1"), "rest") is None
+
+    asyncio.run(run())
+    assert Counted.retrieved == 0
+    assert guard.counts["other_channel"] == 1
+
+
 def test_rate_limits_per_conversation_and_per_client() -> None:
     guard, _ = _guard(per_conversation="5/minute", per_client="8/minute")
 

@@ -10,13 +10,13 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from rasa.core.tracker_store import SQLTrackerStore
+from rasa.core.tracker_store import AwaitableTrackerStore, FailSafeTrackerStore, InMemoryTrackerStore, SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 import nlu  # noqa: F401 - importing the package applies the Rasa runtime changes, as loading a model does
-from nlu.sql_tracker_store import RASA, remembered
+from nlu.sql_tracker_store import NOT_SQL, RASA, latest_input_channel, remembered
 
 DOMAIN = Domain.from_dict({"intents": ["greet", "report_problem"], "entities": ["appliance"],
                            "slots": {"appliance": {"type": "text", "mappings": [{"type": "from_entity", "entity": "appliance"}]}},
@@ -131,3 +131,34 @@ def test_a_conversation_erased_during_a_turn_gets_back_only_that_turns_events(st
     asyncio.run(store.save(read))
     assert [r[5] for r in rows(store) if '"my washer 0"' in r[5]] == []  # the erased turn is not written back
     assert len(rows(store)) == 5
+
+
+def test_latest_input_channel_is_the_retrieved_trackers_from_one_row(stores):
+    store = stores[0]
+    wrapped = AwaitableTrackerStore(FailSafeTrackerStore(store))  # as Rasa's server holds its store
+    saved = DialogueStateTracker("c1", DOMAIN.slots)
+
+    def answers() -> tuple:
+        tracker = asyncio.run(store.retrieve("c1"))
+        expected = tracker.get_latest_input_channel() if tracker is not None else None
+        return asyncio.run(latest_input_channel(wrapped, "c1")), expected
+
+    assert answers() == (None, None)  # unknown conversation
+    saved.update_with_events([ActionExecuted("action_session_start", timestamp=1.0), SessionStarted(timestamp=1.0)],
+                             DOMAIN, override_timestamp=False)
+    asyncio.run(store.save(saved))
+    assert answers() == (None, None)  # a session with no user message yet
+    saved.update_with_events([UserUttered("hi", input_channel="rest", timestamp=2.0),
+                              UserUttered("hello", input_channel="socketio", timestamp=3.0),
+                              BotUttered("hi there", timestamp=4.0)], DOMAIN, override_timestamp=False)
+    asyncio.run(store.save(saved))
+    assert answers() == ("socketio", "socketio")  # the latest user message's, not the first's
+    saved.update_with_events([ActionExecuted("action_session_start", timestamp=5.0), SessionStarted(timestamp=5.0)],
+                             DOMAIN, override_timestamp=False)
+    asyncio.run(store.save(saved))
+    assert answers() == (None, None)  # a new session: Rasa's tracker holds only its events
+    saved.update_with_events([UserUttered("back", input_channel="facebook", timestamp=6.0)], DOMAIN,
+                             override_timestamp=False)
+    asyncio.run(store.save(saved))
+    assert answers() == ("facebook", "facebook")
+    assert asyncio.run(latest_input_channel(InMemoryTrackerStore(DOMAIN), "c1")) is NOT_SQL
