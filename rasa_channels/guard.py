@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
+# A conversation's channel binding that could not be read (database away): admit, remember nothing.
+UNKNOWN = object()
+
 DEFAULT_MAX_CHARS = 1000
 # Bidirectional embeddings/overrides/isolates: they reorder what agents read in the console.
 _BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
@@ -196,18 +199,26 @@ class InputGuard:
         store = self._store()
         return await store.retrieve(sender_id) if store is not None else None
 
-    async def _bound_channel(self, sender_id: str) -> str | None:
+    async def _bound_channel(self, sender_id: str) -> Any:
+        """The conversation's channel (str), None when it has none yet, or ``UNKNOWN`` when the read failed."""
         if sender_id in self._bindings:
             return self._bindings[sender_id]
         store = self._store()
         if store is None:
             return None
-        # Imported here: the nlu package loads TensorFlow, which a Rasa server serving the model has loaded anyway.
+        # Imported here, not with this module: the nlu package loads TensorFlow (attach() imports it at start).
         from nlu.sql_tracker_store import NOT_SQL, latest_input_channel
 
-        # One row where the store is SQL (both topologies): each replica meets each conversation once, and
-        # reading its whole tracker for this one field was 3-7 % of a Rasa server's busy time under load.
-        channel = await latest_input_channel(store, sender_id)
+        try:
+            # One row where the store is SQL (both topologies): each replica meets each conversation once, and
+            # reading its whole tracker for this one field was 3-7 % of a Rasa server's busy time under load.
+            channel = await latest_input_channel(store, sender_id)
+        except Exception as exc:  # noqa: BLE001 - database away or a damaged row
+            # Admitted, as after Rasa's fail-safe tracker store's failed read, but bound to nothing meanwhile:
+            # remembering this message's channel would refuse the customer's own channel once the database is back.
+            self.counts["binding_unavailable"] += 1
+            logger.warning("chat channel binding unavailable (%s); message admitted", type(exc).__name__)
+            return UNKNOWN
         if channel is NOT_SQL:
             tracker = await store.retrieve(sender_id)
             channel = tracker.get_latest_input_channel() if tracker is not None else None
@@ -242,7 +253,7 @@ class InputGuard:
             self.refuse("rate_limited_conversation", channel)
             return REPLY_RATE_LIMITED
         bound = await self._bound_channel(sender) if sender else None
-        if bound is not None and bound != channel:
+        if bound is not None and bound is not UNKNOWN and bound != channel:
             self.refuse("other_channel", channel)
             return REPLY_OTHER_CHANNEL
         raw = message.text if isinstance(message.text, str) else ""
@@ -263,7 +274,7 @@ class InputGuard:
         if client:
             # Server-set, never client-claimed: the actions count verification failures per client with it.
             message.metadata = {**(message.metadata or {}), "client": client_digest(client)}
-        if sender:
+        if sender and bound is not UNKNOWN:
             self._remember(sender, channel)
         return None
 
@@ -284,6 +295,8 @@ class InputGuard:
         """Keeps a reference to the server's app (for its tracker store) once it starts."""
 
         async def capture(app: Any, _loop: Any) -> None:
+            import nlu.sql_tracker_store  # noqa: F401 - loaded once at start, never on a customer's message
+
             self.app = app
 
         blueprint.listener("before_server_start")(capture)

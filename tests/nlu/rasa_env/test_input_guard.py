@@ -135,6 +135,31 @@ def test_on_an_sql_store_the_binding_is_read_without_the_tracker(tmp_path) -> No
     assert guard.counts["other_channel"] == 1
 
 
+def test_a_failed_binding_read_admits_the_message_and_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from rasa.core.tracker_store import AwaitableTrackerStore, FailSafeTrackerStore, SQLTrackerStore
+
+    import nlu  # noqa: F401 - the Rasa runtime changes, as the Rasa server has them
+
+    sql = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "trackers.db"))
+    guard = InputGuard(GuardSettings())
+    guard.app = types.SimpleNamespace(ctx=types.SimpleNamespace(agent=types.SimpleNamespace(
+        tracker_store=AwaitableTrackerStore(FailSafeTrackerStore(sql)))))
+
+    async def run() -> None:
+        await sql.save(DialogueStateTracker.from_events("web-1", [UserUttered("hello", input_channel="socketio")]))
+        with sql.engine.begin() as conn:  # the database loses the table: every read fails
+            conn.exec_driver_sql("ALTER TABLE events RENAME TO events_away")
+        assert await guard.admit(_msg("my devices", "web-1"), "rest") is None
+        with sql.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE events_away RENAME TO events")
+        # Not remembered while unknown: once the database answers, the binding holds again.
+        assert await guard.admit(_msg("my devices", "web-1"), "rest") == REPLY_OTHER_CHANNEL
+
+    asyncio.run(run())
+    assert guard.counts["binding_unavailable"] == 1
+    assert guard.counts["other_channel"] == 1
+
+
 def test_rate_limits_per_conversation_and_per_client() -> None:
     guard, _ = _guard(per_conversation="5/minute", per_client="8/minute")
 

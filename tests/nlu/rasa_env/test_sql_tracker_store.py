@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import uuid
 
 import pytest
@@ -162,3 +163,49 @@ def test_latest_input_channel_is_the_retrieved_trackers_from_one_row(stores):
     asyncio.run(store.save(saved))
     assert answers() == ("facebook", "facebook")
     assert asyncio.run(latest_input_channel(InMemoryTrackerStore(DOMAIN), "c1")) is NOT_SQL
+
+
+def _rows_read(node: dict) -> int:
+    """Rows a PostgreSQL plan node and its children produced or filtered away (EXPLAIN ANALYZE, JSON)."""
+    own = sum(node.get(key, 0) for key in ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck"))
+    return own * node.get("Actual Loops", 1) + sum(_rows_read(child) for child in node.get("Plans", []))
+
+
+def test_latest_input_channel_reads_the_conversations_rows_not_the_tables(stores):
+    """A customer back after 300,000 other events: the lookup reads about their rows, not everyone's since."""
+    store = stores[0]
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("the planner's choice of index is PostgreSQL's")
+    user = json.dumps(UserUttered("my washer", input_channel="socketio").as_dict())
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO events (sender_id, type_name, timestamp, data) SELECT 'back', t, g, "
+            "CASE WHEN t = 'user' THEN :user ELSE '{}' END FROM (SELECT g, CASE WHEN g % 50 = 0 THEN 'session_started' "
+            "WHEN g % 3 = 0 THEN 'user' ELSE 'bot' END AS t FROM generate_series(1, 990) g) x"), {"user": user})
+        conn.execute(sa.text(
+            "INSERT INTO events (sender_id, type_name, timestamp, data) SELECT 'c' || (g / 10), "
+            "CASE WHEN g % 3 = 0 THEN 'user' ELSE 'bot' END, 1000 + g, :user FROM generate_series(1, 300000) g"),
+            {"user": user})
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("ANALYZE events"))
+    statements: list[tuple] = []
+    listener = lambda _c, _cur, statement, parameters, *_a: statements.append((statement, parameters))  # noqa: E731
+    sa.event.listen(store.engine, "before_cursor_execute", listener)
+    assert asyncio.run(latest_input_channel(store, "back")) == "socketio"
+    sa.event.remove(store.engine, "before_cursor_execute", listener)
+    statement, parameters = next(s for s in statements if s[0].lstrip().lower().startswith("select"))
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+        plan = cursor.fetchone()[0][0]["Plan"]
+    finally:
+        raw.close()
+    # 990 rows each for the session start (twice) and the message, index and heap counted: ~6,000, not 300,000.
+    assert _rows_read(plan) < 10_000, _tree(plan)
+
+
+def _tree(node: dict, depth: int = 0) -> str:
+    line = (f"{'  ' * depth}{node['Node Type']} {node.get('Index Name', '')} rows={node.get('Actual Rows')} "
+            f"removed={node.get('Rows Removed by Filter', 0)} loops={node.get('Actual Loops')}")
+    return "\n".join([line, *(_tree(child, depth + 1) for child in node.get("Plans", []))])
