@@ -79,13 +79,16 @@ def product_script(_ctx: dict[str, str]) -> list[Step]:
 
 
 def bare_script(_ctx: dict[str, str]) -> list[Step]:
-    """`rasa init`'s bot: its stories and rules (greet, mood, bot challenge, goodbye). Six turns."""
+    """`rasa init`'s bot: its stories and rules (greet, mood, bot challenge, goodbye). Six turns.
+
+    Each turn is one its training data holds (a story's next step or a rule): a turn off its stories gets what
+    TED happens to generalise to, which differs between trainings (unseeded), and the bot is trained here."""
     return [
         Step("hello", r"How are you"),
         Step("I am sad", r"Did that help you"),
         Step("yes", r"carry on"),
         Step("are you a bot?", r"I am a bot"),
-        Step("I am great", r"carry on"),
+        Step("am I talking to a human?", r"I am a bot"),
         Step("bye", r"Bye"),
     ]
 

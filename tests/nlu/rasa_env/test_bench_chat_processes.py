@@ -78,3 +78,27 @@ def test_one_round_or_no_bare_bot():
     assert alone["p95_ratio_to_bare_rasa_at_20"] is None and alone["p95_ratio_rounds_at_20"] == []
     assert alone["p95_ms_at_20"] == 1000 and alone["bare_rasa_p95_ms_at_20"] is None
     assert bench_chat.paired_rounds({})["p95_ms_at_20"] is None
+
+
+def test_the_bare_bots_script_keeps_to_its_training_data():
+    """Every turn of the bare bot's script is a training example whose intent is a rule's or the next step of one
+    of `rasa init`'s stories: a turn off them gets whatever TED generalises to, which differs between trainings
+    (one of them answered "I am great" after a bot challenge with nothing, a failed turn in every round)."""
+    import rasa.cli
+    import yaml
+
+    project = pathlib.Path(rasa.cli.__file__).parent / "initial_project" / "data"
+    examples = {line.strip()[2:]: block["intent"] for block in yaml.safe_load((project / "nlu.yml").read_text())["nlu"]
+                for line in block["examples"].splitlines() if line.strip()}
+    rule_intents = {step["intent"] for rule in yaml.safe_load((project / "rules.yml").read_text())["rules"]
+                    for step in rule["steps"] if "intent" in step}
+    stories = [[step["intent"] for step in story["steps"] if "intent" in step]
+               for story in yaml.safe_load((project / "stories.yml").read_text())["stories"]]
+    history: list[str] = []
+    for step in bench_chat.bare_script({}):
+        assert step.message in examples, step.message
+        intent = examples[step.message]
+        if intent in rule_intents:
+            continue
+        history.append(intent)
+        assert any(story[:len(history)] == history for story in stories), (step.message, history)
