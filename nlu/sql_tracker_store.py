@@ -57,13 +57,15 @@ NOT_SQL = object()
 
 
 async def latest_input_channel(store: Any, sender_id: str) -> Any:
-    """The ``input_channel`` (str, or None) of the latest user message in ``sender_id``'s current session.
+    """The ``input_channel`` (str, or None) of ``sender_id``'s latest user message, in any of its sessions.
 
-    The same value as ``(await store.retrieve(sender_id)).get_latest_input_channel()`` (None when the
-    conversation is unknown or its current session has no user message yet), from one row of Rasa's ``events``
-    table. ``store`` may be wrapped (Rasa's ``AwaitableTrackerStore``, ``FailSafeTrackerStore``). Returns
-    ``NOT_SQL`` when it is no ``SQLTrackerStore``. Raises SQLAlchemy's errors when the database fails and
-    ``ValueError`` when the stored event is not JSON (Rasa's ``FailSafeTrackerStore`` would answer None).
+    The same value as ``(await store.retrieve_full_tracker(sender_id)).get_latest_input_channel()`` (None when
+    the conversation is unknown or has no user message), from one row of Rasa's ``events`` table. Every session,
+    not only the current one: a conversation keeps its channel for life, as each Rasa server's guard remembers it,
+    so a new session (which may start before its first user message is stored) opens no gap for another channel.
+    ``store`` may be wrapped (Rasa's ``AwaitableTrackerStore``, ``FailSafeTrackerStore``). Returns ``NOT_SQL`` when
+    it is no ``SQLTrackerStore``. Raises SQLAlchemy's errors when the database fails and ``ValueError`` when the
+    stored event is not JSON (Rasa's ``FailSafeTrackerStore`` would answer None).
     """
     from rasa.core.tracker_store import SQLTrackerStore
     from rasa.shared.core.events import UserUttered
@@ -78,7 +80,7 @@ async def latest_input_channel(store: Any, sender_id: str) -> Any:
     # backwards from its newest row to this conversation's latest message (300,000 rows for a customer back after
     # others wrote that many events, on the event loop); the expression leaves it the sender_id index, so the
     # cost is this conversation's rows, as for Rasa's own read (test_sql_tracker_store).
-    query = (_session_events(sender_id, False, events.c.data)
+    query = (_session_events(sender_id, True, events.c.data)
              .where(events.c.type_name == UserUttered.type_name).order_by((events.c.id + 0).desc()).limit(1))
     with store.session_scope() as session:
         data = session.execute(query).scalar_one_or_none()

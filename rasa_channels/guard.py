@@ -219,8 +219,8 @@ class InputGuard:
             self.counts["binding_unavailable"] += 1
             logger.warning("chat channel binding unavailable (%s); message admitted", type(exc).__name__)
             return UNKNOWN
-        if channel is NOT_SQL:
-            tracker = await store.retrieve(sender_id)
+        if channel is NOT_SQL:  # every session, as latest_input_channel reads them
+            tracker = await store.retrieve_full_tracker(sender_id)
             channel = tracker.get_latest_input_channel() if tracker is not None else None
         if channel:
             self._remember(sender_id, channel)

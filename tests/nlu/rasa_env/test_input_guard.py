@@ -9,7 +9,7 @@ import pytest
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
+from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from rasa_channels.guard import (
@@ -119,6 +119,10 @@ def test_on_an_sql_store_the_binding_is_read_without_the_tracker(tmp_path) -> No
             Counted.retrieved += 1
             return await super().retrieve(sender_id)
 
+        async def retrieve_full_tracker(self, sender_id: str):  # type: ignore[no-untyped-def]
+            Counted.retrieved += 1
+            return await super().retrieve_full_tracker(sender_id)
+
     sql = Counted(Domain.empty(), dialect="sqlite", db=str(tmp_path / "trackers.db"))
     guard = InputGuard(GuardSettings())
     guard.app = types.SimpleNamespace(ctx=types.SimpleNamespace(agent=types.SimpleNamespace(
@@ -129,6 +133,14 @@ def test_on_an_sql_store_the_binding_is_read_without_the_tracker(tmp_path) -> No
         assert await guard.admit(_msg("my devices", "web-1"), "rest") == REPLY_OTHER_CHANNEL
         assert await guard.admit(_msg("my devices", "web-1"), "socketio") is None
         assert await guard.admit(_msg("hi", "new-1"), "rest") is None
+        # A web chat whose new session has begun with no message stored yet stays bound, on a server that
+        # has not met it before (restarted, or the other replica).
+        await sql.save(DialogueStateTracker.from_events("web-2", [
+            UserUttered("hello", input_channel="socketio", timestamp=1.0),
+            ActionExecuted("action_session_start", timestamp=4000.0), SessionStarted(timestamp=4000.0)]))
+        fresh = InputGuard(GuardSettings())
+        fresh.app = guard.app
+        assert await fresh.admit(_msg("my devices", "web-2"), "rest") == REPLY_OTHER_CHANNEL
 
     asyncio.run(run())
     assert Counted.retrieved == 0
