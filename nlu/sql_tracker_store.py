@@ -57,15 +57,16 @@ NOT_SQL = object()
 
 
 async def latest_input_channel(store: Any, sender_id: str) -> Any:
-    """The ``input_channel`` (str, or None) of ``sender_id``'s latest user message, in any of its sessions.
+    """The ``input_channel`` (str, or None) of ``sender_id``'s latest user message that has one, in any session.
 
-    The same value as ``(await store.retrieve_full_tracker(sender_id)).get_latest_input_channel()`` (None when
-    the conversation is unknown or has no user message), from one row of Rasa's ``events`` table. Every session,
-    not only the current one: a conversation keeps its channel for life, as each Rasa server's guard remembers it,
-    so a new session (which may start before its first user message is stored) opens no gap for another channel.
-    ``store`` may be wrapped (Rasa's ``AwaitableTrackerStore``, ``FailSafeTrackerStore``). Returns ``NOT_SQL`` when
-    it is no ``SQLTrackerStore``. Raises SQLAlchemy's errors when the database fails and ``ValueError`` when the
-    stored event is not JSON (Rasa's ``FailSafeTrackerStore`` would answer None).
+    Rasa's full tracker's ``get_latest_input_channel()`` (None when the conversation is unknown or has no user
+    message), except that a latest message stored without a channel (a triggered intent, at times) gives the one
+    before it's; read from at most 20 rows of Rasa's ``events`` table. Every session, not only the current one: a
+    conversation keeps its channel for life, as each Rasa server's guard remembers it, so a new session (which may
+    start before its first user message is stored) opens no gap for another channel. ``store`` may be wrapped
+    (Rasa's ``AwaitableTrackerStore``, ``FailSafeTrackerStore``). Returns ``NOT_SQL`` when it is no
+    ``SQLTrackerStore``. Raises SQLAlchemy's errors when the database fails and ``ValueError`` when a stored event
+    is not JSON (Rasa's ``FailSafeTrackerStore`` would answer None).
     """
     from rasa.core.tracker_store import SQLTrackerStore
     from rasa.shared.core.events import UserUttered
@@ -80,11 +81,13 @@ async def latest_input_channel(store: Any, sender_id: str) -> Any:
     # backwards from its newest row to this conversation's latest message (300,000 rows for a customer back after
     # others wrote that many events, on the event loop); the expression leaves it the sender_id index, so the
     # cost is this conversation's rows, as for Rasa's own read (test_sql_tracker_store).
+    # A few rows, not one: a triggered intent can be stored without a channel (Rasa gives it the current session's,
+    # which a session begun by an executed action lacks), and that must not unbind the conversation.
     query = (_session_events(sender_id, True, events.c.data)
-             .where(events.c.type_name == UserUttered.type_name).order_by((events.c.id + 0).desc()).limit(1))
+             .where(events.c.type_name == UserUttered.type_name).order_by((events.c.id + 0).desc()).limit(20))
     with store.session_scope() as session:
-        data = session.execute(query).scalar_one_or_none()
-    return json.loads(data).get("input_channel") if data else None
+        rows = session.execute(query).scalars().all()
+    return next((channel for channel in (json.loads(data).get("input_channel") for data in rows) if channel), None)
 
 
 def _session_events(sender_id: str, fetch_events_from_all_sessions: bool, *columns: Any) -> Any:

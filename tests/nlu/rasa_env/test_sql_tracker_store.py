@@ -165,6 +165,10 @@ def test_latest_input_channel_is_the_full_trackers_from_one_row(stores):
                              override_timestamp=False)
     asyncio.run(store.save(saved))
     assert answers() == ("facebook", "facebook")
+    # A triggered intent stored without a channel does not unbind the conversation (Rasa's answer would be None).
+    saved.update_with_events([UserUttered.create_external("EXTERNAL_device_fault", input_channel=None)], DOMAIN)
+    asyncio.run(store.save(saved))
+    assert answers() == ("facebook", None)
     assert asyncio.run(latest_input_channel(InMemoryTrackerStore(DOMAIN), "c1")) is NOT_SQL
 
 
