@@ -18,9 +18,9 @@ conversation ever to overlap, each would write its own events, where Rasa's coun
 Works on SQLite (the default topology) and PostgreSQL (production) alike.
 
 ``latest_input_channel`` answers the chat input guard's one question about a conversation (which channel its
-latest message came in on) with one row, where reading the whole tracker for it cost 3-7 % of a Rasa server's
-busy time under chat load (py-spy, bench/bench_chat.py --topology production, 2026-12-01): every Rasa replica
-read each conversation's full tracker once more, for one field.
+latest message came in on) from its latest user-message rows instead of its whole tracker, which every Rasa replica
+read once per conversation for that one field (the A/B in bench/results/experiments-2026-12-02 measured no latency
+gain on two cores; it reads less).
 """
 
 from __future__ import annotations
@@ -68,12 +68,12 @@ async def latest_input_channel(store: Any, sender_id: str) -> Any:
     ``SQLTrackerStore``. Raises SQLAlchemy's errors when the database fails and ``ValueError`` when a stored event
     is not JSON (Rasa's ``FailSafeTrackerStore`` would answer None).
     """
+    import sqlalchemy as sa
     from rasa.core.tracker_store import SQLTrackerStore
     from rasa.shared.core.events import UserUttered
 
-    seen = 0
-    while not isinstance(store, SQLTrackerStore) and hasattr(store, "_tracker_store") and seen < 4:
-        store, seen = store._tracker_store, seen + 1
+    while not isinstance(store, SQLTrackerStore) and hasattr(store, "_tracker_store"):
+        store = store._tracker_store
     if not isinstance(store, SQLTrackerStore):
         return NOT_SQL
     events = SQLTrackerStore.SQLEvent.__table__
@@ -81,30 +81,14 @@ async def latest_input_channel(store: Any, sender_id: str) -> Any:
     # backwards from its newest row to this conversation's latest message (300,000 rows for a customer back after
     # others wrote that many events, on the event loop); the expression leaves it the sender_id index, so the
     # cost is this conversation's rows, as for Rasa's own read (test_sql_tracker_store).
-    # A few rows, not one: a triggered intent can be stored without a channel (Rasa gives it the current session's,
-    # which a session begun by an executed action lacks), and that must not unbind the conversation.
-    query = (_session_events(sender_id, True, events.c.data)
-             .where(events.c.type_name == UserUttered.type_name).order_by((events.c.id + 0).desc()).limit(20))
+    # A few rows, not one: a triggered intent can be stored without a channel (Rasa gives it the current
+    # session's, which a session begun by an executed action lacks), and that must not unbind the conversation.
+    query = (sa.select(events.c.data)
+             .where(events.c.sender_id == sender_id, events.c.type_name == UserUttered.type_name)
+             .order_by((events.c.id + 0).desc()).limit(20))
     with store.session_scope() as session:
         rows = session.execute(query).scalars().all()
     return next((channel for channel in (json.loads(data).get("input_channel") for data in rows) if channel), None)
-
-
-def _session_events(sender_id: str, fetch_events_from_all_sessions: bool, *columns: Any) -> Any:
-    """Rasa's ``SQLTrackerStore._event_query`` as a Core statement selecting ``columns``: a conversation's
-    events after its latest ``session_started`` (by timestamp), or all of them."""
-    import sqlalchemy as sa
-    from rasa.core.tracker_store import SQLTrackerStore
-    from rasa.shared.core.events import SessionStarted
-
-    events = SQLTrackerStore.SQLEvent.__table__
-    query = sa.select(*columns).where(events.c.sender_id == sender_id)
-    if not fetch_events_from_all_sessions:
-        start = (sa.select(sa.func.max(events.c.timestamp))
-                 .where(events.c.sender_id == sender_id, events.c.type_name == SessionStarted.type_name)
-                 .scalar_subquery())
-        query = query.where(sa.or_(events.c.timestamp >= start, start.is_(None)))
-    return query
 
 
 def apply() -> None:
@@ -120,7 +104,16 @@ def apply() -> None:
     RASA.update(_retrieve=SQLTrackerStore._retrieve, _additional_events=SQLTrackerStore._additional_events,
                 save=SQLTrackerStore.save)
     events = SQLTrackerStore.SQLEvent.__table__
-    session_events = _session_events
+
+    def session_events(sender_id: str, fetch_events_from_all_sessions: bool, *columns: Any) -> Any:
+        # Rasa's _event_query as a Core statement: the events after the latest session start, or all of them.
+        query = sa.select(*columns).where(events.c.sender_id == sender_id)
+        if not fetch_events_from_all_sessions:
+            start = (sa.select(sa.func.max(events.c.timestamp))
+                     .where(events.c.sender_id == sender_id, events.c.type_name == SessionStarted.type_name)
+                     .scalar_subquery())
+            query = query.where(sa.or_(events.c.timestamp >= start, start.is_(None)))
+        return query
 
     async def _retrieve(self: SQLTrackerStore, sender_id: str,
                         fetch_events_from_all_sessions: bool) -> DialogueStateTracker | None:

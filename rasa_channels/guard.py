@@ -210,8 +210,7 @@ class InputGuard:
         from nlu.sql_tracker_store import NOT_SQL, latest_input_channel
 
         try:
-            # One row where the store is SQL (both topologies): each replica meets each conversation once, and
-            # reading its whole tracker for this one field was 3-7 % of a Rasa server's busy time under load.
+            # A few rows where the store is SQL (both topologies), not the whole tracker for one field.
             channel = await latest_input_channel(store, sender_id)
         except Exception as exc:  # noqa: BLE001 - database away or a damaged row
             # Admitted, as after Rasa's fail-safe tracker store's failed read, but bound to nothing meanwhile:
