@@ -206,8 +206,8 @@ class InputGuard:
         store = self._store()
         if store is None:
             return None
-        # Imported here, not with this module: the nlu package loads TensorFlow (attach() imports it at start).
-        from nlu.sql_tracker_store import NOT_SQL, latest_input_channel
+        # Imported here, not with this module: it loads Rasa's tracker store (attach() imports it at start).
+        from rasa_channels.channel_binding import NOT_SQL, latest_input_channel
 
         try:
             # A few rows where the store is SQL (both topologies), not the whole tracker for one field.
@@ -294,7 +294,7 @@ class InputGuard:
         """Keeps a reference to the server's app (for its tracker store) once it starts."""
 
         async def capture(app: Any, _loop: Any) -> None:
-            import nlu.sql_tracker_store  # noqa: F401 - loaded once at start, never on a customer's message
+            import rasa_channels.channel_binding  # noqa: F401 - loaded once at start, never on a customer's message
 
             self.app = app
 

@@ -226,3 +226,33 @@ def test_rate_limits_are_shared_through_redis() -> None:
         return [await (first if i % 2 else second).admit(_msg("hi", sender), "rest") for i in range(5)]
 
     assert asyncio.run(run()) == [None, None, None, REPLY_RATE_LIMITED, REPLY_RATE_LIMITED]
+
+
+CHANNELS_STARTED = """
+import asyncio, sys, types
+from sanic import Blueprint
+import rasa_channels.facebook, rasa_channels.rest, rasa_channels.socketio
+from rasa_channels.guard import get_guard
+blueprint = Blueprint("probe")
+get_guard().attach(blueprint)
+for future in blueprint._future_listeners:  # what the server runs at its start
+    asyncio.run(future.listener(types.SimpleNamespace(), None))
+print(sorted(name for name in sys.modules if name.split(".")[0] == "nlu"))
+"""
+
+
+def test_the_channels_leave_rasa_as_it_comes():
+    """`rasa init`'s bot in bench/bench_chat.py is served through these channels, as the baseline of Rasa as it comes:
+    starting them (and the guard's start-up listener) must not import the ``nlu`` package, whose import changes Rasa
+    inside the process (nlu/rasa_runtime.py: DIET's predictions, event parsing, lock polling ...). A fresh interpreter,
+    since this test process has imported it."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", CHANNELS_STARTED], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

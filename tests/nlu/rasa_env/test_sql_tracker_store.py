@@ -17,7 +17,8 @@ from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, 
 from rasa.shared.core.trackers import DialogueStateTracker
 
 import nlu  # noqa: F401 - importing the package applies the Rasa runtime changes, as loading a model does
-from nlu.sql_tracker_store import NOT_SQL, RASA, latest_input_channel, remembered
+from nlu.sql_tracker_store import RASA, remembered
+from rasa_channels.channel_binding import NOT_SQL, latest_input_channel
 
 DOMAIN = Domain.from_dict({"intents": ["greet", "report_problem"], "entities": ["appliance"],
                            "slots": {"appliance": {"type": "text", "mappings": [{"type": "from_entity", "entity": "appliance"}]}},
