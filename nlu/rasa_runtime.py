@@ -42,6 +42,17 @@ second is long against a turn of 50-200 ms: an agent's reply or a proactive mess
 previous turn was still saving its tracker waited up to a second for nothing (agent -> customer p95 1,047 ms
 against p50 218 ms, bench/bench_console.py). Here a waiter polls soon, then less and less often (below); the
 tickets, their order and their lifetimes are Rasa's own, so messages are still handled one at a time, in order.
+
+Garbage collection (the servers `scripts/rasa_server.py` starts, which import this package before Rasa registers
+its model load): once the model is loaded, one collection, then everything alive is moved out of the collector's
+reach (`gc.freeze()`). The model (TensorFlow graphs, MiniLM, spaCy) is millions of Python objects that live as long
+as the process, and a full collection walks them all: 0.6-1.2 s here, during which the server's event loop, and so
+every conversation on it, stands still. Before this, each of two Rasa servers ran one within the first 35 s of chat
+load (0.96 and 0.75 s; gc callbacks, bench/bench_chat.py --topology production, 20 customers, 2026-12-02); the
+collection at the end of the load puts the next full one off, and the freeze keeps the model out of it when it
+comes. Frozen objects are still freed when nothing refers to them; only a reference cycle among them is never
+collected, and the model's own live until the process ends anyway. A model replaced later through Rasa's HTTP API is
+not frozen.
 """
 
 from __future__ import annotations
@@ -70,7 +81,34 @@ def apply() -> None:
     sql_tracker_store.apply()  # tracker reads and saves without the ORM (nlu/sql_tracker_store.py)
     kept_alive_endpoints.apply()  # one kept-alive connection pool per endpoint (nlu/kept_alive_endpoints.py)
     model_inference.apply()  # DIET's input built and its compiled step called with less Python (nlu/model_inference.py)
+    _model_frozen_after_loading()
     _APPLIED = True
+
+
+def freeze_what_is_alive() -> int:
+    """Collects the garbage there is, then moves every object still alive to the collector's permanent generation
+    (``gc.freeze``), where no collection looks at it again. Returns how many objects are frozen in all."""
+    import gc
+
+    gc.collect()  # garbage frozen now would never be collected
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
+def _model_frozen_after_loading() -> None:
+    import logging
+
+    import rasa.core.run as rasa_run
+
+    rasa_load = rasa_run.load_agent_on_start  # serve_application looks the name up when the server starts
+
+    async def load_agent_on_start(*args: Any, **kwargs: Any) -> Any:
+        loaded = await rasa_load(*args, **kwargs)
+        frozen = freeze_what_is_alive()
+        logging.getLogger(__name__).info("model loaded: %d objects kept out of garbage collection", frozen)
+        return loaded
+
+    rasa_run.load_agent_on_start = load_agent_on_start
 
 
 def _event_classes_by_name() -> None:

@@ -342,3 +342,52 @@ def test_the_projects_model_graph_validates_with_the_speed_ups_applied():
     from rasa.nlu.selectors.response_selector import ResponseSelector
     assert ResponseSelector.process.__module__ == "rasa.nlu.selectors.response_selector"  # Rasa's signature, kept
     assert ResponseSelector.process.__code__.co_filename.endswith("rasa_runtime.py")  # ... on the patched method
+
+
+class _ModelPart:
+    """A stand-in for the Python objects a loaded model consists of."""
+
+    def __init__(self, before: "_ModelPart | None" = None) -> None:
+        self.before = before
+
+
+def test_what_a_model_load_leaves_alive_is_kept_out_of_garbage_collection(monkeypatch):
+    """The server's model load (Rasa's load_agent_on_start, which serve_application starts the server with) freezes
+    what is alive once the model is loaded, so no later collection walks the model's objects; garbage the load left
+    behind is collected first, not frozen for ever."""
+    import gc
+    import types
+    import weakref
+
+    import rasa.core.run as rasa_run
+
+    assert rasa_run.load_agent_on_start.__module__ == "nlu.rasa_runtime"
+    left_behind: list = []
+
+    async def load_agent(**_kwargs):
+        model = [_ModelPart()]
+        for _ in range(30_000):
+            model.append(_ModelPart(model[-1]))
+        cycle = _ModelPart()
+        cycle.before = cycle  # a reference cycle nobody holds: only a collection frees it
+        left_behind.append(weakref.ref(cycle))
+        return model
+
+    monkeypatch.setattr(rasa_run.agent, "load_agent", load_agent)
+    app = types.SimpleNamespace(ctx=types.SimpleNamespace())
+    gc.unfreeze()  # this test process froze nothing before: start from Python's default
+    try:
+        gc.disable()  # no automatic collection between the load and the checks
+        loaded = asyncio.run(rasa_run.load_agent_on_start("model.tar.gz", None, None, app, None))
+        assert app.ctx.agent is loaded
+        assert left_behind[0]() is None  # the cycle was collected before the freeze
+        assert gc.get_freeze_count() > len(loaded)
+        walked = {id(obj) for obj in gc.get_objects()}  # what a full collection would walk
+        assert not any(id(part) in walked for part in loaded)
+        # Without the freeze the same objects are walked again (the assertion above can fail).
+        gc.unfreeze()
+        walked = {id(obj) for obj in gc.get_objects()}
+        assert all(id(part) in walked for part in loaded)
+    finally:
+        gc.unfreeze()
+        gc.enable()
