@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, contains_eager, joinedload
 
 from crm_store.enums import ApplianceCategory
 from crm_store.models import Device, ProductModel
@@ -11,7 +11,7 @@ from crm_store.models import Device, ProductModel
 
 def get_device_by_serial(session: Session, *, serial: str) -> Device | None:
     return session.scalar(
-        select(Device).where(func.upper(Device.serial) == serial.strip().upper()).options(selectinload(Device.model))
+        select(Device).where(func.upper(Device.serial) == serial.strip().upper()).options(joinedload(Device.model))
     )
 
 
@@ -23,7 +23,7 @@ def list_devices_for_customer(
         select(Device)
         .join(Device.model)
         .where(Device.customer_id == customer_id)
-        .options(selectinload(Device.model))
+        .options(contains_eager(Device.model))  # the model from the join above: one statement
         .order_by(Device.id)
     )
     if category is not None:
@@ -33,7 +33,7 @@ def list_devices_for_customer(
 
 def list_devices(session: Session, *, offset: int = 0, limit: int = 50) -> list[Device]:
     return list(
-        session.scalars(select(Device).options(selectinload(Device.model)).order_by(Device.id).offset(offset).limit(limit))
+        session.scalars(select(Device).options(joinedload(Device.model)).order_by(Device.id).offset(offset).limit(limit))
     )
 
 

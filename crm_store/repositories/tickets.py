@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from crm_store.enums import (
     OPEN_TICKET_STATUSES,
@@ -45,7 +45,8 @@ def normalise_ticket_number(text: str) -> str | None:
 
 
 def _load() -> Any:
-    return (selectinload(Ticket.device), selectinload(Ticket.events))
+    # The device (one per ticket) joined into the ticket's own statement; the events (many) in one more.
+    return (joinedload(Ticket.device), selectinload(Ticket.events))
 
 
 def get_ticket_by_number(session: Session, *, number: str, customer_id: int | None = None) -> Ticket | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from crm_store.db import make_engine
@@ -84,5 +85,25 @@ class Factory:
 @pytest.fixture
 def factory(session: Session) -> Factory:
     return Factory(session)
+
+
+@pytest.fixture
+def sql_statements(engine):  # type: ignore[no-untyped-def]
+    """``with sql_statements() as sent:`` lists the SQL statements sent to the database inside the block."""
+
+    @contextmanager
+    def recording() -> Iterator[list[str]]:
+        sent: list[str] = []
+
+        def record(_conn, _cursor, statement, _params, _context, _many):  # type: ignore[no-untyped-def]
+            sent.append(statement)
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            yield sent
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+    return recording
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from crm_store.enums import LoyaltyTier
+from crm_store.enums import ApplianceCategory, LoyaltyTier
 from crm_store.models import utcnow
+from crm_store.repositories.devices import list_devices_for_customer
 from crm_store.repositories.customers import (
     find_customer_by_identity,
     get_profile,
@@ -84,3 +85,39 @@ def test_profile_counts_purchases_and_flags_loyal_customers(session, factory):
     assert (profile.purchase_count, profile.device_count, profile.is_loyal) == (2, 2, True)
     assert get_profile(session, customer_id=gold.id).is_loyal is True
     assert get_profile(session, customer_id=10**9) is None
+
+
+def test_a_linked_chats_customer_and_profile_take_two_statements(session, factory, sql_statements):
+    """The action server resolves a verified chat's customer in nearly every unit of work: the link with its
+    customer is one statement, the profile with both counts another (they were four)."""
+    anna = factory.customer()
+    for _ in range(2):
+        factory.purchase(anna, factory.device(anna))
+    factory.device(anna)  # registered, not bought here
+    link_identity(session, channel="socketio", external_id="s-count", customer_id=anna.id)
+    session.flush()
+    session.expunge_all()  # as a new unit of work finds it: nothing loaded yet
+    with sql_statements() as sent:
+        customer = find_customer_by_identity(session, channel="socketio", external_id="s-count", verified_within=TTL,
+                                             touch=False)
+        profile = get_profile(session, customer_id=customer.id)
+    assert (customer.id, customer.full_name) == (anna.id, anna.full_name)
+    assert (profile.id, profile.first_name, profile.purchase_count, profile.device_count) == (
+        anna.id, anna.full_name.split()[0], 2, 3)
+    assert len(sent) == 2, sent
+
+
+def test_a_customers_devices_with_their_models_take_one_statement(session, factory, sql_statements):
+    anna = factory.customer()
+    washer, fridge = factory.device(anna, "WM80"), factory.device(anna, "FR50")
+    factory.device(factory.customer())  # someone else's
+    session.expunge_all()
+    with sql_statements() as sent:
+        devices = list_devices_for_customer(session, customer_id=anna.id)
+        names = [(d.serial, d.model.code, d.model.category) for d in devices]
+        fridges = list_devices_for_customer(session, customer_id=anna.id, category=ApplianceCategory.FRIDGE)
+    assert [serial for serial, _code, _category in names] == [washer.serial, fridge.serial]
+    assert [(code, category) for _serial, code, category in names] == [
+        ("WM80", ApplianceCategory.WASHING_MACHINE), ("FR50", ApplianceCategory.FRIDGE)]
+    assert [d.serial for d in fridges] == [fridge.serial]
+    assert len(sent) == 2, sent  # one per call

@@ -37,6 +37,26 @@ def test_open_ticket_numbers_it_and_records_creation(session, factory):
     assert get_ticket_by_number(session, number=ticket.number, customer_id=customer.id + 999) is None
 
 
+
+def test_a_ticket_with_its_device_and_events_takes_two_statements(session, factory, sql_statements):
+    """A ticket's status, asked for in chat, reads the ticket joined with its device, then its events."""
+    customer = factory.customer()
+    with_device, _ = _open(session, customer, factory.device(customer))
+    without_device, _ = open_ticket(session, customer_id=customer.id, device_id=None, source=TicketSource.API,
+                                    category="general", title="Invoice address", dedup_key="topic:general",
+                                    author="api")
+    session.flush()
+    expected = [(t.number, t.device.serial if t.device else None) for t in (with_device, without_device)]
+    assert expected[0][1] is not None and expected[1][1] is None
+    session.expunge_all()
+    for number, serial in expected:
+        with sql_statements() as sent:
+            found = get_ticket_by_number(session, number=number, customer_id=customer.id)
+            seen = (found.device.serial if found.device else None, [e.kind for e in found.events])
+        assert seen == (serial, [TicketEventKind.CREATED])
+        assert len(sent) == 2, sent
+
+
 def test_second_report_of_same_open_problem_is_added_to_the_open_ticket(session, factory):
     customer = factory.customer()
     device = factory.device(customer)
