@@ -6,8 +6,10 @@
   ``exec_driver_sql``/``connection`` on a session;
 * ``crm_store`` imports nothing else of ours (two listed exceptions, command-line entry points).
 
-Not checked: ``bench/`` (benchmarks count rows to measure the product from outside) and ``nlu/`` (runs in
-the Rasa process, where SQLAlchemy belongs to Rasa's tracker store, not to the CRM).
+Not checked: ``bench/`` (benchmarks count rows to measure the product from outside), ``nlu/`` (runs in
+the Rasa process, where SQLAlchemy belongs to Rasa's tracker store, not to the CRM) and, for the same reason,
+``rasa_channels/channel_binding.py`` (the chat guard's read of Rasa's ``events`` table), which must then import
+nothing of ``crm_store``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUTSIDE_STORE = ("device_hooks", "web_service", "actions", "rasa_channels", "scripts")
 OURS = {"actions", "bench", "device_hooks", "nlu", "rasa_channels", "scripts", "tests", "web_service"}
+# Outside crm_store, modules that work on Rasa's tracker store in the Rasa process, not on the CRM (as nlu/ does).
+RASA_TRACKER_STORE = {"rasa_channels/channel_binding.py"}
 # module -> names code outside crm_store may import from it (None: any name)
 ALLOWED_FROM = {"sqlalchemy.exc": None, "sqlalchemy.orm": {"Session"}, "sqlalchemy": {"exc"}}
 ALLOWED_IMPORT = {"sqlalchemy.exc"}
@@ -82,12 +86,27 @@ def test_the_check_sees_what_it_must_refuse_and_allows_the_rest() -> None:
     ) == []
 
 
-@pytest.mark.parametrize("path", _files(*OUTSIDE_STORE), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", [p for p in _files(*OUTSIDE_STORE)
+                                  if str(p.relative_to(ROOT)) not in RASA_TRACKER_STORE],
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_only_crm_store_touches_the_database(path: pathlib.Path) -> None:
     found = database_access(path.read_text(encoding="utf-8"))
     assert not found, (f"{path.relative_to(ROOT)} works on the database itself: "
                        + "; ".join(f"line {line}: {what}" for line, what in found)
                        + " (add or use a crm_store repository function instead)")
+
+
+@pytest.mark.parametrize("rel", sorted(RASA_TRACKER_STORE))
+def test_what_reads_rasas_tracker_store_leaves_the_crm_alone(rel: str) -> None:
+    source = (ROOT / rel).read_text(encoding="utf-8")
+    imported: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.append(node.module)
+    assert database_access(source), f"{rel} no longer reads a database: take it off RASA_TRACKER_STORE"
+    assert not [name for name in imported if name.split(".")[0] == "crm_store"], imported
 
 
 @pytest.mark.parametrize("path", _files("crm_store"), ids=lambda p: str(p.relative_to(ROOT)))
