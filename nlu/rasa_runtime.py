@@ -51,8 +51,9 @@ every conversation on it, stands still. Before this, each of two Rasa servers ra
 load (0.96 and 0.75 s; gc callbacks, bench/bench_chat.py --topology production, 20 customers, 2026-12-02); the
 collection at the end of the load puts the next full one off, and the freeze keeps the model out of it when it
 comes. Frozen objects are still freed when nothing refers to them; only a reference cycle among them is never
-collected, and the model's own live until the process ends anyway. A model replaced later through Rasa's HTTP API is
-not frozen.
+collected, and the model's own live until the process ends anyway, as long as the model is not replaced: a model
+swapped in through Rasa's HTTP API (``PUT /model``; nothing in the product does it) is not frozen, and the old
+model's cycles then stay in memory until the server restarts (the product's launchers load a model at start).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ HAProxy configurations by `haproxy -c`, and the topology by reading the files.""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -88,6 +89,16 @@ def test_compose_runs_the_production_topology():
     assert rasa["SOCKETIO_REDIS_URL"].startswith("redis://redis:") and rasa["REDIS_KEY_PREFIX"].isalnum()
     assert services["web"]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert "endpoints.production.yml" in (DEPLOY / "Dockerfile.rasa").read_text()
+
+
+def test_the_rasa_image_starts_rasa_as_make_run_production_does():
+    """Through scripts/rasa_server.py: the API token stays off the command line (a JWT secret inside the process, not
+    --auth-token, which also takes ?token= in URLs), and nlu/rasa_runtime.py's changes wrap Rasa's model load."""
+    dockerfile = (DEPLOY / "Dockerfile.rasa").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE).group(1))
+    assert cmd[:3] == ["python", "scripts/rasa_server.py", "run"] and "--enable-api" in cmd
+    assert "COPY scripts/rasa_server.py scripts/rasa_server.py" in dockerfile
+    assert not any("TOKEN" in part or part == "--auth-token" for part in cmd)
 
 
 def test_no_secret_is_written_into_the_deployment_files():

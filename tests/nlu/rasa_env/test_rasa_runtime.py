@@ -376,6 +376,7 @@ def test_what_a_model_load_leaves_alive_is_kept_out_of_garbage_collection(monkey
     monkeypatch.setattr(rasa_run.agent, "load_agent", load_agent)
     app = types.SimpleNamespace(ctx=types.SimpleNamespace())
     gc.unfreeze()  # this test process froze nothing before: start from Python's default
+    was_enabled = gc.isenabled()
     try:
         gc.disable()  # no automatic collection between the load and the checks
         loaded = asyncio.run(rasa_run.load_agent_on_start("model.tar.gz", None, None, app, None))
@@ -390,4 +391,5 @@ def test_what_a_model_load_leaves_alive_is_kept_out_of_garbage_collection(monkey
         assert all(id(part) in walked for part in loaded)
     finally:
         gc.unfreeze()
-        gc.enable()
+        if was_enabled:
+            gc.enable()
