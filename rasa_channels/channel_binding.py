@@ -13,6 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import sqlalchemy as sa
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.events import UserUttered
+
 # latest_input_channel's answer for a store that is not (or does not wrap) an SQLTrackerStore: read the tracker.
 NOT_SQL = object()
 
@@ -29,10 +33,6 @@ async def latest_input_channel(store: Any, sender_id: str) -> Any:
     ``SQLTrackerStore``. Raises SQLAlchemy's errors when the database fails and ``ValueError`` when a stored event
     is not JSON (Rasa's ``FailSafeTrackerStore`` would answer None).
     """
-    import sqlalchemy as sa
-    from rasa.core.tracker_store import SQLTrackerStore
-    from rasa.shared.core.events import UserUttered
-
     while not isinstance(store, SQLTrackerStore) and hasattr(store, "_tracker_store"):
         store = store._tracker_store
     if not isinstance(store, SQLTrackerStore):

@@ -45,6 +45,8 @@ from limits.strategies import FixedWindowRateLimiter
 from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.events import BotUttered, UserUttered
 
+from rasa_channels.channel_binding import NOT_SQL, latest_input_channel
+
 logger = logging.getLogger(__name__)
 
 OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
@@ -206,9 +208,6 @@ class InputGuard:
         store = self._store()
         if store is None:
             return None
-        # Imported here, not with this module: it loads Rasa's tracker store (attach() imports it at start).
-        from rasa_channels.channel_binding import NOT_SQL, latest_input_channel
-
         try:
             # A few rows where the store is SQL (both topologies), not the whole tracker for one field.
             channel = await latest_input_channel(store, sender_id)
@@ -294,8 +293,6 @@ class InputGuard:
         """Keeps a reference to the server's app (for its tracker store) once it starts."""
 
         async def capture(app: Any, _loop: Any) -> None:
-            import rasa_channels.channel_binding  # noqa: F401 - loaded once at start, never on a customer's message
-
             self.app = app
 
         blueprint.listener("before_server_start")(capture)
