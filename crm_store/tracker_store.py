@@ -46,6 +46,9 @@ def tracker_store_url(env: Mapping[str, str] | None = None) -> str | None:
                       host=hostname or None, port=int(port) if port else None, database=db).render_as_string(hide_password=False)
 
 
+_WITH_EVENTS: set[Engine] = set()  # engines whose database has Rasa's events table
+
+
 @lru_cache(maxsize=4)
 def _engine(url: str) -> Engine:
     return make_engine(url)
@@ -58,8 +61,14 @@ class TrackerStore:
         self.engine = _engine(url)
 
     def _has_events(self) -> bool:
-        # Rasa creates the table on its first start; before that there is nothing to read or delete.
-        return inspect(self.engine).has_table(EVENTS)
+        # Rasa creates the table on its first start; before that there is nothing to read or delete. Once seen it
+        # stays (nothing here drops it), so the web chat's frequent reads skip the catalogue query.
+        if self.engine in _WITH_EVENTS:
+            return True
+        found = inspect(self.engine).has_table(EVENTS)
+        if found:
+            _WITH_EVENTS.add(self.engine)
+        return found
 
     def conversation_events(self, sender_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         """{sender id: [event, ...]} in order, each event as Rasa stored it (its JSON ``data``)."""
@@ -75,6 +84,18 @@ class TrackerStore:
                 for sender_id, data in rows:
                     out.setdefault(sender_id, []).append(_load(data))
         return out
+
+    def bot_messages(self, sender_id: str, *, after: float, limit: int = 50) -> list[dict[str, Any]]:
+        """The bot's messages in one conversation whose timestamp (Unix seconds) is later than ``after``: the latest
+        ``limit`` of them, oldest first, each the bot event as Rasa stored it (``text``, ``timestamp``, ``data`` with
+        ``buttons``, ``image`` ...). One indexed read; [] before Rasa created its table."""
+        if not self._has_events():
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(f"SELECT data FROM {EVENTS} WHERE sender_id = :s AND type_name = 'bot' AND timestamp > :after "
+                     "ORDER BY id DESC LIMIT :n"), {"s": sender_id, "after": after, "n": limit}).all()
+        return [_load(data) for (data,) in reversed(rows)]
 
     def senders_mentioning(self, needles: Iterable[str]) -> set[str]:
         """Sender ids of conversations whose events contain any of ``needles`` (case-insensitive substrings)."""

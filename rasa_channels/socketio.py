@@ -30,11 +30,18 @@ a key (crm_store.chat_sessions, HMAC with ``CHAT_SESSION_SECRET`` from the envir
 server and web replica). ``session_confirm`` carries ``{"session_id", "session_key"}``; a ``session_request``
 resumes a session only with its key (otherwise a new session is issued, and the refusal logged and counted);
 a socket's messages always go to the session it joined, whatever ``session_id`` they name.
+
+Every ``bot_uttered`` payload also carries ``ts`` (the bot event's timestamp in Unix seconds, as Rasa stores it in its
+tracker store) and ``part`` (0, 1 ... for the pieces Rasa cuts one bot message into). A socket.io emit is at most once:
+it is lost while the customer's socket is away (a reload, a network drop) or while Redis restarts. The web chat asks
+the web service for the bot's recent messages (``POST /chat/missed``, read from the tracker store) when it reconnects
+and every 20 s, and shows those it has no ``ts`` of.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import os
@@ -123,6 +130,32 @@ async def start_client_manager(sio: AsyncServer, timeout: float = SUBSCRIBE_WAIT
         return False
 
 
+# The bot event being sent, [timestamp, next part], for the payloads one send_response emits (one per task: Rasa sends
+# a conversation's messages one after another; another conversation's sends run in their own tasks and contexts).
+_SENDING: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("socketio_bot_event", default=None)
+
+
+class StampedOutput(SocketIOOutput):
+    """Rasa's socket.io output channel whose ``bot_uttered`` payloads say which bot event they are: ``ts`` (Unix
+    seconds, the event's timestamp in the tracker store) and ``part`` (0, 1 ... in the order Rasa emits them). The
+    payloads are Rasa's own; the web chat uses the pair to show a message it missed once, and only once."""
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        stamp = message.get("timestamp")
+        token = _SENDING.set([stamp, 0] if isinstance(stamp, (int, float)) else None)
+        try:
+            await super().send_response(recipient_id, message)
+        finally:
+            _SENDING.reset(token)
+
+    async def _send_message(self, socket_id: str, response: Any) -> None:
+        sending = _SENDING.get()
+        if sending is not None and isinstance(response, dict):
+            response = {**response, "ts": sending[0], "part": sending[1]}
+            sending[1] += 1
+        await super()._send_message(socket_id, response)
+
+
 class ClosedWebsocketNoise(logging.Filter):
     """Drops sanic's error for every closed socket.io WebSocket: python-engineio's handler returns nothing when
     the socket closes and sanic logs "Invalid response type None" with a traceback (sanic issue 2572, open).
@@ -181,6 +214,12 @@ class SocketIOInput(RasaSocketIOInput):
         logger.info("socket.io rooms shared through Redis channel %r", self.redis_channel)
         return SharedRooms(self.redis_url, channel=self.redis_channel, redis_options=options)
 
+    def get_output_channel(self) -> StampedOutput | None:
+        """The output channel for messages sent through Rasa's HTTP API (proactive messages, agents' replies)."""
+        if self.sio is None:
+            return super().get_output_channel()  # Rasa's warning: no server yet
+        return StampedOutput(self.sio, self.bot_message_evt)
+
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         """Rasa 3.6's socket.io blueprint (same routes and events) on a server with our client manager."""
         sio = AsyncServer(async_mode="sanic", cors_allowed_origins=[], client_manager=self.client_manager())
@@ -223,7 +262,7 @@ class SocketIOInput(RasaSocketIOInput):
         @sio.on(self.user_message_evt, namespace=self.namespace)
         async def handle_message(sid: str, data: dict) -> None:
             data = data if isinstance(data, dict) else {}
-            output_channel = SocketIOOutput(sio, self.bot_message_evt)
+            output_channel = StampedOutput(sio, self.bot_message_evt)
             if self.session_persistence:
                 # The session this socket joined with its key; a session_id in the message is not trusted.
                 sender_id = (await sio.get_session(sid, namespace=self.namespace)).get("session_id")

@@ -191,6 +191,32 @@ class PresenceReport(ChatSessionProof):
     pass
 
 
+class MissedRequest(ChatSessionProof):
+    """The bot's messages the page may have missed: those later than ``after`` (Unix seconds, server time)."""
+
+    after: float = Field(default=0.0, ge=0.0)
+
+
+class MissedButton(BaseModel):
+    title: str
+    payload: str
+
+
+class MissedMessage(BaseModel):
+    """One bot message as the socket.io channel emits it: ``ts`` its event's timestamp (Unix seconds); the page
+    cuts ``text`` at blank lines as the channel does, the buttons going with the last piece."""
+
+    ts: float
+    text: str = ""
+    buttons: list[MissedButton] = []
+    image: str | None = None
+
+
+class MissedMessages(BaseModel):
+    now: float  # the server's clock (Unix seconds), for the page's next ``after``
+    messages: list[MissedMessage]
+
+
 # --- escalation and the agent console --------------------------------------------------------------
 
 class HandoffCustomer(ORM):

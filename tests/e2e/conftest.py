@@ -226,6 +226,21 @@ class FakeGraphApi:
 FB_APP_SECRET = "e2e-app-secret-0123456789abcdef"
 
 
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, for one test (browser_kit.launch: the flags this machine needs)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.e2e.browser_kit import launch  # browser_kit imports this module
+
+    with sync_playwright() as pw:
+        b = launch(pw)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
 @pytest.fixture(scope="session")
 def fake_graph() -> Iterator[FakeGraphApi]:
     graph = FakeGraphApi()

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 
-from tests.e2e.browser_kit import DESKTOP, axe, launch, shot, watch
+from tests.e2e.browser_kit import DESKTOP, axe, shot, watch
 from tests.e2e.conftest import ROOT, Stack
 from tests.e2e.test_device_flows import admin, query, verify_as
 from tests.e2e.test_handoff_flow import SioCustomer, find_handoff
@@ -22,18 +20,6 @@ from tests.e2e.test_privacy_flow import device_client, pick_customer, publish, t
 AGENT, PASSWORD, FULL_NAME = "petra", "petra-console-password", "Petra Nowak"
 NO_CONSENT = "SELECT coalesce(sum(value), 0) FROM ingest_counters WHERE name LIKE '%no_consent%'"
 STORED = "SELECT count(*) FROM device_messages m JOIN devices d ON d.id = m.device_id WHERE d.serial = ?"
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def agent(stack: Stack) -> str:

@@ -12,24 +12,11 @@ import time
 import urllib.parse
 import uuid
 
-import pytest
 
-from tests.e2e.browser_kit import DESKTOP, PHONE, TABLET, WIDE, axe, launch, png, shot, watch
+from tests.e2e.browser_kit import DESKTOP, PHONE, TABLET, WIDE, axe, png, shot, watch
 from tests.e2e.conftest import ROOT, Stack
 
 AGENT, PASSWORD = "lena", "lena-console-password"
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def sign_in(page, username: str, password: str, shown: str) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.browser_kit import launch, watch
+from tests.e2e.browser_kit import watch
 from tests.e2e.conftest import Stack
 
 STORE = "appliance-care-chat"
@@ -20,18 +20,6 @@ SHOWS_THE_STORE = f"() => JSON.stringify(({STORED})().transcript.map((e) => e.id
 # A session the server never issued: its key is refused, and the stored transcript is not this browser's any more.
 REFUSED = {"sessionId": "0" * 32, "sessionKey": "not-a-key", "agent": None,
            "transcript": [{"id": "old1", "who": "bot", "text": "an old conversation", "at": "2026-01-01T00:00:00Z"}]}
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def open_together(stack: Stack, ctx: Any, n: int, stored: dict[str, Any] | None) -> list[Any]:

@@ -11,20 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.e2e.browser_kit import DESKTOP, PHONE, axe, launch, shot, watch
+from tests.e2e.browser_kit import DESKTOP, PHONE, axe, shot, watch
 from tests.e2e.conftest import Stack
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 SHOWN_IDS = "() => [...document.querySelectorAll('li.msg')].map((li) => li.dataset.id)"

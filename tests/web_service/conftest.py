@@ -12,6 +12,7 @@ from crm_store.demo_data import generate
 from crm_store.enums import ApplianceCategory, UserRole
 from crm_store.repositories.handoffs import set_skills
 from crm_store.repositories.users import create_user
+from crm_store.tracker_store import TrackerStore
 from tests.conftest import migrated_database
 from web_service.main import create_app
 from web_service.settings import get_settings
@@ -52,6 +53,19 @@ def client(api_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]
 
 
 CHAT_SECRET = "c" * 64
+
+
+@pytest.fixture
+def tracker(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackerStore]:  # type: ignore[no-untyped-def]
+    """A Rasa tracker store (SQLite, Rasa's ``events`` table) that the web service is configured with."""
+    url = f"sqlite:///{tmp_path}/tracker.db"
+    monkeypatch.setenv("TRACKER_STORE_URL", url)
+    monkeypatch.setenv("PRIVACY_POLL_SECONDS", "0")
+    get_settings.cache_clear()
+    store = TrackerStore(url)
+    store.create_schema()
+    yield store
+    get_settings.cache_clear()
 
 
 def chat(session_id: str, **fields: object) -> dict[str, object]:

@@ -18,7 +18,7 @@ def _concrete(path: str) -> str:
 def test_every_route_but_health_and_login_refuses_anonymous_and_forged_tokens(client):
     schema = client.get("/openapi.json").json()
     public = {("/health", "get"), ("/health/ready", "get"), ("/api/auth/token", "post"), ("/chat", "get"), ("/chat/presence", "post"),
-              ("/chat/signal", "post"), ("/chat/stream", "post"), ("/chat/uploads", "post")}  # the chat's, keyed by its session id
+              ("/chat/signal", "post"), ("/chat/stream", "post"), ("/chat/uploads", "post"), ("/chat/missed", "post")}  # the chat's, keyed by its session id
     checked = 0
     for path, methods in schema["paths"].items():
         for method in methods:
@@ -60,7 +60,7 @@ def test_every_route_checks_the_role_and_refuses_the_wrong_ones(client):
     """A route without a role check, or one that admits a role it should not, fails here."""
     schema = client.get("/openapi.json").json()
     public = {("/health", "get"), ("/health/ready", "get"), ("/api/auth/token", "post"), ("/chat", "get"), ("/chat/presence", "post"),
-              ("/chat/signal", "post"), ("/chat/stream", "post"), ("/chat/uploads", "post")}  # the chat's, keyed by its session id
+              ("/chat/signal", "post"), ("/chat/stream", "post"), ("/chat/uploads", "post"), ("/chat/missed", "post")}  # the chat's, keyed by its session id
     # Devices authenticate with their own token: no person's login, whatever the role, is accepted there.
     device_only = {("/api/ingest/devices/{serial}/{kind}", "post")}
     tokens = {role: login(client, name) for role, name in (("agent", "agent1"), ("supervisor", "super1"), ("admin", "admin1"))}

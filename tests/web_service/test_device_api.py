@@ -15,7 +15,7 @@ from crm_store.enums import DeviceMessageKind, LotStatus, ProactiveKind, Proacti
 from crm_store.repositories.ingest import counter_totals
 from crm_store.repositories.tickets import open_ticket
 from device_hooks.broker import issue_credential
-from tests.web_service.conftest import CHAT_SECRET, chat, login
+from tests.web_service.conftest import chat, login
 from web_service import errors
 from web_service.settings import get_settings
 

@@ -9,23 +9,10 @@ from crm_store.db import session_scope
 from crm_store.enums import UserRole
 from crm_store.models import AccessAudit
 from crm_store.repositories.users import create_user, get_user_by_username
-from crm_store.tracker_store import TrackerStore
 from tests.privacy.builder import make_person, scan_crm, scan_tracker
 from tests.web_service.conftest import PASSWORDS, login
-from web_service.settings import get_settings
 
 PASSWORDS.setdefault("dpo1", "dpo-password-123")
-
-
-@pytest.fixture
-def tracker(tmp_path, monkeypatch) -> TrackerStore:  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path}/tracker.db"
-    monkeypatch.setenv("TRACKER_STORE_URL", url)
-    monkeypatch.setenv("PRIVACY_POLL_SECONDS", "0")
-    get_settings.cache_clear()
-    store = TrackerStore(url)
-    store.create_schema()
-    return store
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@
 
   function load() {
     const s = JSON.parse(localStorage.getItem(STORE) || "null") || {};
-    return { sessionId: s.sessionId || null, sessionKey: s.sessionKey || null, transcript: s.transcript || [], agent: s.agent || null };
+    return { sessionId: s.sessionId || null, sessionKey: s.sessionKey || null, transcript: s.transcript || [], agent: s.agent || null,
+      since: typeof s.since === "number" ? s.since : null };
   }
   function save() {
     state.transcript = state.transcript.slice(-200);
@@ -200,6 +201,9 @@
   }
   async function onBot(data) {
     if (!leader) return;  // the leading tab writes the reply; this one shows it from the broadcast
+    // Which bot event and piece this is (the channel's ts and part): shown once, whether it came live or caught up.
+    const stamp = typeof data.ts === "number" ? { ts: data.ts, part: data.part || 0 } : {};
+    if (stamp.ts !== undefined && load().transcript.some((e) => e.ts === stamp.ts && e.part === stamp.part)) return;
     const buttons = (data.quick_replies || data.buttons || []).map((b) => ({ title: b.title, payload: b.payload }));
     let text = data.text || "";
     if (!text && (data.image || data.attachment)) {
@@ -210,9 +214,47 @@
     if (m) {
       // An agent's reply is relayed by the bot as "Name: text"; the stream says who the agent is.
       const agent = state.agent || await waitForAgent(1500);
-      if (agent && agent === m[1]) { add({ who: "agent", name: agent, text: m[2], buttons: buttons }); return; }
+      if (agent && agent === m[1]) { add(Object.assign({ who: "agent", name: agent, text: m[2], buttons: buttons }, stamp)); return; }
     }
-    add({ who: "bot", text: text, buttons: buttons });
+    add(Object.assign({ who: "bot", text: text, buttons: buttons }, stamp));
+  }
+
+  // --- messages the socket missed -----------------------------------------------------------------------
+  // A socket.io emit is at most once: a reload, a network drop or a Redis restart loses it. The leading tab asks
+  // the web service for the bot's recent messages (read from Rasa's tracker store) and shows those whose ts it has
+  // not got, cut into pieces as the channel cuts them. "since" trails the server's clock by CATCH_UP_WINDOW
+  // seconds: a message whose turn was still being saved during one call comes with the next.
+  const CATCH_UP_WINDOW = 120;
+  let catching = false;
+  async function catchUp() {
+    if (catching || !leader || !confirmed || !state.sessionId) return;
+    catching = true;
+    try {
+      const stored = load(), sid = stored.sessionId;
+      // Bot entries stored before messages had a ts cannot be matched: from such a transcript, only start the clock.
+      const unmatched = stored.since === null && stored.transcript.some((e) => e.who !== "user" && e.who !== "system" && e.ts === undefined);
+      const resp = await fetch("/chat/missed", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ session_id: sid, session_key: stored.sessionKey, after: stored.since || 0 }) });
+      if (!resp.ok) return;
+      const body = await resp.json();
+      await (chain = chain.then(async function () {
+        if (load().sessionId !== sid) return;  // a new session meanwhile: these were the old one's
+        if (!unmatched) for (const m of body.messages) await showMissed(m);
+        state = load();
+        state.since = Math.max(state.since || 0, body.now - CATCH_UP_WINDOW);
+        save();
+      }).catch((e) => console.warn(e)));
+    } catch (err) { /* offline: the next call catches up */ }
+    finally { catching = false; }
+  }
+  // Each piece as the channel cuts it (text at blank lines, the buttons with the last piece, then the image), so
+  // onBot matches (ts, part) with what the socket brought: a piece shown already is skipped, a lost one shown.
+  async function showMissed(m) {
+    const parts = m.text ? m.text.trim().split("\n\n") : [];
+    for (let i = 0; i < parts.length; i += 1) {
+      await onBot({ text: parts[i], buttons: i === parts.length - 1 ? m.buttons : [], ts: m.ts, part: i });
+    }
+    if (m.image) await onBot({ image: m.image, ts: m.ts, part: parts.length });
   }
   // The leading tab stores the agent and writes the "joined" / "left" lines; it compares with the agent it last
   // stored, not with the store, so another tab's write cannot make it skip a line. Other tabs only show the name.
@@ -288,7 +330,7 @@
     if (!leader && sid !== state.sessionId) { awaitingSession = true; return; }
     // A new session, or the server refused to resume ours (no valid key): the old transcript is not this one's.
     const renewed = !!state.sessionId && state.sessionId !== sid, first = !state.sessionId || renewed;
-    if (renewed) { state.transcript = []; state.agent = agentStored = null; renderAll(); }
+    if (renewed) { state.transcript = []; state.agent = agentStored = null; state.since = null; renderAll(); }
     state.sessionId = sid; state.sessionKey = (data && data.session_key) || null; save();
     confirmed = true;
     statusEl.textContent = "online";
@@ -304,9 +346,11 @@
   socket.on("disconnect", function () { confirmed = false; statusEl.textContent = "reconnecting…"; });
   socket.on("connect_error", function () { statusEl.textContent = "offline, retrying…"; });
 
-  // Tells the server this chat is open, so the bot's proactive messages (a device fault, say) are pushed here.
+  // Tells the server this chat is open, so the bot's proactive messages (a device fault, say) are pushed here, and
+  // shows what the socket missed (on connecting, and every 20 s).
   function reportPresence() {
     if (!confirmed || !state.sessionId || !leader) return;
+    catchUp();
     fetch("/chat/presence", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ session_id: state.sessionId, session_key: state.sessionKey }) }).catch(function () {});
   }

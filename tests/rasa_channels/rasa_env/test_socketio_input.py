@@ -92,3 +92,36 @@ def test_only_the_closed_websocket_error_is_dropped_from_sanics_log():
     assert not noise.filter(record("ws://h/socket.io/?transport=websocket", ServerError("Invalid response type None (need HTTPResponse)")))
     assert noise.filter(record("ws://h/socket.io/?transport=websocket", ServerError("something else")))
     assert noise.filter(record("http://h/webhooks/rest/webhook", ServerError("Invalid response type None (need HTTPResponse)")))
+
+
+def test_every_bot_payload_says_which_bot_event_and_piece_it_is(monkeypatch: pytest.MonkeyPatch):
+    """The web chat matches what it caught up (``POST /chat/missed``: the bot events' timestamps) with what its socket
+    brought by (ts, part): the payloads of messages sent in reply and through Rasa's HTTP API both carry them."""
+    from rasa.shared.core.events import BotUttered
+
+    monkeypatch.setattr(guard_module, "_GUARD", InputGuard(GuardSettings()))
+    channel = SocketIOInput(user_message_evt="user_uttered", bot_message_evt="bot_uttered", session_persistence=True)
+    assert channel.get_output_channel() is None  # no server yet: Rasa's own answer (and warning)
+    channel.blueprint(lambda _m: asyncio.sleep(0))
+    sent: list[dict[str, Any]] = []
+
+    async def emit(event: str, data: Any = None, room: Any = None, **_kw: Any) -> None:
+        sent.append({"event": event, "room": room, **data})
+
+    channel.sio.emit = emit  # type: ignore[method-assign]
+    event = BotUttered("Hi!\n\nPick one:", {"buttons": [{"title": "A", "payload": "/a"}], "image": "https://x/i.png"},
+                       timestamp=1764700000.125)
+
+    async def two_messages() -> None:
+        output = channel.get_output_channel()
+        # Two conversations at once: each send's pieces are numbered on their own.
+        await asyncio.gather(output.send_response("s1", event.message()), output.send_response("s2", BotUttered(
+            "Other", timestamp=5.5).message()))
+
+    asyncio.run(two_messages())
+    mine = [(m["ts"], m["part"], m.get("text"), len(m.get("quick_replies") or [])) for m in sent if m["room"] == "s1"]
+    assert mine == [(1764700000.125, 0, "Hi!", 0), (1764700000.125, 1, "Pick one:", 1), (1764700000.125, 2, None, 0)]
+    assert [(m["ts"], m["part"], m["text"]) for m in sent if m["room"] == "s2"] == [(5.5, 0, "Other")]
+    sent.clear()
+    asyncio.run(channel.get_output_channel().send_text_message("s1", "no event behind it"))  # e.g. the guard's replies
+    assert sent == [{"event": "bot_uttered", "room": "s1", "text": "no event behind it"}]
