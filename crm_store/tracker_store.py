@@ -1,4 +1,5 @@
-"""Rasa's SQL tracker store (a database of its own) as the privacy and retention jobs need it.
+"""Rasa's SQL tracker store (a database of its own) as the privacy and retention jobs and the web chat's
+catch-up need it.
 
 Open-source Rasa has no API to delete a conversation; its ``SQLTrackerStore`` keeps every event of a
 conversation as one row of the ``events`` table (``sender_id``, ``timestamp`` in Unix seconds, ``data`` the
@@ -86,16 +87,17 @@ class TrackerStore:
         return out
 
     def bot_messages(self, sender_id: str, *, after: float, limit: int = 50) -> list[dict[str, Any]]:
-        """The bot's messages in one conversation whose timestamp (Unix seconds) is later than ``after``: the latest
-        ``limit`` of them, oldest first, each the bot event as Rasa stored it (``text``, ``timestamp``, ``data`` with
-        ``buttons``, ``image`` ...). One indexed read; [] before Rasa created its table."""
+        """The bot's messages in one conversation whose timestamp (Unix seconds) is later than ``after``: the first
+        ``limit`` of them, oldest first (ask again after the last one's timestamp for more), each the bot event as
+        Rasa stored it (``text``, ``timestamp``, ``data`` with ``buttons``, ``image`` ..., ``metadata``). One indexed
+        read; [] before Rasa created its table."""
         if not self._has_events():
             return []
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(f"SELECT data FROM {EVENTS} WHERE sender_id = :s AND type_name = 'bot' AND timestamp > :after "
-                     "ORDER BY id DESC LIMIT :n"), {"s": sender_id, "after": after, "n": limit}).all()
-        return [_load(data) for (data,) in reversed(rows)]
+                     "ORDER BY id LIMIT :n"), {"s": sender_id, "after": after, "n": limit}).all()
+        return [_load(data) for (data,) in rows]
 
     def senders_mentioning(self, needles: Iterable[str]) -> set[str]:
         """Sender ids of conversations whose events contain any of ``needles`` (case-insensitive substrings)."""

@@ -137,12 +137,14 @@ _SENDING: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("soc
 
 class StampedOutput(SocketIOOutput):
     """Rasa's socket.io output channel whose ``bot_uttered`` payloads say which bot event they are: ``ts`` (Unix
-    seconds, the event's timestamp in the tracker store) and ``part`` (0, 1 ... in the order Rasa emits them). The
-    payloads are Rasa's own; the web chat uses the pair to show a message it missed once, and only once."""
+    seconds, the event's timestamp in the tracker store) and ``part`` (0, 1 ... in the order Rasa emits them), and,
+    for an agent's line, ``agent_name``. The payloads are otherwise Rasa's own; the web chat uses the pair to show a
+    message it missed once, and only once (crm_store.chat_pieces cuts a stored event the same way)."""
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        stamp = message.get("timestamp")
-        token = _SENDING.set([stamp, 0] if isinstance(stamp, (int, float)) else None)
+        stamp, agent = message.get("timestamp"), message.get("agent_name")
+        token = _SENDING.set([stamp, 0, agent if isinstance(agent, str) else None]
+                             if isinstance(stamp, (int, float)) else None)
         try:
             await super().send_response(recipient_id, message)
         finally:
@@ -152,6 +154,8 @@ class StampedOutput(SocketIOOutput):
         sending = _SENDING.get()
         if sending is not None and isinstance(response, dict):
             response = {**response, "ts": sending[0], "part": sending[1]}
+            if sending[2]:
+                response["agent_name"] = sending[2]  # an agent's line (actions.agent_relay): the page need not guess
             sending[1] += 1
         await super()._send_message(socket_id, response)
 

@@ -20,3 +20,5 @@ NOT_YOUR_CHAT = "This chat session cannot be used from here: please reload the c
 OUTSIDE_SKILLS = "This conversation needs skills you do not have"
 USER_NOT_FOUND = "User not found"
 RASA_UNAVAILABLE = "The assistant could not be reached; the message is saved and will be delivered with the next one"
+TOO_MANY_CHECKS = "Too many requests from this chat; try again in a minute"
+TRACKER_UNREADABLE = "The conversation history cannot be read right now; retry later"

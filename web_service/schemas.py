@@ -202,19 +202,23 @@ class MissedButton(BaseModel):
     payload: str
 
 
-class MissedMessage(BaseModel):
-    """One bot message as the socket.io channel emits it: ``ts`` its event's timestamp (Unix seconds); the page
-    cuts ``text`` at blank lines as the channel does, the buttons going with the last piece."""
+class MissedPiece(BaseModel):
+    """One piece of a bot message as the socket.io channel emits it (crm_store.chat_pieces): ``ts`` its bot event's
+    timestamp (Unix seconds), ``part`` its place among the event's pieces; ``agent_name`` for an agent's line."""
 
     ts: float
+    part: int
     text: str = ""
     buttons: list[MissedButton] = []
     image: str | None = None
+    attachment: Any = None
+    agent_name: str | None = None
 
 
 class MissedMessages(BaseModel):
     now: float  # the server's clock (Unix seconds), for the page's next ``after``
-    messages: list[MissedMessage]
+    pieces: list[MissedPiece]
+    more: bool  # more bot messages after the last piece's ts: ask again with it as ``after``
 
 
 # --- escalation and the agent console --------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The web chat's catch-up read of Rasa's tracker store (``TrackerStore.bot_messages``) on SQLite and PostgreSQL:
-only the bot's messages of the one conversation, later than ``after``, the latest ``limit`` oldest first."""
+only the bot's messages of the one conversation, later than ``after``, the first ``limit`` of them, oldest first."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def bot(ts: float, text: str) -> dict:
     return {"event": "bot", "timestamp": ts, "text": text, "data": {"buttons": [{"title": "Yes", "payload": "/affirm"}]}}
 
 
-def test_only_the_conversations_bot_messages_after_the_given_time_latest_first_cut(tracker: TrackerStore):
+def test_only_the_conversations_bot_messages_after_the_given_time_oldest_first(tracker: TrackerStore):
     assert tracker.bot_messages("c1", after=0) == []  # before Rasa created its table: nothing, no error
     tracker.create_schema()
     tracker.append("c1", [{"event": "user", "timestamp": 100.0, "text": "hi"}, bot(100.25, "hello"),
@@ -42,5 +42,5 @@ def test_only_the_conversations_bot_messages_after_the_given_time_latest_first_c
     got = tracker.bot_messages("c1", after=100.25)
     assert [(m["timestamp"], m["text"]) for m in got] == [(101.125, "second"), (102.0625, "third")]  # exact floats
     assert got[0]["data"]["buttons"] == [{"title": "Yes", "payload": "/affirm"}]
-    assert [m["text"] for m in tracker.bot_messages("c1", after=0, limit=2)] == ["second", "third"]
+    assert [m["text"] for m in tracker.bot_messages("c1", after=0, limit=2)] == ["hello", "second"]  # then after 101.125
     assert tracker.bot_messages("c1", after=102.0625) == [] and tracker.bot_messages("nobody", after=0) == []

@@ -8,21 +8,26 @@ import pathlib
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse
 
+from crm_store.chat_pieces import web_chat_pieces
 from crm_store.db import session_scope
 from crm_store.enums import Channel
 from crm_store.repositories.customers import is_linked
 from crm_store.repositories.proactive import touch_presence
+from web_service import errors
 from web_service.deps import require_session_key
 from web_service.privacy_jobs import tracker_for
+from web_service.ratelimit import allow
 from web_service.schemas import MissedMessages, MissedRequest, PresenceReport
 from web_service.settings import WebSettings, get_settings
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
-MISSED_LIMIT = 50  # the latest bot messages one call returns at most
+MISSED_LIMIT = 50  # bot messages one call returns at most
+MISSED_RATE_PER_CHAT = "30/minute"  # the page asks every 20 s, on reconnecting, and again while ``more``
+MISSED_RATE_PER_CLIENT = "300/minute"
 PAGE = pathlib.Path(__file__).resolve().parent.parent / "static" / "chat.html"
 
 
@@ -53,33 +58,29 @@ def report_presence(report: PresenceReport, settings: Annotated[WebSettings, Dep
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/chat/missed", response_model=MissedMessages)
-def missed_messages(request: MissedRequest, settings: Annotated[WebSettings, Depends(get_settings)]) -> MissedMessages:
-    """The bot's messages in this chat later than ``after`` (at most the latest 50, oldest first), read from Rasa's
-    tracker store, so the page can show what its socket missed (it was away, or Redis was restarting: a socket.io
-    emit is at most once). The page sends it on reconnecting and every 20 s; it shows only the messages whose ``ts``
-    it has not got. 403 without the session's key; an empty list when no tracker store is configured or it cannot
-    be read (logged; the page asks again)."""
-    require_session_key(settings, request.session_id, request.session_key)
+@router.post("/chat/missed", response_model=MissedMessages,
+             responses={429: {"description": errors.TOO_MANY_CHECKS}, 503: {"description": errors.TRACKER_UNREADABLE}})
+def missed_messages(body: MissedRequest, request: Request,
+                    settings: Annotated[WebSettings, Depends(get_settings)]) -> MissedMessages:
+    """The pieces of the bot's messages in this chat later than ``after`` (Unix seconds), read from Rasa's tracker
+    store, so the page can show what its socket missed (it was away, or Redis was restarting: a socket.io emit is at
+    most once). At most 50 messages, oldest first; ``more`` says to ask again with the last piece's ``ts``. The page
+    asks on connecting and every 20 s and shows only the (``ts``, ``part``) it has not got. 403 without the session's
+    key; 429 over 30 calls a minute per chat or 300 per client address; 503 while the tracker store cannot be read
+    (the page keeps its ``after`` and asks again); no pieces when no tracker store is configured."""
+    require_session_key(settings, body.session_id, body.session_key)
+    client = request.client.host if request.client else "unknown"
+    if not (allow(MISSED_RATE_PER_CHAT, "missed-chat", body.session_id, redis_url=settings.redis_url)
+            and allow(MISSED_RATE_PER_CLIENT, "missed-client", client, redis_url=settings.redis_url)):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, errors.TOO_MANY_CHECKS)
     now = time.time()
     store = tracker_for(settings)
     if store is None:
-        return MissedMessages(now=now, messages=[])
+        return MissedMessages(now=now, pieces=[], more=False)
     try:
-        events = store.bot_messages(request.session_id, after=request.after, limit=MISSED_LIMIT)
-    except Exception as exc:  # noqa: BLE001 - the tracker store away: nothing now, the page asks again
+        events = store.bot_messages(body.session_id, after=body.after, limit=MISSED_LIMIT + 1)
+    except Exception as exc:  # noqa: BLE001 - the tracker store away: say so, so the page does not move on
         logger.warning("missed messages: tracker store unreadable (%s)", type(exc).__name__)
-        return MissedMessages(now=now, messages=[])
-    return MissedMessages(now=now, messages=[m for m in map(_as_sent, events) if m is not None])
-
-
-def _as_sent(event: dict) -> dict | None:
-    """A stored bot event as the page needs it; None for one with nothing the page shows (a custom payload only)."""
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
-    ts, text = event.get("timestamp"), event.get("text") or ""
-    buttons = [{"title": str(b.get("title", "")), "payload": str(b.get("payload", ""))}
-               for b in (data.get("buttons") or data.get("quick_replies") or []) if isinstance(b, dict)]
-    image = data.get("image") if isinstance(data.get("image"), str) else None
-    if not isinstance(ts, (int, float)) or not (text or buttons or image):
-        return None
-    return {"ts": ts, "text": text if isinstance(text, str) else str(text), "buttons": buttons, "image": image}
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, errors.TRACKER_UNREADABLE) from None
+    pieces = [piece for event in events[:MISSED_LIMIT] for piece in web_chat_pieces(event)]
+    return MissedMessages(now=now, pieces=pieces, more=len(events) > MISSED_LIMIT)

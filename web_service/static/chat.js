@@ -67,11 +67,15 @@
     entry.at = entry.at || new Date().toISOString();
     const stored = load();
     state = Object.assign(stored, { sessionId: state.sessionId || stored.sessionId, sessionKey: state.sessionKey || stored.sessionKey });
-    state.transcript.push(entry);
+    // A bot message caught up late goes before the bot's later ones (the newest keeps the live quick replies).
+    const later = entry.ts === undefined ? -1 : state.transcript.findIndex((e) => e.ts > entry.ts || (e.ts === entry.ts && e.part > entry.part));
+    if (later >= 0) state.transcript.splice(later, 0, entry);
+    else state.transcript.push(entry);
     if (writtenIn !== state.sessionId) { written = []; writtenIn = state.sessionId; }
     written = written.concat([entry]).slice(-200);
     save();
-    if (onScreen.length >= state.transcript.length) { renderAll(); announce(entry); }  // the cap dropped the oldest
+    // Inserted before the end, or the cap dropped the oldest: everything again.
+    if (later >= 0 || onScreen.length >= state.transcript.length) { renderAll(); announce(entry); }
     else append(entry);
   }
   // Another tab wrote the store: show its new entries once each, or everything again when what this tab shows
@@ -213,7 +217,7 @@
     const m = AGENT_LINE.exec(text);
     if (m) {
       // An agent's reply is relayed by the bot as "Name: text"; the stream says who the agent is.
-      const agent = state.agent || await waitForAgent(1500);
+      const agent = data.agent_name || state.agent || await waitForAgent(1500);
       if (agent && agent === m[1]) { add(Object.assign({ who: "agent", name: agent, text: m[2], buttons: buttons }, stamp)); return; }
     }
     add(Object.assign({ who: "bot", text: text, buttons: buttons }, stamp));
@@ -221,10 +225,11 @@
 
   // --- messages the socket missed -----------------------------------------------------------------------
   // A socket.io emit is at most once: a reload, a network drop or a Redis restart loses it. The leading tab asks
-  // the web service for the bot's recent messages (read from Rasa's tracker store) and shows those whose ts it has
-  // not got, cut into pieces as the channel cuts them. "since" trails the server's clock by CATCH_UP_WINDOW
-  // seconds: a message whose turn was still being saved during one call comes with the next.
-  const CATCH_UP_WINDOW = 120;
+  // the web service for the pieces of the bot's messages since "since" (read from Rasa's tracker store, cut as the
+  // channel cuts them) and onBot shows those whose (ts, part) it has not got, in ts order. "since" then trails the
+  // server's clock by CATCH_UP_WINDOW seconds: a message whose turn was still being saved comes with the next call.
+  // A refused or failed call (429, 503, offline, 15 s without an answer) leaves "since" where it was.
+  const CATCH_UP_WINDOW = 120, CATCH_UP_PAGES = 5;
   let catching = false;
   async function catchUp() {
     if (catching || !leader || !confirmed || !state.sessionId) return;
@@ -233,28 +238,33 @@
       const stored = load(), sid = stored.sessionId;
       // Bot entries stored before messages had a ts cannot be matched: from such a transcript, only start the clock.
       const unmatched = stored.since === null && stored.transcript.some((e) => e.who !== "user" && e.who !== "system" && e.ts === undefined);
-      const resp = await fetch("/chat/missed", { method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ session_id: sid, session_key: stored.sessionKey, after: stored.since || 0 }) });
-      if (!resp.ok) return;
-      const body = await resp.json();
-      await (chain = chain.then(async function () {
-        if (load().sessionId !== sid) return;  // a new session meanwhile: these were the old one's
-        if (!unmatched) for (const m of body.messages) await showMissed(m);
-        state = load();
-        state.since = Math.max(state.since || 0, body.now - CATCH_UP_WINDOW);
-        save();
-      }).catch((e) => console.warn(e)));
-    } catch (err) { /* offline: the next call catches up */ }
-    finally { catching = false; }
+      let after = stored.since || 0;
+      for (let page = 1; ; page += 1) {
+        const body = await missedSince(sid, stored.sessionKey, after);
+        if (!body) return;
+        let next = null;
+        await (chain = chain.then(async function () {
+          if (load().sessionId !== sid) return;  // a new session meanwhile: these were the old one's
+          if (!unmatched) for (const piece of body.pieces) await onBot(piece);
+          const last = body.pieces.length ? body.pieces[body.pieces.length - 1].ts : after;
+          next = body.more && !unmatched ? last : null;
+          state = load();
+          state.since = Math.max(state.since || 0, next !== null ? last : unmatched ? body.now : body.now - CATCH_UP_WINDOW);
+          save();
+        }).catch((e) => console.warn(e)));
+        if (next === null || page >= CATCH_UP_PAGES) return;  // the rest with the next call
+        after = next;
+      }
+    } finally { catching = false; }
   }
-  // Each piece as the channel cuts it (text at blank lines, the buttons with the last piece, then the image), so
-  // onBot matches (ts, part) with what the socket brought: a piece shown already is skipped, a lost one shown.
-  async function showMissed(m) {
-    const parts = m.text ? m.text.trim().split("\n\n") : [];
-    for (let i = 0; i < parts.length; i += 1) {
-      await onBot({ text: parts[i], buttons: i === parts.length - 1 ? m.buttons : [], ts: m.ts, part: i });
-    }
-    if (m.image) await onBot({ image: m.image, ts: m.ts, part: parts.length });
+  async function missedSince(sid, key, after) {
+    const abort = new AbortController(), timer = setTimeout(() => abort.abort(), 15000);
+    try {
+      const resp = await fetch("/chat/missed", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ session_id: sid, session_key: key, after: after }), signal: abort.signal });
+      return resp.ok ? await resp.json() : null;
+    } catch (err) { return null; }  // offline or too slow: the next call catches up
+    finally { clearTimeout(timer); }
   }
   // The leading tab stores the agent and writes the "joined" / "left" lines; it compares with the agent it last
   // stored, not with the store, so another tab's write cannot make it skip a line. Other tabs only show the name.

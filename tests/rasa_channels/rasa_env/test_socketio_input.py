@@ -4,6 +4,7 @@ a message that is not a string is answered like an empty one, never an unhandled
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -125,3 +126,52 @@ def test_every_bot_payload_says_which_bot_event_and_piece_it_is(monkeypatch: pyt
     sent.clear()
     asyncio.run(channel.get_output_channel().send_text_message("s1", "no event behind it"))  # e.g. the guard's replies
     assert sent == [{"event": "bot_uttered", "room": "s1", "text": "no event behind it"}]
+
+
+TRICKY_BOT_EVENTS = [
+    ("Hi!\n\nPick one:\n\n", {"buttons": [{"title": "A", "payload": "/a"}], "image": "https://x/i.png"}, {}),
+    ("", {"buttons": [{"title": "Only buttons", "payload": "/b"}]}, {}),
+    ("\x85\n\nHi\u2028", {}, {}),  # Python's strip() and JavaScript's trim() differ on these
+    ("\ufeff\n\nHi", {}, {}),
+    ("Both", {"quick_replies": [{"title": "Q", "payload": "/q"}], "buttons": [{"title": "B", "payload": "/b"}]}, {}),
+    ("With custom", {"custom": {"kind": "card"}, "image": "https://x/j.png", "attachment": "https://x/j.png"}, {}),
+    (None, {"attachment": {"type": "file", "payload": {"src": "https://x/f.pdf"}}, "elements": [{"title": "e1"}, {"title": "e2"}]}, {}),
+    ("Sam: on my way", {}, {"agent_name": "Sam", "agent": "agent7"}),
+]
+
+
+@pytest.mark.parametrize("text,data,metadata", TRICKY_BOT_EVENTS)
+def test_the_pieces_the_page_catches_up_are_the_pieces_the_channel_emits(text, data, metadata,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """crm_store.chat_pieces (behind POST /chat/missed) cuts a stored bot event as Rasa's socket.io channel emits it:
+    same (ts, part), text, choices, image and attachment, and the agent's name, so a caught-up piece is matched with
+    the live one and nothing is shown twice or left out."""
+    from rasa.shared.core.events import BotUttered
+
+    from crm_store.chat_pieces import web_chat_pieces
+
+    monkeypatch.setattr(guard_module, "_GUARD", InputGuard(GuardSettings()))
+    channel = SocketIOInput(user_message_evt="user_uttered", bot_message_evt="bot_uttered", session_persistence=True)
+    channel.blueprint(lambda _m: asyncio.sleep(0))
+    sent: list[dict[str, Any]] = []
+
+    async def emit(event: str, data: Any = None, room: Any = None, **kw: Any) -> None:
+        sent.append(dict(data) if isinstance(data, dict) else dict(kw))
+
+    channel.sio.emit = emit  # type: ignore[method-assign]
+    event = BotUttered(text, dict(data), metadata=dict(metadata), timestamp=1764700000.123456)
+    asyncio.run(channel.get_output_channel().send_response("s1", event.message()))
+
+    def live(m: dict[str, Any]) -> tuple:
+        attachment = m.get("attachment")
+        image = attachment["payload"]["src"] if isinstance(attachment, dict) and attachment.get("type") == "image" else None
+        choices = [(b["title"], b["payload"]) for b in m.get("quick_replies") or []]
+        return (m["ts"], m["part"], m.get("text", ""), choices, image, None if image else attachment, m.get("agent_name"))
+
+    def caught_up(p: dict[str, Any]) -> tuple:
+        return (p["ts"], p["part"], p["text"], [(b["title"], b["payload"]) for b in p["buttons"]], p["image"],
+                p["attachment"], p["agent_name"])
+
+    stored = json.loads(json.dumps(event.as_dict()))  # as the tracker store keeps it
+    assert [caught_up(p) for p in web_chat_pieces(stored)] == [live(m) for m in sent if "ts" in m]
+    assert all("ts" in m for m in sent if "kind" not in m)  # only a custom payload goes out unnumbered
