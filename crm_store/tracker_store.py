@@ -88,7 +88,7 @@ class TrackerStore:
 
     def bot_messages(self, sender_id: str, *, after: float, limit: int = 50) -> list[dict[str, Any]]:
         """The bot's messages in one conversation whose timestamp (Unix seconds) is later than ``after``: the first
-        ``limit`` of them, oldest first (ask again after the last one's timestamp for more), each the bot event as
+        ``limit`` of them in timestamp order (ask again after the last one's timestamp for more), each the bot event as
         Rasa stored it (``text``, ``timestamp``, ``data`` with ``buttons``, ``image`` ..., ``metadata``). One indexed
         read; [] before Rasa created its table."""
         if not self._has_events():
@@ -96,7 +96,7 @@ class TrackerStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 text(f"SELECT data FROM {EVENTS} WHERE sender_id = :s AND type_name = 'bot' AND timestamp > :after "
-                     "ORDER BY id LIMIT :n"), {"s": sender_id, "after": after, "n": limit}).all()
+                     "ORDER BY timestamp, id LIMIT :n"), {"s": sender_id, "after": after, "n": limit}).all()
         return [_load(data) for (data,) in rows]
 
     def senders_mentioning(self, needles: Iterable[str]) -> set[str]:

@@ -218,7 +218,8 @@ class MissedPiece(BaseModel):
 class MissedMessages(BaseModel):
     now: float  # the server's clock (Unix seconds), for the page's next ``after``
     pieces: list[MissedPiece]
-    more: bool  # more bot messages after the last piece's ts: ask again with it as ``after``
+    more: bool  # more bot messages after these: ask again with ``next_after`` as ``after``
+    next_after: float  # the timestamp of the last message read (``after`` itself when none was)
 
 
 # --- escalation and the agent console --------------------------------------------------------------

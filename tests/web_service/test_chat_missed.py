@@ -46,9 +46,22 @@ def test_a_long_gap_comes_in_pages_oldest_first(client, tracker):
                              for i in range(MISSED_LIMIT + 5)])
     first = client.post("/chat/missed", json=chat(SESSION)).json()
     assert [p["text"] for p in first["pieces"]] == [f"m{i}" for i in range(MISSED_LIMIT)] and first["more"] is True
-    rest = client.post("/chat/missed", json=chat(SESSION, after=first["pieces"][-1]["ts"])).json()
+    assert first["next_after"] == 100.0 + MISSED_LIMIT - 1
+    rest = client.post("/chat/missed", json=chat(SESSION, after=first["next_after"])).json()
     assert [p["text"] for p in rest["pieces"]] == [f"m{i}" for i in range(MISSED_LIMIT, MISSED_LIMIT + 5)]
-    assert rest["more"] is False
+    assert rest["more"] is False and rest["next_after"] == 100.0 + MISSED_LIMIT + 4
+
+
+def test_a_page_with_nothing_to_show_still_moves_the_cursor_on(client, tracker):
+    # Custom payloads only (the page shows nothing for them), then a message: paging must not stall on them.
+    tracker.append(SESSION, [{"event": "bot", "timestamp": 200.0 + i, "text": None, "data": {"custom": {"n": i}}}
+                             for i in range(MISSED_LIMIT + 1)] + [{"event": "bot", "timestamp": 300.0, "text": "after them"}])
+    first = client.post("/chat/missed", json=chat(SESSION, after=150.0)).json()
+    assert first["pieces"] == [] and first["more"] is True and first["next_after"] == 200.0 + MISSED_LIMIT - 1
+    rest = client.post("/chat/missed", json=chat(SESSION, after=first["next_after"])).json()
+    assert [p["text"] for p in rest["pieces"]] == ["after them"] and rest["more"] is False
+    empty = client.post("/chat/missed", json=chat(SESSION, after=400.0)).json()
+    assert empty["pieces"] == [] and empty["next_after"] == 400.0
 
 
 def test_an_unreadable_store_is_a_503_and_no_store_is_no_pieces(client, monkeypatch):
@@ -67,6 +80,7 @@ def test_an_unreadable_store_is_a_503_and_no_store_is_no_pieces(client, monkeypa
 
 def test_one_chat_is_rate_limited(client, tracker):
     session = f"missed-rate-{time.time_ns()}"  # the in-process counters outlive one test
+    assert client.post("/chat/missed", json={"session_id": session, "session_key": "0" * 32}).status_code == 403
     codes = [client.post("/chat/missed", json=chat(session)).status_code for _ in range(31)]
-    assert codes[:30] == [200] * 30 and codes[30] == 429
+    assert codes[:30] == [200] * 30 and codes[30] == 429  # the refused call without the key was not counted
     assert client.post("/chat/missed", json=chat(session + "-other")).status_code == 200  # another chat is not

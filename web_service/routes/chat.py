@@ -8,7 +8,7 @@ import pathlib
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.responses import HTMLResponse
 
 from crm_store.chat_pieces import web_chat_pieces
@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
 MISSED_LIMIT = 50  # bot messages one call returns at most
 MISSED_RATE_PER_CHAT = "30/minute"  # the page asks every 20 s, on reconnecting, and again while ``more``
-MISSED_RATE_PER_CLIENT = "300/minute"
 PAGE = pathlib.Path(__file__).resolve().parent.parent / "static" / "chat.html"
 
 
@@ -60,27 +59,29 @@ def report_presence(report: PresenceReport, settings: Annotated[WebSettings, Dep
 
 @router.post("/chat/missed", response_model=MissedMessages,
              responses={429: {"description": errors.TOO_MANY_CHECKS}, 503: {"description": errors.TRACKER_UNREADABLE}})
-def missed_messages(body: MissedRequest, request: Request,
-                    settings: Annotated[WebSettings, Depends(get_settings)]) -> MissedMessages:
+def missed_messages(body: MissedRequest, settings: Annotated[WebSettings, Depends(get_settings)]) -> MissedMessages:
     """The pieces of the bot's messages in this chat later than ``after`` (Unix seconds), read from Rasa's tracker
     store, so the page can show what its socket missed (it was away, or Redis was restarting: a socket.io emit is at
-    most once). At most 50 messages, oldest first; ``more`` says to ask again with the last piece's ``ts``. The page
-    asks on connecting and every 20 s and shows only the (``ts``, ``part``) it has not got. 403 without the session's
-    key; 429 over 30 calls a minute per chat or 300 per client address; 503 while the tracker store cannot be read
-    (the page keeps its ``after`` and asks again); no pieces when no tracker store is configured."""
+    most once). At most 50 messages, oldest first; ``more`` says to ask again with ``next_after`` (the last of those
+    messages' timestamp, whether or not it had a piece to show). The page asks on connecting and every 20 s and shows
+    only the (``ts``, ``part``) it has not got. 403 without the session's key; 429 over 30 calls a minute per chat;
+    503 while the tracker store cannot be read (the page keeps its ``after`` and asks again); no pieces when no
+    tracker store is configured."""
     require_session_key(settings, body.session_id, body.session_key)
-    client = request.client.host if request.client else "unknown"
-    if not (allow(MISSED_RATE_PER_CHAT, "missed-chat", body.session_id, redis_url=settings.redis_url)
-            and allow(MISSED_RATE_PER_CLIENT, "missed-client", client, redis_url=settings.redis_url)):
+    # Per chat only: behind a load balancer every customer has its address, and a key is needed to be counted at all.
+    if not allow(MISSED_RATE_PER_CHAT, "missed-chat", body.session_id, redis_url=settings.redis_url):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, errors.TOO_MANY_CHECKS)
     now = time.time()
     store = tracker_for(settings)
     if store is None:
-        return MissedMessages(now=now, pieces=[], more=False)
+        return MissedMessages(now=now, pieces=[], more=False, next_after=body.after)
     try:
         events = store.bot_messages(body.session_id, after=body.after, limit=MISSED_LIMIT + 1)
     except Exception as exc:  # noqa: BLE001 - the tracker store away: say so, so the page does not move on
         logger.warning("missed messages: tracker store unreadable (%s)", type(exc).__name__)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, errors.TRACKER_UNREADABLE) from None
-    pieces = [piece for event in events[:MISSED_LIMIT] for piece in web_chat_pieces(event)]
-    return MissedMessages(now=now, pieces=pieces, more=len(events) > MISSED_LIMIT)
+    page = events[:MISSED_LIMIT]
+    last = page[-1].get("timestamp") if page else None
+    return MissedMessages(now=now, pieces=[piece for event in page for piece in web_chat_pieces(event)],
+                          more=len(events) > MISSED_LIMIT,
+                          next_after=last if isinstance(last, (int, float)) and last > body.after else body.after)

@@ -60,6 +60,12 @@
       if (document.hidden) { unread += 1; document.title = "(" + unread + ") New message · " + TITLE; if (leader) beep(); }
     }
   }
+  // Where a bot message caught up late goes: before the bot's later ones (the newest keeps the live quick
+  // replies); -1 for the end.
+  function laterThan(transcript, entry) {
+    if (entry.ts === undefined) return -1;
+    return transcript.findIndex((e) => e.ts > entry.ts || (e.ts === entry.ts && e.part > entry.part));
+  }
   // Writes an entry (re-reading the store first: another tab may have written meanwhile); the write is the
   // other tabs' signal.
   function add(entry) {
@@ -67,8 +73,7 @@
     entry.at = entry.at || new Date().toISOString();
     const stored = load();
     state = Object.assign(stored, { sessionId: state.sessionId || stored.sessionId, sessionKey: state.sessionKey || stored.sessionKey });
-    // A bot message caught up late goes before the bot's later ones (the newest keeps the live quick replies).
-    const later = entry.ts === undefined ? -1 : state.transcript.findIndex((e) => e.ts > entry.ts || (e.ts === entry.ts && e.part > entry.part));
+    const later = laterThan(state.transcript, entry);
     if (later >= 0) state.transcript.splice(later, 0, entry);
     else state.transcript.push(entry);
     if (writtenIn !== state.sessionId) { written = []; writtenIn = state.sessionId; }
@@ -101,7 +106,8 @@
     const stored = new Set(state.transcript.map((x) => x.id)), first = state.transcript.length ? state.transcript[0].at : "";
     const lost = written.filter((x) => !stored.has(x.id) && x.at >= first);
     lost.forEach(function (x) {
-      const at = state.transcript.findIndex((y) => y.at > x.at);
+      const byTs = laterThan(state.transcript, x);
+      const at = byTs >= 0 ? byTs : state.transcript.findIndex((y) => y.at > x.at);
       state.transcript.splice(at < 0 ? state.transcript.length : at, 0, x);
     });
     return lost.length > 0;
@@ -214,13 +220,20 @@
       const url = data.image || (data.attachment && data.attachment.payload && data.attachment.payload.src) || "";
       text = url ? "[Attachment](" + url + ")" : "[attachment]";
     }
+    if (stamp.ts !== undefined) {
+      // From this server the payload says whether it is an agent's line: no guessing, no waiting.
+      const name = typeof data.agent_name === "string" && data.agent_name;
+      if (name && text.startsWith(name + ": ")) add(Object.assign({ who: "agent", name: name, text: text.slice(name.length + 2), buttons: buttons }, stamp));
+      else add(Object.assign({ who: "bot", text: text, buttons: buttons }, stamp));
+      return;
+    }
     const m = AGENT_LINE.exec(text);
     if (m) {
       // An agent's reply is relayed by the bot as "Name: text"; the stream says who the agent is.
-      const agent = data.agent_name || state.agent || await waitForAgent(1500);
-      if (agent && agent === m[1]) { add(Object.assign({ who: "agent", name: agent, text: m[2], buttons: buttons }, stamp)); return; }
+      const agent = state.agent || await waitForAgent(1500);
+      if (agent && agent === m[1]) { add({ who: "agent", name: agent, text: m[2], buttons: buttons }); return; }
     }
-    add(Object.assign({ who: "bot", text: text, buttons: buttons }, stamp));
+    add({ who: "bot", text: text, buttons: buttons });
   }
 
   // --- messages the socket missed -----------------------------------------------------------------------
@@ -236,7 +249,8 @@
     catching = true;
     try {
       const stored = load(), sid = stored.sessionId;
-      // Bot entries stored before messages had a ts cannot be matched: from such a transcript, only start the clock.
+      // Bot entries stored before messages had a ts (since is null only there: a session starts it at 0) cannot be
+      // matched: from such a transcript, only start the clock.
       const unmatched = stored.since === null && stored.transcript.some((e) => e.who !== "user" && e.who !== "system" && e.ts === undefined);
       let after = stored.since || 0;
       for (let page = 1; ; page += 1) {
@@ -246,10 +260,9 @@
         await (chain = chain.then(async function () {
           if (load().sessionId !== sid) return;  // a new session meanwhile: these were the old one's
           if (!unmatched) for (const piece of body.pieces) await onBot(piece);
-          const last = body.pieces.length ? body.pieces[body.pieces.length - 1].ts : after;
-          next = body.more && !unmatched ? last : null;
+          next = body.more && !unmatched ? body.next_after : null;
           state = load();
-          state.since = Math.max(state.since || 0, next !== null ? last : unmatched ? body.now : body.now - CATCH_UP_WINDOW);
+          state.since = Math.max(state.since || 0, next !== null ? next : unmatched ? body.now : body.now - CATCH_UP_WINDOW);
           save();
         }).catch((e) => console.warn(e)));
         if (next === null || page >= CATCH_UP_PAGES) return;  // the rest with the next call
@@ -340,7 +353,8 @@
     if (!leader && sid !== state.sessionId) { awaitingSession = true; return; }
     // A new session, or the server refused to resume ours (no valid key): the old transcript is not this one's.
     const renewed = !!state.sessionId && state.sessionId !== sid, first = !state.sessionId || renewed;
-    if (renewed) { state.transcript = []; state.agent = agentStored = null; state.since = null; renderAll(); }
+    if (renewed) { state.transcript = []; state.agent = agentStored = null; renderAll(); }
+    if (first) state.since = 0;  // everything of a new conversation is new to this page
     state.sessionId = sid; state.sessionKey = (data && data.session_key) || null; save();
     confirmed = true;
     statusEl.textContent = "online";

@@ -134,7 +134,7 @@ TRICKY_BOT_EVENTS = [
     ("\x85\n\nHi\u2028", {}, {}),  # Python's strip() and JavaScript's trim() differ on these
     ("\ufeff\n\nHi", {}, {}),
     ("Both", {"quick_replies": [{"title": "Q", "payload": "/q"}], "buttons": [{"title": "B", "payload": "/b"}]}, {}),
-    ("With custom", {"custom": {"kind": "card"}, "image": "https://x/j.png", "attachment": "https://x/j.png"}, {}),
+    ("With custom", {"custom": {"data": {"kind": "card"}}, "image": "https://x/j.png", "attachment": "https://x/j.png"}, {}),
     (None, {"attachment": {"type": "file", "payload": {"src": "https://x/f.pdf"}}, "elements": [{"title": "e1"}, {"title": "e2"}]}, {}),
     ("Sam: on my way", {}, {"agent_name": "Sam", "agent": "agent7"}),
 ]
@@ -155,8 +155,9 @@ def test_the_pieces_the_page_catches_up_are_the_pieces_the_channel_emits(text, d
     channel.blueprint(lambda _m: asyncio.sleep(0))
     sent: list[dict[str, Any]] = []
 
-    async def emit(event: str, data: Any = None, room: Any = None, **kw: Any) -> None:
-        sent.append(dict(data) if isinstance(data, dict) else dict(kw))
+    async def emit(event: str, data: Any = None, to: Any = None, room: Any = None, skip_sid: Any = None,
+                   namespace: Any = None, callback: Any = None, ignore_queue: bool = False) -> None:
+        sent.append(dict(data))  # AsyncServer.emit's own signature: anything else raises, as it does there
 
     channel.sio.emit = emit  # type: ignore[method-assign]
     event = BotUttered(text, dict(data), metadata=dict(metadata), timestamp=1764700000.123456)
