@@ -30,16 +30,22 @@ def web_chat_pieces(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     choices = [{"title": str(b.get("title", "")), "payload": str(b.get("payload", ""))}
                for b in (data.get("quick_replies") or data.get("buttons") or []) if isinstance(b, Mapping)]
     pieces: list[dict[str, Any]] = []
+
+    def add(text: str = "", buttons: list[dict[str, str]] | None = None, image: Any = None,
+            attachment: Any = None) -> None:
+        pieces.append({"ts": ts, "part": len(pieces), "text": text, "buttons": buttons or [],
+                       "image": image if isinstance(image, str) else None, "attachment": attachment,
+                       "agent_name": agent_name})
+
     if choices or text:
         parts = text.strip().split("\n\n")
-        pieces += [{"text": part, "buttons": choices if i == len(parts) - 1 else []} for i, part in enumerate(parts)]
+        for i, part in enumerate(parts):
+            add(part, choices if i == len(parts) - 1 else None)
     image, attachment = data.get("image"), data.get("attachment")
     if image:
-        pieces.append({"image": image})
+        add(image=image)
     if attachment and attachment != image:
-        pieces.append({"attachment": attachment})
+        add(attachment=attachment)
     for element in data.get("elements") or []:
-        pieces.append({"attachment": {"type": "template", "payload": {"template_type": "generic", "elements": element}}})
-    return [{"ts": ts, "part": n, "text": p.get("text", ""), "buttons": p.get("buttons", []),
-             "image": p.get("image") if isinstance(p.get("image"), str) else None,
-             "attachment": p.get("attachment"), "agent_name": agent_name} for n, p in enumerate(pieces)]
+        add(attachment={"type": "template", "payload": {"template_type": "generic", "elements": element}})
+    return pieces

@@ -47,6 +47,7 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import rasa.core.channels.channel
@@ -130,9 +131,18 @@ async def start_client_manager(sio: AsyncServer, timeout: float = SUBSCRIBE_WAIT
         return False
 
 
-# The bot event being sent, [timestamp, next part], for the payloads one send_response emits (one per task: Rasa sends
-# a conversation's messages one after another; another conversation's sends run in their own tasks and contexts).
-_SENDING: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("socketio_bot_event", default=None)
+@dataclass
+class _Sending:
+    """The bot event whose payloads one ``send_response`` is emitting, and the number of the next one."""
+
+    ts: float
+    agent_name: str | None
+    part: int = 0
+
+
+# One per task: Rasa sends a conversation's messages one after another; another conversation's sends run in their own
+# tasks and contexts.
+_SENDING: contextvars.ContextVar[_Sending | None] = contextvars.ContextVar("socketio_bot_event", default=None)
 
 
 class StampedOutput(SocketIOOutput):
@@ -143,7 +153,7 @@ class StampedOutput(SocketIOOutput):
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         stamp, agent = message.get("timestamp"), message.get("agent_name")
-        token = _SENDING.set([stamp, 0, agent if isinstance(agent, str) else None]
+        token = _SENDING.set(_Sending(stamp, agent if isinstance(agent, str) else None)
                              if isinstance(stamp, (int, float)) else None)
         try:
             await super().send_response(recipient_id, message)
@@ -153,10 +163,10 @@ class StampedOutput(SocketIOOutput):
     async def _send_message(self, socket_id: str, response: Any) -> None:
         sending = _SENDING.get()
         if sending is not None and isinstance(response, dict):
-            response = {**response, "ts": sending[0], "part": sending[1]}
-            if sending[2]:
-                response["agent_name"] = sending[2]  # an agent's line (actions.agent_relay): the page need not guess
-            sending[1] += 1
+            response = {**response, "ts": sending.ts, "part": sending.part}
+            if sending.agent_name:
+                response["agent_name"] = sending.agent_name  # an agent's line (actions.agent_relay): no guessing
+            sending.part += 1
         await super()._send_message(socket_id, response)
 
 
