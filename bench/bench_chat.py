@@ -113,14 +113,13 @@ class Stack:
     def __init__(self, model: str, work: pathlib.Path, customers: int, topology: str = "default") -> None:
         self.work, self.databases = work, []
         self.ports = {k: free_port() for k in ("rasa", "actions", "web", "mqtt", "mqtt-tls", "web-tls")}
-        # Data of its own (production: throw-away PostgreSQL databases, a Redis key prefix, a REST channel token, for
-        # the benchmark's customers are the trusted back end production requires) and the team staffed around the
+        # Data of its own (production: throw-away PostgreSQL databases, a Redis key prefix), a REST channel token (the
+        # benchmark's customers are the trusted back end the channel requires) and the team staffed around the
         # clock, so that no conversation is handed to a person whatever time the benchmark runs.
         env, self.databases = throwaway_env(os.environ, work, "embedded" if topology == "default" else topology,
                                             name="bench", postgres_url=PG_URL, redis_db=5)
         env.update(NO_CHAT_RATE_LIMITS)
-        if topology != "default":
-            os.environ["REST_CHANNEL_TOKEN"] = env["REST_CHANNEL_TOKEN"]  # chat_load's REST transport sends it
+        os.environ["REST_CHANNEL_TOKEN"] = env["REST_CHANNEL_TOKEN"]  # chat_load's REST transport sends it
         self.topology, self.proc = topology, None
         try:
             if self.databases:

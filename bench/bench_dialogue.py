@@ -56,7 +56,8 @@ def start_stack(work: pathlib.Path, model: str) -> tuple[subprocess.Popen[str], 
                 raise SystemExit("the stack did not start; see " + str(work / "log")) from None
             continue
         if line.strip() == "READY":
-            return proc, {"rasa_url": f"http://127.0.0.1:{ports['rasa']}", "database_url": env["DATABASE_URL"]}
+            return proc, {"rasa_url": f"http://127.0.0.1:{ports['rasa']}", "database_url": env["DATABASE_URL"],
+                          "rest_token": env["REST_CHANNEL_TOKEN"]}
     proc.kill()
     raise SystemExit("timed out starting the stack")
 
@@ -78,7 +79,8 @@ def main() -> int:
             outcomes = []
             started = time.time()
             for conv in suite:
-                outcome = run_conversation(conv, stack["rasa_url"], stack["database_url"], customers)
+                outcome = run_conversation(conv, stack["rasa_url"], stack["database_url"], customers,
+                                           rest_token=stack["rest_token"])
                 outcomes.append(outcome)
                 print(f"{'PASS' if outcome.passed else 'FAIL'} {conv['id']}" +
                       ("" if outcome.passed else f": {outcome.failures[0]}"), flush=True)

@@ -94,8 +94,10 @@ def guesses(victim: dict[str, str], count: int, rng: random.Random) -> tuple[lis
 def run_chat(stack: Stack, spec: dict[str, Any], work: pathlib.Path, name: str) -> dict[str, Any]:
     spec_path, out_path = work / f"{name}-spec.json", work / f"{name}-out.json"
     spec_path.write_text(json.dumps(spec))
+    # The REST channel's token travels in the environment (never in the spec file or a command line).
+    env = {**os.environ, "REST_CHANNEL_TOKEN": stack.rest_token}
     proc = subprocess.run([str(ROOT / ".venv-rasa/bin/python"), str(ROOT / "bench/fuzz_chat.py"), str(spec_path),
-                           str(out_path)], cwd=ROOT, capture_output=True, text=True)
+                           str(out_path)], cwd=ROOT, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not out_path.exists():
         # The run goes on (its other parts still count); the results say this part is missing.
         print(f"bench/fuzz_chat.py ({name}) failed:\n{proc.stderr[-3000:]}", file=sys.stderr, flush=True)

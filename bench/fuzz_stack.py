@@ -37,6 +37,7 @@ class Stack:
     web_url: str
     mqtt_port: int
     database_url: str
+    rest_token: str  # the REST channel's bearer token (throwaway_env's), which the channel requires
     output: list[str] = field(default_factory=list)  # the launcher's (supervisor's) output, growing
 
     @property
@@ -44,9 +45,10 @@ class Stack:
         return next(self.work.rglob("device_tokens.json"))
 
     def secrets(self) -> dict[str, str]:
-        """The stack's generated secrets (name → value) from its .env."""
+        """The stack's secrets (name → value): those generated into its .env, and its REST channel token."""
         values = dict(line.split("=", 1) for line in (self.work / ".env").read_text().splitlines()
                       if "=" in line and not line.startswith("#"))
+        values["REST_CHANNEL_TOKEN"] = self.rest_token
         return {k: v.strip() for k, v in values.items() if k in GENERATED_SECRETS and v.strip()}
 
     def staff_token(self) -> str:
@@ -67,7 +69,7 @@ def start_stack(work: pathlib.Path, model: str, timeout: float = 1200) -> Stack:
            *[a for name, port in ports.items() for a in (f"--{name}-port", str(port))]]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stack = Stack(proc, work, f"http://127.0.0.1:{ports['rasa']}", f"http://127.0.0.1:{ports['web']}", ports["mqtt"],
-                  env["DATABASE_URL"])
+                  env["DATABASE_URL"], env["REST_CHANNEL_TOKEN"])
     lines: queue.Queue[str] = queue.Queue()
 
     def read() -> None:
@@ -85,16 +87,18 @@ def start_stack(work: pathlib.Path, model: str, timeout: float = 1200) -> Stack:
                 raise SystemExit("the stack did not start:\n" + "".join(stack.output)[-3000:])
             continue
         if line.strip() == "READY":
-            _warm_up(stack.rasa_url)
+            _warm_up(stack.rasa_url, stack.rest_token)
             return stack
     stop_stack(stack)
     logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in (work / "log").glob("*.log"))
     raise SystemExit("timed out starting the stack:\n" + "".join(stack.output)[-3000:] + logs)
 
 
-def _warm_up(rasa_url: str) -> None:
-    """The first turn builds TensorFlow graphs (tens of seconds): taken before anything is timed."""
-    req = urllib.request.Request(f"{rasa_url}/webhooks/rest/webhook", headers={"Content-Type": "application/json"},
+def _warm_up(rasa_url: str, token: str) -> None:
+    """The first turn builds TensorFlow graphs (tens of seconds): taken before anything is timed. ``token``: the
+    stack's REST_CHANNEL_TOKEN, which its REST channel requires."""
+    req = urllib.request.Request(f"{rasa_url}/webhooks/rest/webhook",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
                                  data=json.dumps({"sender": f"warm-up-{uuid.uuid4().hex[:8]}", "message": "hello"}).encode())
     with urllib.request.urlopen(req, timeout=300) as resp:
         resp.read()

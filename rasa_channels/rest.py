@@ -10,9 +10,9 @@ Same contract as ``rasa.core.channels.rest.RestInput`` (``POST /webhooks/rest/we
   conversation and per client address); a refused one is answered with one explanatory message;
 - with a ``token`` in its credentials (``token: ${REST_CHANNEL_TOKEN}``) a POST needs
   ``Authorization: Bearer <token>`` (else ``401``, counted and logged, before anything is parsed): a ``sender``
-  is a conversation's only credential, so in production only a trusted back end that authenticates its own
-  users may name one. ``scripts/run_stack.py`` leaves the channel out of the production topology unless
-  ``REST_CHANNEL_TOKEN`` is set (``bot/credentials.rest.yml``).
+  is a conversation's only credential, so only a trusted back end that authenticates its own users may name
+  one. ``scripts/run_stack.py`` adds the channel (``bot/credentials.rest.yml``) only with ``REST_CHANNEL_TOKEN``
+  set, in both topologies; without a token the class serves as Rasa's own open channel does, and says so.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class GuardedRestInput(RestInput):
             raise ValueError(f"the REST channel's token must have at least {MIN_TOKEN_CHARS} characters")
         self.token = token
         self.refused = 0  # POSTs without the right bearer token
+        if not token:
+            logger.warning("REST channel: no token, so anyone who can reach this server may post as any sender")
 
     @classmethod
     def name(cls) -> str:

@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from supervisor import GaveUp, Supervisor  # noqa: E402
@@ -55,10 +55,11 @@ def read_env_file(path: pathlib.Path) -> dict[str, str]:
     return values
 
 
-def ensure_env_file(path: pathlib.Path) -> dict[str, str]:
-    """Reads .env, adding any missing generated secret (the file is created 0600)."""
+def ensure_env_file(path: pathlib.Path, given: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Reads .env, adding any generated secret missing from it (the file is created 0600), except those ``given``
+    (the environment, which wins over .env: a secret generated beside it would be one nobody uses)."""
     values = read_env_file(path)
-    missing = [k for k in GENERATED_SECRETS if not values.get(k)]
+    missing = [k for k in GENERATED_SECRETS if not values.get(k) and k not in (given or {})]
     if missing:
         lines = [f"{k}={secrets.token_hex(32)}" for k in missing]
         existed = path.exists()
@@ -73,7 +74,7 @@ def ensure_env_file(path: pathlib.Path) -> dict[str, str]:
 
 def build_env(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
-    file_values = ensure_env_file(pathlib.Path(args.env_file))
+    file_values = ensure_env_file(pathlib.Path(args.env_file), given=env)
     for key, value in file_values.items():
         env.setdefault(key, value)  # the environment wins over .env
     if args.topology == "production":
@@ -128,28 +129,30 @@ def bootstrap(env: dict[str, str], state_dir: pathlib.Path) -> None:
           "--full-name", "Administrator", "--password-env", "ADMIN_PASSWORD"], env)
 
 
-def write_credentials(env: dict[str, str], directory: pathlib.Path, *, production: bool = False) -> pathlib.Path:
+def write_credentials(env: dict[str, str], directory: pathlib.Path) -> pathlib.Path:
     """Rasa's channel credentials: the web chat always, Messenger only when it is configured, REST as
     :func:`rest_channel_enabled` decides (its token stays ``${REST_CHANNEL_TOKEN}``, expanded by Rasa)."""
     text = (ROOT / "bot" / "credentials.yml").read_text()
     if env.get("FACEBOOK_APP_SECRET"):
         text += (ROOT / "bot" / "credentials.facebook.yml").read_text()
-    if rest_channel_enabled(env, production=production):
+    if rest_channel_enabled(env):
         text += (ROOT / "bot" / "credentials.rest.yml").read_text()
     path = directory / "credentials.yml"
     path.write_text(text)
     return path
 
 
-def rest_channel_enabled(env: dict[str, str], *, production: bool) -> bool:
-    """The REST channel trusts any ``sender`` it is given, so in production it runs only behind a bearer token
-    that trusted back ends hold (``REST_CHANNEL_TOKEN``, at least 32 characters); off without one. Embedded
-    (development, tests): always on, open unless the token is set. Raises SystemExit for a short token."""
+def rest_channel_enabled(env: dict[str, str]) -> bool:
+    """The REST channel trusts any ``sender`` it is given (a conversation's only credential), so it runs only
+    behind a bearer token that trusted back ends hold, in both topologies: ``REST_CHANNEL_TOKEN``, at least 32
+    characters, generated into .env like the other secrets; set empty in the environment, the channel is off.
+    Open, it would let any page the developer visits post into any chat on 127.0.0.1 (a form post needs no
+    CORS preflight). Raises SystemExit for a short token."""
     token = env.get("REST_CHANNEL_TOKEN", "").strip()
     if token and len(token) < 32:
-        raise SystemExit("REST_CHANNEL_TOKEN must have at least 32 characters (or be empty: REST off in production)")
+        raise SystemExit("REST_CHANNEL_TOKEN must have at least 32 characters (or be empty: REST channel off)")
     env["REST_CHANNEL_TOKEN"] = token  # Rasa expands ${REST_CHANNEL_TOKEN}: it must be set, even empty
-    return bool(token) or not production
+    return bool(token)
 
 
 def broker_command(env: dict[str, str], state_dir: pathlib.Path, *, production: bool = False) -> list[str] | None:
@@ -242,7 +245,7 @@ def main() -> int:
         ensure_databases(env)
     bootstrap(env, state_dir)
     model = args.model or step(["bash", "scripts/train.sh"], env).splitlines()[-1]
-    credentials = write_credentials(env, state_dir, production=production)
+    credentials = write_credentials(env, state_dir)
     broker = broker_command(env, state_dir, production=production)
 
     def rasa_cmd(port: int, endpoints: str) -> list[str]:
@@ -310,9 +313,8 @@ def banner(args: argparse.Namespace, env: dict[str, str], embedded_broker: bool,
         f"  CRM API       http://127.0.0.1:{args.web_port}/docs  (user admin, password ADMIN_PASSWORD in {args.env_file})",
         f"  Rasa server   http://127.0.0.1:{args.rasa_port}  (HTTP API: a JWT signed with RASA_TOKEN from {args.env_file})",
         *mqtt_lines(args, env, embedded_broker, state_dir),
-        "  REST channel  " + ("/webhooks/rest/webhook, bearer REST_CHANNEL_TOKEN required" if env.get("REST_CHANNEL_TOKEN")
-                              else "off (REST_CHANNEL_TOKEN unset)" if args.topology == "production"
-                              else "/webhooks/rest/webhook, open (development: set REST_CHANNEL_TOKEN to require it)"),
+        "  REST channel  " + (f"/webhooks/rest/webhook, bearer REST_CHANNEL_TOKEN from {args.env_file} required"
+                              if env.get("REST_CHANNEL_TOKEN") else "off (REST_CHANNEL_TOKEN set empty)"),
     ]
     if args.topology == "production":
         crm = env["DATABASE_URL"].rsplit("/", 1)[-1]

@@ -104,13 +104,13 @@ def production_env(env: dict[str, str]) -> None:
 
 # Generated once into .env by run_stack.py so that a fresh clone runs with real secrets, never placeholders.
 GENERATED_SECRETS = ("SECRET_KEY", "RASA_TOKEN", "ACTION_SERVER_TOKEN", "ADMIN_PASSWORD", "MQTT_WORKER_PASSWORD",
-                     "MQTT_BRIDGE_PASSWORD", "CHAT_SESSION_SECRET")
+                     "MQTT_BRIDGE_PASSWORD", "CHAT_SESSION_SECRET", "REST_CHANNEL_TOKEN")
 # What a throw-away stack (a test session's, a benchmark's) never takes from the caller's environment: the launcher
 # generates the secrets into the stack's own .env, and where it keeps its data is its own (an operator's shell, or
 # another stack's, may have set any of these).
 STACK_OWN_VARIABLES = (
     *GENERATED_SECRETS, "MQTT_HOST", "MQTT_PORT", "DATABASE_URL", "TRACKER_STORE_URL", "TRACKER_PASSWORD", "REDIS_URL",
-    "REDIS_KEY_PREFIX", "REDIS_PASSWORD", "REST_CHANNEL_TOKEN", "ESCALATION_CONFIG", "VIRTUAL_ENV",
+    "REDIS_KEY_PREFIX", "REDIS_PASSWORD", "ESCALATION_CONFIG", "VIRTUAL_ENV",
 )
 ALWAYS_STAFFED = "staffed_hours:\n  always: true\n"
 
@@ -121,17 +121,19 @@ def throwaway_env(base: Mapping[str, str], work: pathlib.Path, topology: str = "
     """The environment for ``run_stack.py --topology <topology>`` with data of its own in ``work``.
 
     Returns (environment, PostgreSQL database names): ``base`` without :data:`STACK_OWN_VARIABLES`, plus
+    - both: a REST channel token of its own (64 hex characters), for the caller is the trusted back end that the
+      REST channel requires;
     - embedded: the CRM and the tracker store in SQLite files in ``work`` (no databases);
     - production: two new database names (``<name>_crm_<random>``, ``<name>_tracker_<random>``) on the server of
       ``postgres_url`` (``postgresql+psycopg://user[:password]@host:port/any``; ``run_stack.py`` creates them when
       missing, the caller drops them);
-      Redis database ``redis_db`` with a key prefix (and so a socket.io channel) of its own; a REST channel token,
-      for the caller is the trusted back end that production's REST channel requires;
+      Redis database ``redis_db`` with a key prefix (and so a socket.io channel) of its own;
     - both: ``escalation`` (YAML; by default the team staffed around the clock, so that no conversation is handed to
       a person because of the hour the run happens at) written to ``work/escalation.yml``; None: the shipped rules.
     Raises ValueError for a topology other than ``embedded`` or ``production``.
     """
     env = {key: value for key, value in base.items() if key not in STACK_OWN_VARIABLES}
+    env["REST_CHANNEL_TOKEN"] = secrets.token_hex(32)
     if escalation is not None:
         (work / "escalation.yml").write_text(escalation)
         env["ESCALATION_CONFIG"] = str(work / "escalation.yml")
@@ -152,7 +154,6 @@ def throwaway_env(base: Mapping[str, str], work: pathlib.Path, topology: str = "
         "TRACKER_STORE_URL": f"postgresql://{user + '@' if user else ''}{host_port}/{databases[1]}",
         "TRACKER_PASSWORD": urllib.parse.unquote(password),
         "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "REDIS_KEY_PREFIX": f"{name}{suffix}",
-        "REST_CHANNEL_TOKEN": secrets.token_hex(32),
     })
     return env, databases
 

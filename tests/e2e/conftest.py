@@ -29,8 +29,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 def rest_headers(env: dict[str, str]) -> dict[str, str]:
-    """Headers of a REST channel POST as a trusted back end sends it: the bearer token when the stack has one
-    (the production topology's REST channel requires it; the embedded one is open)."""
+    """Headers of a REST channel POST as a trusted back end sends it: the bearer token, which the REST channel
+    requires in both topologies (throwaway_env gives each test stack one of its own)."""
     token = env.get("REST_CHANNEL_TOKEN", "")
     return {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
 

@@ -82,6 +82,36 @@ def test_typed_external_intent_is_not_a_device_event(stack: Stack):
     assert "T-000001" not in texts(replies)
 
 
+def test_an_anonymous_rest_post_is_refused_and_only_the_trusted_back_end_is_served(stack: Stack):
+    """The REST channel requires REST_CHANNEL_TOKEN in both topologies (a sender is a conversation's only
+    credential; open, any web page the developer visits could post into a chat on 127.0.0.1): a POST without it,
+    with another token or another scheme gets 401 (on the load balancer and on each Rasa server in production)
+    and reaches no conversation."""
+    import urllib.error
+    import urllib.request
+
+    sender = f"e2e-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"sender": sender, "message": "what devices do I have?"}).encode()
+    token = stack.env["REST_CHANNEL_TOKEN"]
+    assert len(token) == 64
+    for base in (stack.rasa_url, *stack.rasa_instances):
+        for auth in ({}, {"Authorization": "Bearer " + "0" * 64}, {"Authorization": "Basic " + token},
+                     {"Authorization": "Bearer " + token[:-1]}):
+            # text/plain, as a cross-site form or fetch without a CORS preflight would send it, and JSON.
+            for kind in ("application/json", "text/plain"):
+                req = urllib.request.Request(f"{base}/webhooks/rest/webhook", data=body,
+                                             headers={"Content-Type": kind, **auth})
+                try:
+                    urllib.request.urlopen(req, timeout=30)
+                    raise AssertionError(f"an anonymous REST post was served by {base}")
+                except urllib.error.HTTPError as err:
+                    assert err.code == 401 and err.headers["WWW-Authenticate"] == "Bearer"
+    _status, events = _tracker_events(stack, sender)
+    assert not [e for e in events if e["event"] == "user"]
+    # The trusted back end (stack.say sends the token) is served as before.
+    assert texts(stack.say(sender, "hello")).startswith("Hi! I'm the service assistant")
+
+
 def test_rest_cannot_claim_another_channel_or_metadata(stack: Stack):
     import urllib.request
 

@@ -45,32 +45,6 @@ def test_the_polling_transport_stays_on_one_rasa_server_through_the_load_balance
         customer.close()
 
 
-def test_an_anonymous_rest_post_is_refused_and_only_the_trusted_back_end_is_served(stack: Stack):
-    """Production's REST channel requires REST_CHANNEL_TOKEN (bot/credentials.rest.yml): a POST without it, or
-    with another token, gets 401 on the load balancer and on each Rasa server, and reaches no conversation."""
-    import json
-    import urllib.error
-    import uuid
-
-    from tests.e2e.test_chat_guard import _tracker_events
-
-    sender = f"e2e-{uuid.uuid4().hex[:8]}"
-    body = json.dumps({"sender": sender, "message": "what devices do I have?"}).encode()
-    for base in (stack.rasa_url, *stack.rasa_instances):
-        for auth in ({}, {"Authorization": "Bearer " + "0" * 64}, {"Authorization": "Basic " + stack.env["REST_CHANNEL_TOKEN"]}):
-            req = urllib.request.Request(f"{base}/webhooks/rest/webhook", data=body,
-                                         headers={"Content-Type": "application/json", **auth})
-            try:
-                urllib.request.urlopen(req, timeout=30)
-                raise AssertionError(f"an anonymous REST post was served by {base}")
-            except urllib.error.HTTPError as err:
-                assert err.code == 401 and err.headers["WWW-Authenticate"] == "Bearer"
-    _status, events = _tracker_events(stack, sender)
-    assert not [e for e in events if e["event"] == "user"]
-    # The trusted back end (stack.say sends the token) is served as before.
-    assert stack.say(sender, "hello")[0]["text"].startswith("Hi! I'm the service assistant")
-
-
 def test_devices_reach_the_production_stack_over_tls_only(stack: Stack, tmp_path):  # type: ignore[no-untyped-def]
     """Issue 15: a device's token crosses the network only encrypted. HTTP: HAProxy's HTTPS frontend (the
     project's CA) takes device ingestion, its plain frontend refuses it with 403; MQTT: the broker has no plain

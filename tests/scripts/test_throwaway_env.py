@@ -24,8 +24,10 @@ def test_embedded_keeps_its_data_in_sqlite_files_of_its_own(tmp_path: pathlib.Pa
     assert databases == []
     assert env["DATABASE_URL"] == f"sqlite:///{tmp_path}/crm.db"
     assert (env["TRACKER_DIALECT"], env["TRACKER_DB"]) == ("sqlite", str(tmp_path / "tracker.db"))
-    inherited = (set(topology.STACK_OWN_VARIABLES) - {"DATABASE_URL", "ESCALATION_CONFIG"}) & set(env)
+    inherited = (set(topology.STACK_OWN_VARIABLES) - {"DATABASE_URL", "ESCALATION_CONFIG", "REST_CHANNEL_TOKEN"}) & set(env)
     assert inherited == set()
+    # A token of its own: the caller is the trusted back end that the REST channel requires.
+    assert len(env["REST_CHANNEL_TOKEN"]) == 64 and env["REST_CHANNEL_TOKEN"] != "operator-token"
     assert (env["PATH"], env["CHAT_MAX_CHARS"]) == ("/usr/bin", "500")
     assert env["ESCALATION_CONFIG"] == str(tmp_path / "escalation.yml")
     assert "always: true" in (tmp_path / "escalation.yml").read_text()
