@@ -4,13 +4,16 @@ serials are replaced before any handler formats the record.
 Installed as the logging *record factory* (``install()``), so it covers every logger and handler of the
 process, including those configured later (``basicConfig``, uvicorn's, Rasa's). Logs are append-only
 files the erasure cannot rewrite, so the policy is that they never hold such data in the first place;
-names cannot be recognised by a pattern, so code never logs them (log ids instead).
+names cannot be recognised by a pattern, so code never logs them (log ids instead). URLs carry them
+percent-encoded (``anna%40example.com``) and their query strings carry whatever was searched for, so access
+log lines lose their query string and text is matched decoded as well.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote
 
 PATTERNS = (
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "<email>"),
@@ -22,11 +25,28 @@ PATTERNS = (
 )
 
 
-def scrub(text: str) -> str:
-    """``text`` with e-mail addresses, order numbers, serials and phone numbers replaced by placeholders."""
+def _replace(text: str) -> str:
     for pattern, placeholder in PATTERNS:
         text = pattern.sub(placeholder, text)
     return text
+
+
+def scrub(text: str) -> str:
+    """``text`` with e-mail addresses, order numbers, serials and phone numbers replaced by placeholders; text
+    with percent-escapes (``%40``, ``%2B``) is matched decoded too, and then returned decoded and scrubbed."""
+    clean = _replace(text)
+    if "%" in clean:
+        decoded = unquote(clean)
+        scrubbed = _replace(decoded)
+        if scrubbed != decoded:
+            return scrubbed
+    return clean
+
+
+def without_query(path: str) -> str:
+    """A request target without its query string (``/api/x?q=anna`` → ``/api/x?…``)."""
+    base, mark, _ = path.partition("?")
+    return base + ("?…" if mark else "")
 
 
 _installed = False
@@ -45,12 +65,14 @@ def install() -> None:
             message = record.getMessage()
         except Exception:  # a bad format string is the handler's to report, as without us
             return record
-        clean = scrub(message)
-        if clean != message:
-            if isinstance(record.args, tuple) and record.name.startswith("uvicorn.access"):
-                # Its formatter unpacks the arguments: scrub them in place instead.
-                record.args = tuple(scrub(a) if isinstance(a, str) else a for a in record.args)
-            else:
+        if isinstance(record.args, tuple) and record.name.startswith("uvicorn.access"):
+            # (client, method, path with query, HTTP version, status); its formatter unpacks the arguments, so they
+            # are cleaned in place. A query string may hold anything typed into a search box: dropped.
+            record.args = tuple(scrub(without_query(a) if i == 2 else a) if isinstance(a, str) else a
+                                for i, a in enumerate(record.args))
+        else:
+            clean = scrub(message)
+            if clean != message:
                 record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))

@@ -2,9 +2,9 @@
 
 | action | supervisor, admin | agent |
 |---|---|---|
-| ``read`` (detail with contact details, transcript, photos) and ``note`` | any conversation | their own (assigned to them now or before), or an unassigned one (queued, callback) their skills cover: else ``403`` |
+| ``read`` (detail with contact details, transcript, photos and their bytes) and ``note`` | any conversation | their own (assigned to them now or before), or an unassigned one (queued, callback) their skills cover: else ``403`` |
 | ``claim`` | any | one their skills cover: else ``403``; taken by someone else: ``409`` |
-| ``reply`` | only as the assignee: else ``409`` | the same |
+| ``reply`` (and "typing") | only as the assignee: else ``409`` | the same |
 | ``close`` (resolve, hand back) | any open conversation or callback | their own: else ``409``; a callback their skills cover: else ``403`` |
 
 ``ROUTES`` maps every handoff route to its action; the route-security test fails for a route missing here.
@@ -38,6 +38,8 @@ class Action(str, Enum):
 ROUTES: dict[tuple[str, str], Action] = {
     ("get", "/api/handoffs/{handoff_id}"): Action.READ,
     ("get", "/api/handoffs/{handoff_id}/attachments"): Action.READ,
+    ("get", "/api/handoffs/{handoff_id}/attachments/{attachment_id}"): Action.READ,
+    ("post", "/api/handoffs/{handoff_id}/typing"): Action.REPLY,
     ("post", "/api/handoffs/{handoff_id}/notes"): Action.NOTE,
     ("post", "/api/handoffs/{handoff_id}/claim"): Action.CLAIM,
     ("post", "/api/handoffs/{handoff_id}/messages"): Action.REPLY,

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
@@ -75,6 +76,21 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
                         headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
 
+invalid_requests = 0  # requests refused with 422 (this process)
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with FastAPI's ``{"detail": [{"type", "loc", "msg"}]}``, without the ``input`` FastAPI echoes: that could be
+    a password or other personal data in the body, or NaN/Infinity (which Python's JSON reader accepts), which no
+    JSON answer can carry (the 422 became a 500). Counted and logged by error type, never by value."""
+    global invalid_requests
+    invalid_requests += 1
+    detail = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+    logger.info("%s %s: 422 (%s; %d so far)", request.method, request.url.path,
+                ", ".join(sorted({str(d["type"]) for d in detail})), invalid_requests)
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 def create_app() -> FastAPI:
     install_log_scrubbing()  # no e-mail, phone, order number or serial in any log line of this process
     app = FastAPI(
@@ -89,6 +105,7 @@ def create_app() -> FastAPI:
         app.include_router(router)
     http_security.install(app, get_settings())
     app.add_exception_handler(OperationalError, database_unavailable)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health", tags=["health"])

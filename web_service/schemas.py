@@ -194,7 +194,7 @@ class PresenceReport(ChatSessionProof):
 class MissedRequest(ChatSessionProof):
     """The bot's messages the page may have missed: those later than ``after`` (Unix seconds, server time)."""
 
-    after: float = Field(default=0.0, ge=0.0)
+    after: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)  # Python's JSON reader takes Infinity
 
 
 class MissedButton(BaseModel):

@@ -57,6 +57,8 @@ class WebSettings(BaseSettings):
     handoff_sweep_seconds: float = 30.0
     # Origins (space-separated CSP sources) that may embed the chat page in a frame; empty: this site only.
     chat_frame_ancestors: str = ""
+    # Web-chat push streams one client address may hold open on one web replica (each tab holds one).
+    chat_streams_per_client: int = Field(default=40, ge=1)
     # Comma-separated origins allowed to call the API from a browser; empty: same origin only.
     cors_allow_origins: str = ""
 

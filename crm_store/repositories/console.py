@@ -154,16 +154,21 @@ def add_attachment(session: Session, *, conversation_id: str, handoff: Handoff |
     return row
 
 
+def _of_handoff(handoff: Handoff) -> Any:
+    """Whether an attachment belongs to the handoff: sent in its conversation or for its ticket."""
+    cond = Attachment.conversation_id == handoff.conversation_id
+    return or_(cond, Attachment.ticket_id == handoff.ticket_id) if handoff.ticket_id else cond
+
+
 def list_attachments(session: Session, *, handoff: Handoff) -> list[Attachment]:
     """The photos of the handoff's conversation and of its ticket, oldest first (without loading bytes)."""
-    cond = Attachment.conversation_id == handoff.conversation_id
-    if handoff.ticket_id:
-        cond = or_(cond, Attachment.ticket_id == handoff.ticket_id)
-    return list(session.scalars(select(Attachment).where(cond).order_by(Attachment.id)))
+    return list(session.scalars(select(Attachment).where(_of_handoff(handoff)).order_by(Attachment.id)))
 
 
-def get_attachment(session: Session, *, attachment_id: int) -> Attachment | None:
-    return session.get(Attachment, attachment_id)
+def get_attachment(session: Session, *, handoff: Handoff, attachment_id: int) -> Attachment | None:
+    """The photo ``attachment_id`` if it belongs to ``handoff`` (as :func:`list_attachments` lists them), else None:
+    whoever may read one conversation cannot reach another's photos by counting ids."""
+    return session.scalar(select(Attachment).where(Attachment.id == attachment_id, _of_handoff(handoff)))
 
 
 # --- canned responses ---------------------------------------------------------------------------------------

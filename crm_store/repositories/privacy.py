@@ -26,8 +26,9 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crm_store.models import (
     AccessAudit, ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, Device, DeviceCredential,
@@ -52,20 +53,27 @@ def set_consent(session: Session, *, customer: Customer, changes: dict[str, bool
                 now: dt.datetime | None = None) -> list[ConsentEvent]:
     """Applies consent changes ({kind: granted}) and records each real change with time and source.
 
-    Raises ValueError for an unknown kind or source. The device worker reads ``consent_telemetry`` afresh
-    within its cache period (≤ 5 s), so a revoked telemetry consent refuses the device's next message.
+    Each change is one conditional ``UPDATE … WHERE consent_<kind> <> :granted``, and only an update that changed
+    the row records an event: a change made meanwhile by someone else (the customer in the chat, staff in the
+    console) is never read stale, so a revocation is not lost behind a simultaneous grant, and the history matches
+    the final state. Raises ValueError for an unknown kind or source. The device worker reads
+    ``consent_telemetry`` afresh within its cache period (≤ 5 s), so a revoked telemetry consent refuses the
+    device's next message.
     """
     if source not in CONSENT_SOURCES:
         raise ValueError(f"unknown consent source {source!r}")
+    if unknown := set(changes) - set(CONSENT_KINDS):
+        raise ValueError(f"unknown consent kind {sorted(unknown)[0]!r}")
     now = now or utcnow()
     events = []
     for kind, granted in changes.items():
-        if kind not in CONSENT_KINDS:
-            raise ValueError(f"unknown consent kind {kind!r}")
-        attr = f"consent_{kind}"
-        if getattr(customer, attr) == bool(granted):
+        column = getattr(Customer, f"consent_{kind}")
+        changed = session.execute(update(Customer).where(Customer.id == customer.id, column != bool(granted))
+                                  .values({column: bool(granted)}).execution_options(synchronize_session=False))
+        # The loaded object shows the stored value either way (no second write of it at flush).
+        set_committed_value(customer, f"consent_{kind}", bool(granted))
+        if changed.rowcount != 1:
             continue
-        setattr(customer, attr, bool(granted))
         event = ConsentEvent(customer_id=customer.id, kind=kind, granted=bool(granted), source=source,
                              actor=actor[:64], created_at=now)
         session.add(event)

@@ -84,3 +84,18 @@ def test_one_chat_is_rate_limited(client, tracker):
     codes = [client.post("/chat/missed", json=chat(session)).status_code for _ in range(31)]
     assert codes[:30] == [200] * 30 and codes[30] == 429  # the refused call without the key was not counted
     assert client.post("/chat/missed", json=chat(session + "-other")).status_code == 200  # another chat is not
+
+
+def test_a_clock_that_is_not_a_number_is_a_422_not_a_500(client):
+    # Python's JSON reader takes NaN and Infinity; the answer (next_after) could then not be written as JSON.
+    for bad in ("NaN", "Infinity", "-1"):
+        body = '{"session_id": "%s", "session_key": "%s", "after": %s}' % (SESSION, chat(SESSION)["session_key"], bad)
+        resp = client.post("/chat/missed", content=body, headers={"Content-Type": "application/json"})
+        assert resp.status_code == 422, (bad, resp.status_code)
+
+
+def test_a_422_does_not_echo_what_was_sent(client):
+    # FastAPI echoes the failing input by default: for a missing field, the whole body, the password with it.
+    resp = client.post("/api/auth/token", json={"password": "hunter2-secret"})
+    assert resp.status_code == 422 and "hunter2" not in resp.text
+    assert resp.json()["detail"][0]["loc"] == ["body", "username"]

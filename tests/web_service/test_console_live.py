@@ -38,9 +38,13 @@ def test_photo_is_sniffed_limited_and_stored_with_the_ticket(client, clean_queue
     staff = login(client)
     listed = client.get(f"/api/handoffs/{handoff_id}/attachments", headers=staff).json()
     assert [a["filename"] for a in listed] == ["door seal.png"] and listed[0]["content_type"] == "image/png"
-    image = client.get(f"/api/attachments/{listed[0]['id']}", headers=staff)
+    photo = f"/api/handoffs/{handoff_id}/attachments/{listed[0]['id']}"
+    image = client.get(photo, headers=staff)
     assert image.status_code == 200 and image.headers["content-type"] == "image/png" and image.content == png()
-    assert client.get(f"/api/attachments/{listed[0]['id']}").status_code == 401  # staff only
+    assert client.get(photo).status_code == 401  # staff only
+    # Another conversation's photo through this one (which the caller may read) is not found.
+    other = queue(clean_queue)
+    assert client.get(f"/api/handoffs/{other}/attachments/{listed[0]['id']}", headers=staff).status_code == 404
     events = client.get(f"/api/tickets/{ticket}", headers=staff).json()["events"]
     assert any("Photo from the chat: door seal.png" in e["body"] for e in events)
 
@@ -88,7 +92,7 @@ def test_search_finds_a_closed_conversation(client, clean_queue):  # noqa: F811
         h = s.get(Handoff, handoff_id)
         h.status, h.active_key = HandoffStatus.RESOLVED, None
         h.assigned_user_id = s.scalar(select(User.id).where(User.username == "agent1"))
-    found = client.get("/api/console/search", params={"q": conversation[4:]}, headers=login(client)).json()
+    found = client.post("/api/console/search", json={"q": conversation[4:]}, headers=login(client)).json()
     assert [h["id"] for h in found] == [handoff_id] and found[0]["status"] == "resolved"
     assert client.get("/api/console/stream").status_code == 401  # the push stream needs the bearer header
 
@@ -213,3 +217,11 @@ def test_new_messages_of_messenger_conversations_are_pushed(api_db, clean_queue)
 
     event = asyncio.run(scenario())
     assert event["party"] == "customer" and event["kind"] == "sent"
+
+
+def test_fault_history_hours_must_be_a_number_in_range(client):
+    staff = login(client)
+    for bad in ("nan", "inf", "0", "169"):
+        assert client.get("/api/console/devices/WM80-23000102/faults", params={"hours": bad},
+                          headers=staff).status_code == 422, bad
+    assert client.get("/api/console/devices/WM80-23000102/faults", params={"hours": "2"}, headers=staff).status_code == 200

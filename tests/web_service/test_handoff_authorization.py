@@ -14,6 +14,7 @@ from sqlalchemy import select
 from crm_store.db import session_scope
 from crm_store.enums import ApplianceCategory, HandoffReason, HandoffStatus, TicketPriority
 from crm_store.models import User, utcnow
+from crm_store.repositories.console import add_attachment
 from crm_store.repositories.handoffs import claim_handoff, create_handoff, get_handoff
 from tests.web_service.conftest import login
 from web_service.handoff_access import ROUTES, Action
@@ -23,11 +24,13 @@ STATES = ("queued", "callback", "mine", "other")
 SKILLS = {"match": (ApplianceCategory.BOILER, "de"), "mismatch": (ApplianceCategory.FRIDGE, "en")}
 BODIES = {Action.NOTE: {"body": "checked the pressure"}, Action.REPLY: {"body": "Hello"}, Action.CLOSE: {}}
 OK = {"get": 200, Action.NOTE: 201, Action.CLAIM: 200, Action.REPLY: 201, Action.CLOSE: 200}
+ROUTE_OK = {("post", "/api/handoffs/{handoff_id}/typing"): 204}
+PHOTO = b"\x89PNG\r\n\x1a\n" + b"0" * 64
 
 
-def expected(role: str, action: Action, method: str, state: str, skills: str) -> int:
+def expected(role: str, action: Action, method: str, path: str, state: str, skills: str) -> int:
     supervising, mine, unassigned = role != "agent", state == "mine", state in ("queued", "callback")
-    ok = OK["get"] if method == "get" else OK[action]
+    ok = ROUTE_OK.get((method, path)) or (OK["get"] if method == "get" else OK[action])
     if action in (Action.READ, Action.NOTE):
         return ok if supervising or mine or (unassigned and skills == "match") else 403
     if action is Action.CLAIM:
@@ -58,11 +61,37 @@ def handoff_in(url: str, state: str, skills: str, actor: str) -> int:
         return handoff.id
 
 
+def photo_of(url: str, handoff_id: int) -> int:
+    with session_scope(url) as s:
+        handoff = get_handoff(s, handoff_id=handoff_id)
+        return add_attachment(s, conversation_id=handoff.conversation_id, handoff=handoff, ticket=None,
+                              filename="seal.png", content_type="image/png", data=PHOTO).id
+
+
 def test_every_handoff_route_has_a_rule(client):
     paths = client.app.openapi()["paths"]
     routes = {(method, path) for path, item in paths.items() if path.startswith("/api/handoffs/{handoff_id}")
               for method in item}
     assert routes == set(ROUTES), routes ^ set(ROUTES)
+
+
+def test_no_route_takes_a_conversations_or_photos_id_outside_the_handoff_routes(client):
+    """A route that acts on one conversation but names it elsewhere (a body field, another path) would escape the
+    matrix below: /api/attachments/{id} served any conversation's photo to any agent, /api/console/typing showed
+    "<name> is typing" in any chat."""
+    schema = client.app.openapi()
+    components = schema.get("components", {}).get("schemas", {})
+    outside = []
+    for path, item in schema["paths"].items():
+        if path.startswith("/api/handoffs/{handoff_id}"):
+            continue
+        for method, op in item.items():
+            names = {p["name"] for p in op.get("parameters", [])}
+            ref = (op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", ""))
+            names |= set(components.get(ref.rsplit("/", 1)[-1], {}).get("properties", {})) if ref else set()
+            if names & {"handoff_id", "attachment_id"}:
+                outside.append((method, path, sorted(names)))
+    assert not outside, outside
 
 
 def test_role_skills_and_assignment_decide_every_handoff_route(client, api_db):
@@ -72,9 +101,11 @@ def test_role_skills_and_assignment_decide_every_handoff_route(client, api_db):
         action = ROUTES[(method, path)]
         handoff_id = handoff_in(api_db, state, skills, ACTORS[role])
         url = path.replace("{handoff_id}", str(handoff_id))
+        if "{attachment_id}" in url:
+            url = url.replace("{attachment_id}", str(photo_of(api_db, handoff_id)))
         resp = client.request(method.upper(), url, headers=headers[role], json=BODIES.get(action) if method == "post" else None)
         cells += 1
-        want = expected(role, action, method, state, skills)
+        want = expected(role, action, method, path, state, skills)
         if resp.status_code != want:
             failures.append((method, path, role, state, skills, resp.status_code, want))
         elif action is Action.CLOSE and want == 200:
@@ -90,7 +121,7 @@ def test_search_shows_an_agent_only_conversations_they_may_read(client, api_db):
     with session_scope(api_db) as s:
         handoff = get_handoff(s, handoff_id=other)
         query = handoff.conversation_id
-    found = {h["id"] for h in client.get("/api/console/search", params={"q": query}, headers=agent).json()}
+    found = {h["id"] for h in client.post("/api/console/search", json={"q": query}, headers=agent).json()}
     assert other not in found
-    found = {h["id"] for h in client.get("/api/console/search", params={"q": query}, headers=login(client, "super1")).json()}
+    found = {h["id"] for h in client.post("/api/console/search", json={"q": query}, headers=login(client, "super1")).json()}
     assert other in found

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
 MISSED_LIMIT = 50  # bot messages one call returns at most
 MISSED_RATE_PER_CHAT = "30/minute"  # the page asks every 20 s, on reconnecting, and again while ``more``
+PRESENCE_RATE_PER_CHAT = "12/minute"  # the page reports every 20 s and on reconnecting
 PAGE = pathlib.Path(__file__).resolve().parent.parent / "static" / "chat.html"
 
 
@@ -38,15 +39,19 @@ def chat_page(settings: Annotated[WebSettings, Depends(get_settings)]) -> HTMLRe
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 
-@router.post("/chat/presence", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.post("/chat/presence", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+             responses={429: {"description": errors.TOO_MANY_CHECKS}})
 def report_presence(report: PresenceReport, settings: Annotated[WebSettings, Depends(get_settings)]) -> Response:
     """The open web chat says it is still there (every 20 s), so the bot knows a push would reach it.
 
     Public like the chat page itself; it only refreshes a chat already linked to a customer and reveals
     nothing (always 204). Most open chats are anonymous: their reports only read, so they never queue on
-    SQLite's write lock; only a linked chat's report opens a write unit of work. 403 without the session's key.
+    SQLite's write lock; only a linked chat's report opens a write unit of work. 403 without the session's key;
+    429 over 12 a minute per chat.
     """
     require_session_key(settings, report.session_id, report.session_key)
+    if not allow(PRESENCE_RATE_PER_CHAT, "presence-chat", report.session_id, redis_url=settings.redis_url):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, errors.TOO_MANY_CHECKS)
     channel = Channel.SOCKETIO.value
     with session_scope(settings.database_url, write=False) as session:
         linked = is_linked(session, channel=channel, external_id=report.session_id,

@@ -8,6 +8,7 @@ travels in the request body or a header, never in a URL. Signals always answer 2
 from __future__ import annotations
 
 import re
+from collections import Counter
 from urllib.parse import unquote
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,15 @@ LIVE = (HandoffStatus.QUEUED, HandoffStatus.ASSIGNED, HandoffStatus.CALLBACK)
 PHOTO_RATE_PER_CHAT = "10/hour"
 PHOTO_RATE_PER_CLIENT = "60/hour"
 TOO_MANY = "You have sent many photos; please wait a while before sending more."
+# A session key costs nothing (any socket.io session_request returns one), so what each call costs is bounded: a
+# signal or presence report writes a row (and a signal reaches every console), a stream holds a connection through
+# the load balancer and a hub subscription. The page sends a typing signal at most every 3 s and one per message,
+# a presence report every 20 s and on connecting, and opens one stream per tab.
+SIGNAL_RATE_PER_CHAT = "40/minute"
+STREAMS_PER_CHAT = 4  # per web replica, open at once
+TOO_MANY_SIGNALS = "Too many signals from this chat; please slow down."
+TOO_MANY_STREAMS = "Too many open streams for this chat or address; close a tab or try again later."
+_streams: Counter[tuple[str, str]] = Counter()  # ("chat", id) and ("client", address) → open streams here
 
 
 class ChatSignal(ChatSessionProof):
@@ -57,11 +67,16 @@ def sniff_image(data: bytes) -> str | None:
     return None
 
 
-@router.post("/chat/signal", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.post("/chat/signal", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+             responses={429: {"description": TOO_MANY_SIGNALS}})
 async def chat_signal(body: ChatSignal, settings: Annotated[WebSettings, Depends(get_settings)]) -> Response:
     """The customer is typing, or just sent a message (throttled by the page). Recorded only while the
-    conversation is with the team (queued, assigned, callback); 204, or 403 without the session's key."""
+    conversation is with the team (queued, assigned, callback); 204, 403 without the session's key, 429 over
+    40 a minute per chat."""
     require_session_key(settings, body.session_id, body.session_key)
+    if not await run_in_threadpool(allow, SIGNAL_RATE_PER_CHAT, "signal-chat", body.session_id,
+                                   redis_url=settings.redis_url):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_SIGNALS)
 
     def record() -> dict[str, Any] | None:
         with session_scope(settings.database_url, write=False) as session:
@@ -79,14 +94,20 @@ async def chat_signal(body: ChatSignal, settings: Annotated[WebSettings, Depends
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/chat/stream")
-async def chat_stream(body: ChatStreamRequest,
+@router.post("/chat/stream", responses={429: {"description": TOO_MANY_STREAMS}})
+async def chat_stream(body: ChatStreamRequest, request: Request,
                       settings: Annotated[WebSettings, Depends(get_settings)]) -> StreamingResponse:
     """Server-sent events for one chat: ``{"type": "agent", "name": "Lena" | null}`` when an agent joins or
     leaves (first event: who is there now), ``{"type": "typing", "name": "Lena"}`` while the agent types.
-    Only agents' first names reach the page; the stream ends when the page goes. 403 without the session's key."""
+    Only agents' first names reach the page; the stream ends when the page goes. 403 without the session's key;
+    429 while this replica holds 4 streams of the chat or ``CHAT_STREAMS_PER_CLIENT`` of the client address."""
     require_session_key(settings, body.session_id, body.session_key)
     conversation = body.session_id
+    # The address uvicorn resolved (X-Forwarded-For from the loopback load balancer only: FORWARDED_ALLOW_IPS).
+    holders = (("chat", conversation), ("client", request.client.host if request.client else "unknown"))
+    if (_streams[holders[0]] >= STREAMS_PER_CHAT or _streams[holders[1]] >= settings.chat_streams_per_client):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_STREAMS)
+    _streams.update(holders)  # counted before the first await: no other request runs in between
     hub = get_hub()
 
     def agent_now() -> str | None:
@@ -97,7 +118,19 @@ async def chat_stream(body: ChatStreamRequest,
         return event.get("conversation_id") == conversation and event["type"] in ("handoff", "signal")
 
     queue = hub.subscribe(accept)
-    first = {"type": "agent", "name": await run_in_threadpool(agent_now)}
+
+    def close() -> None:
+        hub.unsubscribe(queue)
+        _streams.subtract(holders)
+        for holder in holders:
+            if _streams[holder] <= 0:
+                del _streams[holder]
+
+    try:
+        first = {"type": "agent", "name": await run_in_threadpool(agent_now)}
+    except BaseException:
+        close()
+        raise
 
     async def next_event() -> dict[str, Any]:
         while True:
@@ -109,7 +142,7 @@ async def chat_stream(body: ChatStreamRequest,
             if event["type"] == "signal" and event["party"] == "agent" and event["kind"] == "typing":
                 return {"type": "typing", "name": event.get("author")}
 
-    return StreamingResponse(sse(next_event, lambda: hub.unsubscribe(queue), first), media_type="text/event-stream",
+    return StreamingResponse(sse(next_event, close, first), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -125,8 +158,9 @@ async def upload_photo(request: Request, settings: Annotated[WebSettings, Depend
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Missing chat session")
     require_session_key(settings, session_id, request.headers.get("x-chat-key", ""))
     client = request.client.host if request.client else "unknown"
-    if not (allow(PHOTO_RATE_PER_CHAT, "photo-chat", session_id, redis_url=settings.redis_url)
-            and allow(PHOTO_RATE_PER_CLIENT, "photo-client", client, redis_url=settings.redis_url)):
+    # Redis I/O off the event loop.
+    if not (await run_in_threadpool(allow, PHOTO_RATE_PER_CHAT, "photo-chat", session_id, redis_url=settings.redis_url)
+            and await run_in_threadpool(allow, PHOTO_RATE_PER_CLIENT, "photo-client", client, redis_url=settings.redis_url)):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY)
     declared = int(request.headers.get("content-length") or 0)
     if declared > MAX_PHOTO_BYTES:

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from anyio import from_thread
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
@@ -43,8 +43,8 @@ router = APIRouter(tags=["console"])
 STAFF_ROLES = (UserRole.AGENT, UserRole.SUPERVISOR, UserRole.ADMIN)
 
 
-class AgentTyping(BaseModel):
-    handoff_id: int
+class SearchRequest(BaseModel):
+    q: str = Field(max_length=200, description="a customer's name or e-mail, a ticket number or a conversation id")
 
 
 class AttachmentPublic(BaseModel):
@@ -85,12 +85,17 @@ async def console_stream(_user: Annotated[str, Depends(stream_user)]) -> Streami
                              media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-@router.post("/api/console/typing", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def agent_typing(body: AgentTyping, session: SessionDep, user: StaffUser) -> Response:
-    """The agent is typing a reply (throttled by the page): the customer's chat shows "<first name> is typing"."""
-    handoff = get_handoff(session, handoff_id=body.handoff_id)
+# Every route that acts on one conversation is under /api/handoffs/{handoff_id} and passes handoff_access.authorize
+# (the route-security matrix covers each; a test fails for a route that takes a handoff or photo id elsewhere).
+@router.post("/api/handoffs/{handoff_id}/typing", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+             responses={403: {}, 404: {}, 409: {"description": errors.NOT_YOUR_CONVERSATION}})
+def agent_typing(handoff_id: int, session: SessionDep, user: StaffUser) -> Response:
+    """The agent is typing a reply (throttled by the page): the customer's chat shows "<first name> is typing".
+    Only the conversation's assignee, as for a reply (409 otherwise)."""
+    handoff = get_handoff(session, handoff_id=handoff_id)
     if handoff is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, errors.HANDOFF_NOT_FOUND)
+    authorize(session, handoff, user, Action.REPLY)
     name = (user.full_name or user.username).split()[0]
     signal_id = add_signal(session, conversation_id=handoff.conversation_id, party="agent", kind="typing", author=name)
     session.commit()
@@ -100,13 +105,14 @@ def agent_typing(body: AgentTyping, session: SessionDep, user: StaffUser) -> Res
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/api/console/search", response_model=list[HandoffPublic])
-def search(q: str, session: SessionDep, user: StaffUser) -> list[HandoffPublic]:
+@router.post("/api/console/search", response_model=list[HandoffPublic])
+def search(body: SearchRequest, session: SessionDep, user: StaffUser) -> list[HandoffPublic]:
     """Conversations in any status (closed ones too), newest first, by customer name or e-mail, ticket number
-    or conversation id; at most 50, and only those the user may read (web_service.handoff_access)."""
-    if len(q.strip()) < 2:
+    or conversation id; at most 50, and only those the user may read (web_service.handoff_access). A POST: the
+    query is personal data, and a URL's query string reaches access logs, proxies and browser history."""
+    if len(body.q.strip()) < 2:
         return []
-    return [to_public(h) for h in search_handoffs(session, query=q) if may_read(session, h, user)]
+    return [to_public(h) for h in search_handoffs(session, query=body.q) if may_read(session, h, user)]
 
 
 @router.get("/api/handoffs/{handoff_id}/attachments", response_model=list[AttachmentPublic])
@@ -119,10 +125,16 @@ def read_attachments(handoff_id: int, session: SessionDep, user: StaffUser) -> l
     return [AttachmentPublic.model_validate(a, from_attributes=True) for a in list_attachments(session, handoff=handoff)]
 
 
-@router.get("/api/attachments/{attachment_id}", response_class=Response)
-def read_attachment(attachment_id: int, session: SessionDep, _user: StaffUser) -> Response:
-    """The photo's bytes with its sniffed type; never rendered as anything but an image."""
-    row = get_attachment(session, attachment_id=attachment_id)
+@router.get("/api/handoffs/{handoff_id}/attachments/{attachment_id}", response_class=Response,
+            responses={403: {}, 404: {}})
+def read_attachment(handoff_id: int, attachment_id: int, session: SessionDep, user: StaffUser) -> Response:
+    """The photo's bytes with its sniffed type; never rendered as anything but an image. As the list: for those
+    who may read the conversation (403 otherwise); 404 for a photo that is not this conversation's."""
+    handoff = get_handoff(session, handoff_id=handoff_id)
+    if handoff is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, errors.HANDOFF_NOT_FOUND)
+    authorize(session, handoff, user, Action.READ)
+    row = get_attachment(session, handoff=handoff, attachment_id=attachment_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Attachment not found")
     return Response(row.data, media_type=row.content_type,
@@ -136,9 +148,10 @@ class FaultInfo(BaseModel):
 
 
 @router.get("/api/console/devices/{serial}/faults", response_model=FaultInfo)
-def read_faults(serial: str, session: SessionDep, _user: StaffUser, hours: float = 24) -> FaultInfo:
-    """Titles of the device model's fault codes, the device's fault reports of the last ``hours`` (chart
-    markers) and each metric's label and unit."""
-    since = utcnow() - dt.timedelta(hours=min(max(hours, 1), 24 * 7))
+def read_faults(serial: str, session: SessionDep, _user: StaffUser,
+                hours: Annotated[float, Query(ge=1, le=24 * 7, allow_inf_nan=False)] = 24) -> FaultInfo:
+    """Titles of the device model's fault codes, the device's fault reports of the last ``hours`` (1–168; chart
+    markers) and each metric's label and unit. 422 for hours out of range or not a number."""
+    since = utcnow() - dt.timedelta(hours=hours)
     return FaultInfo(titles=fault_titles(session, serial=serial), metrics=dict(METRICS),
                      history=fault_history(session, serial=serial, since=since))

@@ -83,7 +83,7 @@
       if (shown.has(String(a.id))) continue;
       const img = el("img", { alt: "Photo from the customer: " + a.filename, class: "photo" });
       box.append(el("figure", { "data-id": a.id }, img, el("figcaption", {}, a.filename + " · " + Math.round(a.size / 1024) + " KB · " + C.time(a.created_at))));
-      C.blob("/api/attachments/" + a.id).then((b) => { img.src = URL.createObjectURL(b); }).catch(() => { img.alt = "Photo unavailable"; });
+      C.blob("/api/handoffs/" + id + "/attachments/" + a.id).then((b) => { img.src = URL.createObjectURL(b); }).catch(() => { img.alt = "Photo unavailable"; });
     }
   };
 
@@ -157,7 +157,7 @@
     // The customer sees "<name> is typing…"; at most one signal every 3 s.
     if (!C.selected || !$("reply").value.trim() || Date.now() - lastTyping < 3000) return;
     lastTyping = Date.now();
-    api("POST", "/api/console/typing", { handoff_id: C.selected }).catch(() => {});
+    api("POST", "/api/handoffs/" + C.selected + "/typing").catch(() => {});
   });
   $("reply-form").addEventListener("submit", async (e) => {
     e.preventDefault();

@@ -79,7 +79,7 @@
     if (!C.auth || C.view === "supervisor") return;
     let items;
     try {
-      items = searchQuery ? await api("GET", "/api/console/search?q=" + encodeURIComponent(searchQuery))
+      items = searchQuery ? await api("POST", "/api/console/search", { q: searchQuery })
         : await api("GET", "/api/handoffs?view=" + C.view);
     } catch (err) { $("conv-error").textContent = err.message; return; }
     C.items = items;

@@ -1,0 +1,91 @@
+"""The web service's per-chat limits are counted in Redis when ``REDIS_URL`` is set, so every replica counts
+together; the settings hold that URL as a secret, and passing it on unwrapped switched every limit off (the
+limiter failed on each call and admitted it). Here each limit is hit through the route with the shared Redis, then
+a new limiter (as another replica has) must still refuse; with Redis away the call is admitted and counted."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from pydantic import SecretStr
+
+from tests.e2e.browser_kit import png
+from tests.web_service.conftest import chat
+from web_service import ratelimit
+from web_service.settings import get_settings
+
+REDIS = "redis://127.0.0.1:6379/6"  # a database of these tests' own, emptied before each
+
+
+@pytest.fixture
+def shared(client, monkeypatch) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    # Counters of an earlier run (per client address: the test client's) would still be in their window.
+    redis.Redis.from_url(REDIS).flushdb()
+    monkeypatch.setenv("REDIS_URL", REDIS)
+    get_settings.cache_clear()
+    assert isinstance(get_settings().redis_url, SecretStr)  # as the routes get it
+    yield client
+    get_settings.cache_clear()
+    ratelimit._limiter.cache_clear()
+
+
+def another_replica() -> None:
+    """A limiter of its own, as a second web replica has: only Redis is shared."""
+    ratelimit._limiter.cache_clear()
+
+
+def photo(client, session: str):  # type: ignore[no-untyped-def]
+    return client.post("/chat/uploads", content=png(), headers={
+        "X-Chat-Session": session, "X-Chat-Key": str(chat(session)["session_key"]), "Content-Type": "image/png"})
+
+
+CASES = {
+    # route → (one call, calls allowed per window)
+    "missed": (lambda c, s: c.post("/chat/missed", json=chat(s)), 30),
+    "presence": (lambda c, s: c.post("/chat/presence", json=chat(s)), 12),
+    "signal": (lambda c, s: c.post("/chat/signal", json=chat(s, kind="typing")), 40),
+    "photo": (photo, 10),  # 409 (no ticket yet) counts as a call
+}
+
+
+@pytest.mark.parametrize("route", sorted(CASES))
+def test_a_chat_limit_is_shared_by_every_replica_through_redis(shared, route):  # type: ignore[no-untyped-def]
+    call, allowed = CASES[route]
+    session = f"limit-{route}-{uuid.uuid4().hex}"
+    codes = [call(shared, session).status_code for _ in range(allowed)]
+    assert 429 not in codes, codes
+    assert call(shared, session).status_code == 429
+    another_replica()
+    assert call(shared, session).status_code == 429  # in-process counters would have let this one through
+    assert call(shared, session + "-other").status_code != 429  # per chat
+
+
+def test_with_redis_away_a_call_is_admitted_counted_and_logged(client, monkeypatch, caplog):  # type: ignore[no-untyped-def]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    monkeypatch.setenv("REDIS_URL", f"redis://:redis-sekret@127.0.0.1:{port}/0")
+    get_settings.cache_clear()
+    before = ratelimit.unenforced
+    with caplog.at_level(logging.WARNING, logger="web_service.ratelimit"):
+        assert client.post("/chat/missed", json=chat(f"limit-away-{uuid.uuid4().hex}")).status_code == 200
+    assert ratelimit.unenforced == before + 1
+    assert "rate limiter unavailable" in caplog.text and "redis-sekret" not in caplog.text
+    get_settings.cache_clear()
+    ratelimit._limiter.cache_clear()
+
+
+def test_the_limiter_takes_the_settings_secret_or_text_and_a_wrong_argument_is_an_error():
+    redis.Redis.from_url(REDIS).flushdb()
+    ratelimit._limiter.cache_clear()
+    key = f"unit-{uuid.uuid4().hex}"
+    assert [ratelimit.allow("2/minute", key, redis_url=SecretStr(REDIS)) for _ in range(3)] == [True, True, False]
+    assert ratelimit.allow("2/minute", key, redis_url=REDIS) is False  # the same counter
+    with pytest.raises(ValueError):
+        ratelimit.allow("two a minute", key)  # not silently admitted
+    ratelimit._limiter.cache_clear()
