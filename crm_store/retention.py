@@ -12,6 +12,7 @@ raw telemetry               90      ``device_messages`` by ``received_at`` (tick
 dead letters                30      ``dead_letters`` by ``received_at``
 chat trackers               180     Rasa tracker-store conversations whose last event is older
 handoff transcripts         365     packet and messages of handoffs closed before (the handoff row stays)
+photos                      365     ``attachments`` (photos sent in the chat) by ``created_at``, as transcripts
 audit records               730     ``access_audit`` rows and finished ``erasure_requests``
 =========================  =======  ==============================================================
 """
@@ -33,13 +34,15 @@ from sqlalchemy.exc import IntegrityError
 
 from crm_store.db import DEFAULT_DATABASE_URL, session_scope
 from crm_store.models import (
-    AccessAudit, DeadLetter, DeadLetterTally, DeviceMessage, ErasureRequest, Handoff, HandoffMessage, JobLease, utcnow,
+    AccessAudit, Attachment, DeadLetter, DeadLetterTally, DeviceMessage, ErasureRequest, Handoff, HandoffMessage,
+    JobLease, utcnow,
 )
 from crm_store.tracker_store import TrackerStore, tracker_store_url
 
 logger = logging.getLogger(__name__)
 JOB = "retention"
 BATCH = 5000  # rows per DELETE: short write transactions, so the device worker is never held up for long
+PHOTO_BATCH = 100  # photos per DELETE: up to 5 MB each
 
 
 class RetentionSettings(BaseSettings):
@@ -50,6 +53,7 @@ class RetentionSettings(BaseSettings):
     dead_letters_days: int = 30
     chat_trackers_days: int = 180
     handoff_transcripts_days: int = 365
+    photos_days: int = 365
     audit_days: int = 730
     interval_minutes: float = 60.0
 
@@ -75,11 +79,11 @@ def take_lease(url: str, *, holder: str, period: dt.timedelta, now: dt.datetime 
             return False
 
 
-def _batched_delete(url: str, model: Any, *where: Any) -> int:
+def _batched_delete(url: str, model: Any, *where: Any, batch: int = BATCH) -> int:
     total = 0
     while True:
         with session_scope(url) as session:
-            ids = list(session.scalars(select(model.id).where(*where).limit(BATCH)))
+            ids = list(session.scalars(select(model.id).where(*where).limit(batch)))
             if not ids:
                 return total
             total += session.execute(delete(model).where(model.id.in_(ids))).rowcount
@@ -114,6 +118,9 @@ def run_retention(url: str, *, settings: RetentionSettings | None = None, tracke
             else:
                 changed = 0
         out["handoff_transcripts"] = changed
+    if s.photos_days > 0:
+        out["photos"] = _batched_delete(url, Attachment, Attachment.created_at < now - s.photos_days * days,
+                                        batch=PHOTO_BATCH)
     if s.audit_days > 0:
         cutoff = now - s.audit_days * days
         out["audit_records"] = _batched_delete(url, AccessAudit, AccessAudit.created_at < cutoff)

@@ -9,7 +9,9 @@ stores (Rasa's tracker store, the MQTT broker's password file) are idempotent de
 commits. Re-running a finished request changes nothing.
 
 Tickets and handoffs stay as anonymous records (category, status, times, SLA figures survive); everything
-else that names the customer is deleted. The request keeps who asked, when, which stores and how many rows.
+else that names the customer is deleted (the photos they sent in the chat included). Which rows are theirs is
+defined once, for the erasure and the export alike, in :mod:`crm_store.repositories.customer_scope`. The
+request keeps who asked, when, which stores and how many rows.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import re
 import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import String, cast, delete, literal, or_, select, update
@@ -30,9 +31,12 @@ from sqlalchemy.orm import Session
 
 from crm_store.db import session_scope
 from crm_store.models import (
-    ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, DeadLetterTally, Device, DeviceCredential, DeviceMessage,
-    DeviceRuleState, ErasureRequest, Handoff, HandoffMessage, Interaction, ProactiveMessage, Purchase, Ticket,
-    TicketEvent, utcnow,
+    Attachment, ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, DeadLetterTally, Device,
+    DeviceCredential, DeviceMessage, DeviceRuleState, ErasureRequest, Handoff, HandoffMessage, Interaction,
+    ProactiveMessage, Purchase, Ticket, TicketEvent, utcnow,
+)
+from crm_store.repositories.customer_scope import (
+    Context, attachment_filter, dead_letter_filter, erasure_senders, handoff_filter, ticket_filter,
 )
 from crm_store.tracker_store import TrackerStore
 
@@ -42,9 +46,10 @@ ERASED = "[erased]"
 LEASE = dt.timedelta(minutes=5)
 # The stores an erasure touches, in the order it touches them. The export has a section for each
 # (tests compare the two lists). Chat conversations come first and again last: a conversation still
-# running while the CRM rows go could write its tracker once more.
+# running while the CRM rows go could write its tracker once more. Attachments go before the handoffs and
+# tickets they are kept with: those steps unlink them from the customer.
 ERASE_STEPS = (
-    "chat_conversations", "device_credentials", "telemetry", "dead_letters", "handoffs", "tickets",
+    "chat_conversations", "device_credentials", "telemetry", "dead_letters", "attachments", "handoffs", "tickets",
     "proactive_messages", "csat", "interactions", "channel_identities", "consent_history", "purchases", "devices",
     "customer", "chat_conversations_final",
 )
@@ -55,17 +60,6 @@ BrokerRevoke = Callable[[list[str]], str]
 
 class LostLease(RuntimeError):
     """Another runner took the request over (this one was too slow): stop without committing."""
-
-
-@dataclass
-class Context:
-    """What the steps need, re-read from the CRM at every run (so a re-run sees what is left)."""
-
-    customer_id: int
-    device_ids: list[int] = field(default_factory=list)
-    serials: list[str] = field(default_factory=list)
-    needles: list[str] = field(default_factory=list)  # name, e-mail, phone, order numbers, serials
-    senders: list[str] = field(default_factory=list)  # chat sender ids linked to the customer
 
 
 def request_erasure(session: Session, *, customer_id: int, requested_by: str, source: str,
@@ -215,18 +209,6 @@ def _context(session: Session, req: ErasureRequest) -> Context:
     return ctx
 
 
-def erasure_senders(session: Session, *, customer_id: int) -> list[str]:
-    """Every chat sender id (Rasa conversation) linked to the customer: verified identities and the
-    conversations of their handoffs, journey events, ratings and proactive messages."""
-    cid = customer_id
-    senders = set(session.scalars(select(ChannelIdentity.external_id).where(ChannelIdentity.customer_id == cid)))
-    for col, owner in ((Handoff.conversation_id, Handoff.customer_id), (Interaction.conversation_id, Interaction.customer_id),
-                       (CsatRating.conversation_id, CsatRating.customer_id),
-                       (ProactiveMessage.conversation_id, ProactiveMessage.customer_id)):
-        senders.update(s for s in session.scalars(select(col).where(owner == cid)) if s)
-    return sorted(senders)
-
-
 def _scrub(text: str | None, needles: list[str]) -> str | None:
     if not text:
         return text
@@ -262,12 +244,6 @@ def _telemetry(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str,
     return n, {}
 
 
-def dead_letter_filter(serials: list[str]) -> Any:
-    """Dead letters attributable to these devices: sent on their topic or naming their serial."""
-    return or_(*[DeadLetter.topic.like(f"devices/{s}/%") for s in serials],
-               *[DeadLetter.payload.contains(s) for s in serials])
-
-
 def _dead_letters(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
     if not ctx.serials:
         return 0, {}
@@ -279,15 +255,16 @@ def _dead_letters(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[s
     return n, {}
 
 
+def _attachments(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    # The photos (bytes, file name, conversation) go; the ticket event that announced one is blanked with
+    # the ticket. Before the handoffs and tickets steps, whose rows link the photos to the customer.
+    return session.execute(delete(Attachment).where(attachment_filter(ctx))
+                           .execution_options(synchronize_session=False)).rowcount, {}
+
+
 def _handoffs(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
-    conds = [Handoff.customer_id == ctx.customer_id]
-    if ctx.senders:
-        conds.append(Handoff.conversation_id.in_(ctx.senders))
-    # And any other conversation's handoff that quotes them (an anonymous chat where their e-mail or a serial
-    # was typed), as the tracker step does for conversations.
-    conds += [cast(Handoff.packet, String).contains(n) for n in ctx.needles]
-    conds += [Handoff.summary.contains(n) for n in ctx.needles]
-    handoffs = list(session.scalars(select(Handoff).where(or_(*conds))))
+    # Including any other conversation's handoff that quotes them, as the tracker step does for conversations.
+    handoffs = list(session.scalars(select(Handoff).where(handoff_filter(ctx))))
     for h in handoffs:
         anonymous = f"erased-{h.id}"
         h.customer_id, h.summary, h.packet = None, ERASED, {"erased": True}
@@ -303,10 +280,7 @@ def _handoffs(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, 
 
 
 def _tickets(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
-    conds = [Ticket.customer_id == ctx.customer_id]
-    if ctx.device_ids:
-        conds.append(Ticket.device_id.in_(ctx.device_ids))
-    tickets = list(session.scalars(select(Ticket).where(or_(*conds))))
+    tickets = list(session.scalars(select(Ticket).where(ticket_filter(ctx))))
     for t in tickets:
         # Category, status, priority, source and times stay: counts and SLA figures survive.
         t.customer_id, t.device_id, t.description = None, None, ERASED
@@ -368,6 +342,7 @@ _STEPS: dict[str, Callable[..., tuple[int, dict[str, Any]]]] = {
     "device_credentials": _credentials,
     "telemetry": _telemetry,
     "dead_letters": _dead_letters,
+    "attachments": _attachments,
     "handoffs": _handoffs,
     "tickets": _tickets,
     "proactive_messages": _delete_where(ProactiveMessage, lambda c: ProactiveMessage.customer_id == c.customer_id),

@@ -12,6 +12,8 @@ The export (``export_customer``) is one JSON document, schema ``crm-customer-exp
      "dead_letters": [{received_at, source, topic, reason, detail, payload}] (those sent as their devices),
      "tickets": [{number, category, title, description, status, ..., events: [{kind, author, body, data, at}]}],
      "handoffs": [{reason, status, summary, packet (incl. transcript), ..., messages: [{kind, author, body, at}]}],
+     "attachments": [{id, filename, content_type, size, sha256, created_at, ticket (number), handoff_id,
+                      conversation_id, data_base64}]  (photos sent in the chat, the image itself included),
      "proactive_messages": [...], "csat": [{score, comment, at}], "interactions": [...],
      "channel_identities": [{channel, external_id, verified_at, last_seen_at}],
      "chat_conversations": {sender id: [Rasa events as stored in the tracker store]}}
@@ -22,6 +24,7 @@ Times are ISO-8601 in UTC. Only ``crm_store`` reads the CRM; the tracker store i
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import enum
 from typing import Any
@@ -31,10 +34,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crm_store.models import (
-    AccessAudit, ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, Device, DeviceCredential,
+    AccessAudit, Attachment, ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, Device, DeviceCredential,
     DeviceMessage, Handoff, Interaction, ProactiveMessage, Purchase, Ticket, utcnow,
 )
-from crm_store.repositories.erasure import STORES, dead_letter_filter, erasure_senders
+from crm_store.repositories.customer_scope import Context, attachment_filter, dead_letter_filter, erasure_senders
+from crm_store.repositories.erasure import STORES
 from crm_store.tracker_store import TrackerStore
 
 EXPORT_SCHEMA = "crm-customer-export/1"
@@ -175,6 +179,8 @@ def export_customer(session: Session, *, customer_id: int, tracker: TrackerStore
                                "packet", "created_at", "claimed_at", "first_response_at", "closed_at"),
                         "messages": [{**_row(m, "kind", "author", "body"), "at": _plain(m.created_at)} for m in h.messages]}
                        for h in handoffs]
+    senders = erasure_senders(session, customer_id=customer_id)
+    doc["attachments"] = _attachments(session, Context(customer_id, device_ids=device_ids, senders=senders))
     doc["proactive_messages"] = [_row(m, "kind", "status", "created_at", "sent_at", "channel", "reason")
                                  for m in session.scalars(select(ProactiveMessage)
                                                           .where(ProactiveMessage.customer_id == customer_id))]
@@ -186,10 +192,18 @@ def export_customer(session: Session, *, customer_id: int, tracker: TrackerStore
     doc["channel_identities"] = [_row(i, "channel", "external_id", "verified_at", "last_seen_at")
                                  for i in session.scalars(select(ChannelIdentity)
                                                           .where(ChannelIdentity.customer_id == customer_id))]
-    senders = erasure_senders(session, customer_id=customer_id)
     doc["chat_conversations"] = tracker.conversation_events(senders) if tracker is not None else {}
     doc["customer_summary"] = {k: len(v) for k, v in doc.items() if isinstance(v, list) and k != "stores"}
     return doc
+
+
+def _attachments(session: Session, ctx: Context) -> list[dict[str, Any]]:
+    """Photos as the erasure finds them (without ``needles``: none from others' chats that only quote them)."""
+    return [{**_row(a, "id", "filename", "content_type", "size", "sha256", "created_at"), "ticket": number,
+             **_row(a, "handoff_id", "conversation_id"), "data_base64": base64.b64encode(a.data).decode("ascii")}
+            for a, number in session.execute(select(Attachment, Ticket.number)
+                                             .outerjoin(Ticket, Ticket.id == Attachment.ticket_id)
+                                             .where(attachment_filter(ctx)).order_by(Attachment.id))]
 
 
 def _telemetry(session: Session, devices: list[Device], *, since: dt.datetime | None) -> list[dict[str, Any]]:

@@ -6,10 +6,12 @@ Shared by the privacy tests and the privacy benchmark.
 from __future__ import annotations
 
 import datetime as dt
+import struct
 import uuid
+import zlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import MetaData, String, cast, inspect, or_, select, text
+from sqlalchemy import LargeBinary, MetaData, String, cast, func, inspect, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from crm_store.demo_data import seed_catalogue
@@ -21,6 +23,7 @@ from crm_store.models import (
     ChannelIdentity, CsatRating, Customer, DeadLetter, Device, DeviceMessage, DeviceRuleState, Handoff,
     HandoffMessage, Interaction, ProactiveMessage, ProductModel, Purchase, utcnow,
 )
+from crm_store.repositories.console import add_attachment
 from crm_store.repositories.privacy import set_consent
 from crm_store.repositories.tickets import add_ticket_event, open_ticket
 from crm_store.enums import TicketEventKind
@@ -40,6 +43,8 @@ class Person:
     senders: list[str]
     bystander_sender: str = ""  # an anonymous chat that quoted one of the serials
     device_ids: list[int] = field(default_factory=list)
+    attachment_ids: list[int] = field(default_factory=list)  # photos sent in the chat, with the handoff's ticket
+    photo: bytes = b""
 
     @property
     def needles(self) -> list[str]:
@@ -52,8 +57,9 @@ def _models(session: Session) -> dict[str, ProductModel]:
 
 def make_person(session: Session, tracker: TrackerStore | None, *, telemetry: int = 50, tag: str | None = None) -> Person:
     """Creates a customer with purchases, two devices (credentials, telemetry, rule state, dead letters),
-    a chat ticket and a device ticket with events, a handoff with transcript and notes, CSAT, journey events,
-    a held proactive message, consent history and two chat conversations (socket.io and REST)."""
+    a chat ticket and a device ticket with events, a handoff with transcript and notes, a photo sent in that
+    chat (its name and its metadata name the customer), CSAT, journey events, a held proactive message,
+    consent history and two chat conversations (socket.io and REST)."""
     tag = tag or uuid.uuid4().hex[:6]
     n = int(uuid.uuid4().int % 900000) + 100000
     models = _models(session)
@@ -104,6 +110,13 @@ def make_person(session: Session, tracker: TrackerStore | None, *, telemetry: in
                                     body=f"Hello {name}, I see order {p.orders[0]}"),
                      HandoffMessage(handoff_id=handoff.id, kind=HandoffMessageKind.NOTE, author="agent1",
                                     body=f"phone {phone}")])
+    # Stored as POST /chat/uploads stores it: the photo with the handoff and its ticket, and a ticket event.
+    p.photo = png_photo(author=name)
+    photo = add_attachment(session, conversation_id=p.senders[0], handoff=handoff, ticket=chat_ticket,
+                           filename=f"{name} {p.serials[0]} drum.png", content_type="image/png", data=p.photo)
+    add_ticket_event(session, ticket=chat_ticket, kind=TicketEventKind.CUSTOMER_CONTACT, author="customer",
+                     body=f"Photo from the chat: {photo.filename} (0 KB)", data={"attachment_id": photo.id})
+    p.attachment_ids.append(photo.id)
     session.add(CsatRating(customer_id=customer.id, ticket_id=chat_ticket.id, conversation_id=p.senders[0], score=4,
                            comment=f"thanks, {name}"))
     session.add(Interaction(customer_id=customer.id, stage=JourneyStage.START, event="chat_started", channel="rest",
@@ -128,8 +141,19 @@ def make_person(session: Session, tracker: TrackerStore | None, *, telemetry: in
     return p
 
 
+def png_photo(*, author: str) -> bytes:
+    """A valid 1×1 PNG whose metadata (a tEXt chunk, as cameras and phones write) names ``author``."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"tEXt", b"Author\x00" + author.encode()) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+            + chunk(b"IEND", b""))
+
+
 def scan_crm(url: str, needles: list[str]) -> dict[str, int]:
-    """{table.column: hits} of every text-castable column of every CRM table containing any needle."""
+    """{table.column: hits} of every column of every CRM table containing any needle (binary columns too:
+    a photo's metadata may name its author)."""
     engine = get_engine(url)
     hits: dict[str, int] = {}
     with engine.connect() as conn:
@@ -137,7 +161,12 @@ def scan_crm(url: str, needles: list[str]) -> dict[str, int]:
         meta.reflect(conn)  # the tables the database has, not only those the models name
         for table in meta.sorted_tables:
             for col in table.columns:
-                cond = or_(*[cast(col, String).ilike(f"%{n}%") for n in needles])
+                if not isinstance(col.type, LargeBinary):
+                    cond = or_(*[cast(col, String).ilike(f"%{n}%") for n in needles])
+                elif conn.dialect.name == "postgresql":  # bytea casts to hex; "escape" keeps printable bytes
+                    cond = or_(*[func.encode(col, "escape").ilike(f"%{n}%") for n in needles])
+                else:  # SQLite's LIKE stops at a NUL byte, which binary data has
+                    cond = or_(*[func.instr(col, literal(n.encode(), LargeBinary)) > 0 for n in needles])
                 count = conn.execute(select(text("count(*)")).select_from(table).where(cond)).scalar()
                 if count:
                     hits[f"{table.name}.{col.name}"] = int(count)

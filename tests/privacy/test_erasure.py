@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 
 import pytest
 from sqlalchemy import func, select
 
 from crm_store.db import session_scope
-from crm_store.models import Customer, DeviceCredential, ErasureRequest, Handoff, Ticket
+from crm_store.enums import HandoffReason
+from crm_store.models import Attachment, Customer, DeviceCredential, ErasureRequest, Handoff, Ticket, utcnow
+from crm_store.repositories.console import add_attachment, get_attachment
 from crm_store.repositories.erasure import ERASE_STEPS, STORES, request_erasure, run_erasure
 from crm_store.repositories.privacy import export_customer
-from tests.privacy.builder import make_person, scan_crm, scan_tracker
+from tests.privacy.builder import make_person, png_photo, scan_crm, scan_tracker
 
 
 def _tickets_per_category(url: str) -> dict[str, int]:
@@ -47,6 +50,7 @@ def test_erase_leaves_no_trace_keeps_counts_and_spares_others(stores):
                         broker_revoke=lambda serials: revoked.append(sorted(serials)) or "reloaded")
     assert steps is not None and all(steps[s]["done"] for s in ERASE_STEPS)
     assert scan_crm(url, person.needles) == {}
+    assert scan_crm(url, person.senders) == {}  # nothing left linked to their conversations either
     assert scan_tracker(tracker, person.needles) == 0
     assert tracker.conversation_events([person.bystander_sender]) == {}  # the anonymous chat that quoted a serial
     assert _tickets_per_category(url) == categories
@@ -54,7 +58,8 @@ def test_erase_leaves_no_trace_keeps_counts_and_spares_others(stores):
     assert steps["device_credentials"] == {**steps["device_credentials"], "rows": 2, "broker": "reloaded"}
     assert steps["telemetry"]["rows"] == 2 * 50 + 2 and steps["chat_conversations"]["rows"] == 9
     # The other customer is untouched everywhere.
-    assert set(scan_crm(url, other.needles)) >= {"customers.full_name", "purchases.order_number", "devices.serial"}
+    assert set(scan_crm(url, other.needles)) >= {"customers.full_name", "purchases.order_number", "devices.serial",
+                                                 "attachments.filename", "attachments.data"}
     assert scan_tracker(tracker, [other.email]) == 4
     with session_scope(url, write=False) as s:
         req = s.scalar(select(ErasureRequest).where(ErasureRequest.customer_id == person.customer_id))
@@ -149,3 +154,38 @@ def test_every_store_the_erase_touches_is_in_the_export(stores):
     assert any(person.email in e.get("text", "") for e in doc["chat_conversations"][person.senders[0]])
     assert {d["serial"] for d in doc["devices"]} == set(person.serials)
     assert doc["handoffs"][0]["packet"]["transcript"] and doc["tickets"][0]["events"]
+
+
+def test_the_customers_photos_are_exported_and_erased_and_no_one_elses(stores):
+    url, tracker = stores
+    person, other = _new(url, tracker), _new(url, tracker)
+    assert "attachments" in STORES
+    with session_scope(url) as s:
+        # A photo sent in an anonymous chat whose handoff quotes the customer's e-mail: the erasure blanks that
+        # handoff as theirs, so the photo goes too (the export, which only gives what is surely theirs, leaves it).
+        quoting = Handoff(conversation_id=f"anon-photo-{person.customer_id}", reason=HandoffReason.CUSTOMER_REQUEST,
+                          trigger_key="customer_request", summary=f"says they are {person.email}",
+                          first_response_due_at=utcnow())
+        s.add(quoting)
+        s.flush()
+        quoted = add_attachment(s, conversation_id=quoting.conversation_id, handoff=quoting, ticket=None,
+                                filename="door.png", content_type="image/png", data=png_photo(author="someone"))
+        quoted_id = quoted.id
+        doc = export_customer(s, customer_id=person.customer_id, tracker=tracker)
+        ticket_number = s.scalar(select(Ticket.number).join(Attachment, Attachment.ticket_id == Ticket.id)
+                                 .where(Attachment.id == person.attachment_ids[0]))
+    assert doc is not None and [a["id"] for a in doc["attachments"]] == person.attachment_ids
+    photo = doc["attachments"][0]
+    assert photo == {**photo, "filename": f"{person.name} {person.serials[0]} drum.png", "content_type": "image/png",
+                     "size": len(person.photo), "ticket": ticket_number, "conversation_id": person.senders[0]}
+    assert photo["handoff_id"] and photo["created_at"] and len(photo["sha256"]) == 64
+    assert base64.b64decode(photo["data_base64"]) == person.photo  # the photo itself: the archive is self-contained
+    assert doc["customer_summary"]["attachments"] == 1
+    steps = run_erasure(url, _request(url, person.customer_id), tracker=tracker)
+    assert steps is not None and steps["attachments"]["rows"] == 2
+    with session_scope(url, write=False) as s:
+        assert get_attachment(s, attachment_id=person.attachment_ids[0]) is None
+        assert get_attachment(s, attachment_id=quoted_id) is None
+        kept = get_attachment(s, attachment_id=other.attachment_ids[0])
+        assert kept is not None and kept.data == other.photo and kept.conversation_id == other.senders[0]
+    assert run_erasure(url, _request(url, person.customer_id), tracker=tracker) is None  # finished: nothing to redo

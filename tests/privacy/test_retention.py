@@ -9,7 +9,10 @@ import threading
 from sqlalchemy import func, select
 
 from crm_store.db import session_scope
-from crm_store.models import AccessAudit, DeadLetter, DeviceMessage, Handoff, HandoffMessage, JobLease, utcnow
+from crm_store.models import (
+    AccessAudit, Attachment, DeadLetter, DeviceMessage, Handoff, HandoffMessage, JobLease, utcnow,
+)
+from crm_store.repositories.console import add_attachment
 from crm_store.repositories.privacy import record_access
 from crm_store.retention import RetentionSettings, run_due, run_retention, take_lease
 from tests.privacy.builder import make_person
@@ -23,7 +26,7 @@ def test_retention_deletes_what_is_older_than_each_period_and_keeps_the_rest(sto
     with session_scope(url) as s:
         person = make_person(s, tracker, telemetry=10)
         # Age half of each kind past its period (defaults: telemetry 90 d, dead letters 30 d, trackers 180 d,
-        # transcripts 365 d, audit 730 d).
+        # transcripts 365 d, photos 365 d, audit 730 d).
         old_msgs = list(s.scalars(select(DeviceMessage).where(DeviceMessage.device_id == person.device_ids[0])))
         for m in old_msgs:
             m.received_at = now - 91 * DAY
@@ -33,12 +36,17 @@ def test_retention_deletes_what_is_older_than_each_period_and_keeps_the_rest(sto
         handoff.closed_at = now - 366 * DAY
         record_access(s, actor="agent1", action="view_360", customer_id=person.customer_id).created_at = now - 731 * DAY
         record_access(s, actor="agent1", action="view_360", customer_id=person.customer_id)
+        old_photo = s.get(Attachment, person.attachment_ids[0])
+        old_photo.created_at = now - 366 * DAY
+        recent_photo = add_attachment(s, conversation_id=person.senders[0], handoff=handoff, ticket=None,
+                                      filename="later.png", content_type="image/png", data=person.photo)
+        recent_photo.created_at = now - 364 * DAY
         old_ids = {m.id for m in old_msgs}
-        handoff_id = handoff.id
+        handoff_id, old_photo_id, recent_photo_id = handoff.id, old_photo.id, recent_photo.id
     tracker.append("stale-conversation", [{"event": "user", "text": "hi", "timestamp": (now - 181 * DAY).timestamp()}])
     result = run_retention(url, settings=RetentionSettings(), tracker=tracker, now=now)
     assert result["raw_telemetry"] >= 10 and result["dead_letters"] >= 1 and result["audit_records"] >= 1
-    assert result["chat_trackers"] >= 1 and result["handoff_transcripts"] >= 1
+    assert result["chat_trackers"] >= 1 and result["handoff_transcripts"] >= 1 and result["photos"] >= 1
     with session_scope(url, write=False) as s:
         assert not s.scalars(select(DeviceMessage.id).where(DeviceMessage.id.in_(old_ids))).first()
         assert s.scalar(select(func.count()).select_from(DeviceMessage)
@@ -49,10 +57,15 @@ def test_retention_deletes_what_is_older_than_each_period_and_keeps_the_rest(sto
         assert not s.scalars(select(HandoffMessage).where(HandoffMessage.handoff_id == handoff_id)).first()
         assert s.scalar(select(func.count()).select_from(AccessAudit).where(AccessAudit.created_at < now - 730 * DAY)) == 0
         assert s.scalar(select(func.count()).select_from(AccessAudit)) >= 1
+        assert s.get(Attachment, old_photo_id) is None
+        assert s.get(Attachment, recent_photo_id).data == person.photo  # newer: kept
     assert tracker.conversation_events(["stale-conversation"]) == {}
     assert set(tracker.conversation_events(person.senders)) == set(person.senders)  # active: kept
     again = run_retention(url, settings=RetentionSettings(), tracker=tracker, now=now)
     assert all(v == 0 for v in again.values()), again
+    assert "photos" not in run_retention(url, settings=RetentionSettings(photos_days=0), now=now + 1000 * DAY)
+    with session_scope(url, write=False) as s:
+        assert s.get(Attachment, recent_photo_id) is not None  # 0: photos kept forever
 
 
 def test_one_replica_runs_retention_per_interval(stores):

@@ -34,6 +34,9 @@ def test_export_then_erase_through_the_api(client, api_db, tracker, dpo):
     assert resp.status_code == 200 and resp.headers["cache-control"] == "no-store"
     doc = resp.json()
     assert doc["customer"]["email"] == person.email and set(doc["chat_conversations"]) == set(person.senders)
+    assert [a["id"] for a in doc["attachments"]] == person.attachment_ids
+    photo_url = f"/api/attachments/{person.attachment_ids[0]}"
+    assert client.get(photo_url, headers=agent).content == person.photo
     first = client.delete(f"/api/customers/{cid}", headers=dpo)
     assert first.status_code == 202, first.text
     rid = first.json()["id"]
@@ -42,6 +45,7 @@ def test_export_then_erase_through_the_api(client, api_db, tracker, dpo):
     again = client.delete(f"/api/customers/{cid}", headers=dpo)
     assert again.status_code == 202 and again.json()["id"] == rid and again.json()["status"] == "done"
     assert client.get(f"/api/customers/{cid}", headers=agent).status_code == 404
+    assert client.get(photo_url, headers=agent).status_code == 404  # the photo went with them
     assert scan_crm(api_db, person.needles) == {} and scan_tracker(tracker, person.needles) == 0
     assert client.delete("/api/customers/999999", headers=dpo).status_code == 404
     audit = client.get(f"/api/privacy/access-audit?customer_id={cid}", headers=dpo).json()

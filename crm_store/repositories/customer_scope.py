@@ -1,0 +1,76 @@
+"""Which CRM rows are a customer's: the filters the erasure deletes or anonymises by and the export reads by.
+
+One definition for both (``crm_store.repositories.erasure`` and ``crm_store.repositories.privacy``), so that a
+kind of record found for one is found for the other. The filters take a :class:`Context`; the erasure fills
+``needles`` (their identifiers, to find records that only quote them), the export leaves it empty and so gives
+only what is surely the customer's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import String, cast, or_, select
+from sqlalchemy.orm import Session
+
+from crm_store.models import (
+    Attachment, ChannelIdentity, CsatRating, DeadLetter, Handoff, Interaction, ProactiveMessage, Ticket,
+)
+
+
+@dataclass
+class Context:
+    """What the erasure's steps need, re-read from the CRM at every run (so a re-run sees what is left)."""
+
+    customer_id: int
+    device_ids: list[int] = field(default_factory=list)
+    serials: list[str] = field(default_factory=list)
+    needles: list[str] = field(default_factory=list)  # name, e-mail, phone, order numbers, serials
+    senders: list[str] = field(default_factory=list)  # chat sender ids linked to the customer
+
+
+def erasure_senders(session: Session, *, customer_id: int) -> list[str]:
+    """Every chat sender id (Rasa conversation) linked to the customer: verified identities and the
+    conversations of their handoffs, journey events, ratings and proactive messages."""
+    cid = customer_id
+    senders = set(session.scalars(select(ChannelIdentity.external_id).where(ChannelIdentity.customer_id == cid)))
+    for col, owner in ((Handoff.conversation_id, Handoff.customer_id), (Interaction.conversation_id, Interaction.customer_id),
+                       (CsatRating.conversation_id, CsatRating.customer_id),
+                       (ProactiveMessage.conversation_id, ProactiveMessage.customer_id)):
+        senders.update(s for s in session.scalars(select(col).where(owner == cid)) if s)
+    return sorted(senders)
+
+
+def dead_letter_filter(serials: list[str]) -> Any:
+    """Dead letters attributable to these devices: sent on their topic or naming their serial."""
+    return or_(*[DeadLetter.topic.like(f"devices/{s}/%") for s in serials],
+               *[DeadLetter.payload.contains(s) for s in serials])
+
+
+def handoff_filter(ctx: Context) -> Any:
+    """The customer's handoffs, those of their conversations, and any other conversation's handoff that quotes
+    them (an anonymous chat where their e-mail or a serial was typed)."""
+    conds = [Handoff.customer_id == ctx.customer_id]
+    if ctx.senders:
+        conds.append(Handoff.conversation_id.in_(ctx.senders))
+    conds += [cast(Handoff.packet, String).contains(n) for n in ctx.needles]
+    conds += [Handoff.summary.contains(n) for n in ctx.needles]
+    return or_(*conds)
+
+
+def ticket_filter(ctx: Context) -> Any:
+    """The customer's tickets and those of their devices."""
+    conds = [Ticket.customer_id == ctx.customer_id]
+    if ctx.device_ids:
+        conds.append(Ticket.device_id.in_(ctx.device_ids))
+    return or_(*conds)
+
+
+def attachment_filter(ctx: Context) -> Any:
+    """Photos sent in the customer's conversations or kept with their handoffs or tickets (as above)."""
+    conds = [Attachment.handoff_id.in_(select(Handoff.id).where(handoff_filter(ctx))),
+             Attachment.ticket_id.in_(select(Ticket.id).where(ticket_filter(ctx)))]
+    if ctx.senders:
+        conds.append(Attachment.conversation_id.in_(ctx.senders))
+    return or_(*conds)
