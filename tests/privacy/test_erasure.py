@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from crm_store.db import session_scope
 from crm_store.enums import HandoffReason
 from crm_store.models import Attachment, Customer, DeviceCredential, ErasureRequest, Handoff, Ticket, utcnow
-from crm_store.repositories.console import add_attachment, get_attachment
+from crm_store.repositories.console import add_attachment
 from crm_store.repositories.erasure import ERASE_STEPS, STORES, request_erasure, run_erasure
 from crm_store.repositories.privacy import export_customer
 from tests.privacy.builder import make_person, png_photo, scan_crm, scan_tracker
@@ -184,8 +184,8 @@ def test_the_customers_photos_are_exported_and_erased_and_no_one_elses(stores):
     steps = run_erasure(url, _request(url, person.customer_id), tracker=tracker)
     assert steps is not None and steps["attachments"]["rows"] == 2
     with session_scope(url, write=False) as s:
-        assert get_attachment(s, attachment_id=person.attachment_ids[0]) is None
-        assert get_attachment(s, attachment_id=quoted_id) is None
-        kept = get_attachment(s, attachment_id=other.attachment_ids[0])
+        assert s.get(Attachment, person.attachment_ids[0]) is None
+        assert s.get(Attachment, quoted_id) is None
+        kept = s.get(Attachment, other.attachment_ids[0])
         assert kept is not None and kept.data == other.photo and kept.conversation_id == other.senders[0]
     assert run_erasure(url, _request(url, person.customer_id), tracker=tracker) is None  # finished: nothing to redo

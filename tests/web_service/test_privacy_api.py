@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from crm_store.db import session_scope
 from crm_store.enums import UserRole
-from crm_store.models import AccessAudit
+from crm_store.models import AccessAudit, Attachment
 from crm_store.repositories.users import create_user, get_user_by_username
 from tests.privacy.builder import make_person, scan_crm, scan_tracker
 from tests.web_service.conftest import PASSWORDS, login
@@ -35,8 +35,11 @@ def test_export_then_erase_through_the_api(client, api_db, tracker, dpo):
     doc = resp.json()
     assert doc["customer"]["email"] == person.email and set(doc["chat_conversations"]) == set(person.senders)
     assert [a["id"] for a in doc["attachments"]] == person.attachment_ids
-    photo_url = f"/api/attachments/{person.attachment_ids[0]}"
-    assert client.get(photo_url, headers=agent).content == person.photo
+    with session_scope(api_db, write=False) as s:
+        handoff_id = s.get(Attachment, person.attachment_ids[0]).handoff_id
+    photo_url = f"/api/handoffs/{handoff_id}/attachments/{person.attachment_ids[0]}"
+    supervisor = login(client, "super1")
+    assert client.get(photo_url, headers=supervisor).content == person.photo
     first = client.delete(f"/api/customers/{cid}", headers=dpo)
     assert first.status_code == 202, first.text
     rid = first.json()["id"]
@@ -45,7 +48,7 @@ def test_export_then_erase_through_the_api(client, api_db, tracker, dpo):
     again = client.delete(f"/api/customers/{cid}", headers=dpo)
     assert again.status_code == 202 and again.json()["id"] == rid and again.json()["status"] == "done"
     assert client.get(f"/api/customers/{cid}", headers=agent).status_code == 404
-    assert client.get(photo_url, headers=agent).status_code == 404  # the photo went with them
+    assert client.get(photo_url, headers=supervisor).status_code == 404  # the photo went with them
     assert scan_crm(api_db, person.needles) == {} and scan_tracker(tracker, person.needles) == 0
     assert client.delete("/api/customers/999999", headers=dpo).status_code == 404
     audit = client.get(f"/api/privacy/access-audit?customer_id={cid}", headers=dpo).json()
