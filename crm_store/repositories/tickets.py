@@ -248,16 +248,24 @@ def change_ticket_status(
 
 
 def change_ticket_priority(session: Session, *, ticket: Ticket, priority: TicketPriority, author: str) -> Ticket:
-    if priority != ticket.priority:
-        previous = ticket.priority
-        ticket.priority = priority
-        add_ticket_event(
-            session,
-            ticket=ticket,
-            kind=TicketEventKind.PRIORITY_CHANGED,
-            author=author,
-            data={"from": previous.value, "to": priority.value},
-        )
+    """Sets the ticket's priority, recording who did it (an event with ``{"from", "to"}``).
+
+    A conditional ``UPDATE … WHERE id = :id AND priority = <priority read>``, as for the status: of two racing
+    changes one wins, and the history's "from" is always the value it replaced. The loser gets ConflictError,
+    unless the ticket already has the priority it wanted (then nothing is recorded)."""
+    previous = ticket.priority
+    if priority == previous:
+        return ticket
+    stmt = (update(Ticket).where(Ticket.id == ticket.id, Ticket.priority == previous)
+            .values(priority=priority, updated_at=utcnow()).execution_options(synchronize_session=False))
+    won = session.execute(stmt).rowcount == 1
+    session.refresh(ticket)
+    if not won:
+        if ticket.priority == priority:
+            return ticket
+        raise ConflictError(f"ticket {ticket.number} changed meanwhile: its priority is {ticket.priority.value} now")
+    add_ticket_event(session, ticket=ticket, kind=TicketEventKind.PRIORITY_CHANGED, author=author,
+                     data={"from": previous.value, "to": priority.value})
     return ticket
 
 

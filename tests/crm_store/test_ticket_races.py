@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from crm_store.db import session_scope
-from crm_store.enums import TicketEventKind, TicketSource, TicketStatus
+from crm_store.enums import TicketEventKind, TicketPriority, TicketSource, TicketStatus
 from crm_store.errors import ConflictError, InvalidTransitionError
 from crm_store.models import Ticket, TicketEvent
-from crm_store.repositories.tickets import change_ticket_status, get_ticket, list_tickets, open_ticket, problem_key
+from crm_store.repositories.tickets import (change_ticket_priority, change_ticket_status, get_ticket, list_tickets,
+                                           open_ticket, problem_key)
 from device_hooks.pipeline import dedup_key as device_dedup_key
 from tests.conftest import _create_pg_database, _drop_pg_database, postgres_available
 from tests.crm_store.conftest import Factory
@@ -131,6 +132,30 @@ def test_racing_status_changes_apply_once(database_url):
             assert ticket.status.value == changes[-1]["to"]
             assert (ticket.open_dedup_key is None) == (not ticket.status.is_open)
         assert all(o.ok or isinstance(o.error, (ConflictError, InvalidTransitionError)) for o in outcomes), outcomes
+
+
+def test_racing_priority_changes_record_a_history_that_matches(database_url):
+    targets = [TicketPriority.LOW, TicketPriority.HIGH, TicketPriority.URGENT, TicketPriority.HIGH]
+
+    def change(ticket_id: int, priority: TicketPriority) -> TicketPriority:
+        with session_scope(database_url) as s:
+            change_ticket_priority(s, ticket=get_ticket(s, ticket_id=ticket_id), priority=priority, author="agent")
+            return priority
+
+    for _ in range(ROUNDS):
+        customer_id, device_id, model_id = customer_with_washer(database_url)
+        ticket_id, _ = report(database_url, "api", customer_id, device_id, model_id)
+        with session_scope(database_url) as s:
+            start = get_ticket(s, ticket_id=ticket_id).priority.value
+        outcomes = race(len(targets), lambda i: change(ticket_id, targets[i]))
+        assert all(o.ok or isinstance(o.error, ConflictError) for o in outcomes), outcomes
+        with session_scope(database_url) as s:
+            ticket = get_ticket(s, ticket_id=ticket_id)
+            changes = [e.data for e in ticket.events if e.kind is TicketEventKind.PRIORITY_CHANGED]
+            # Each recorded change starts where the previous one ended: none was made from a stale priority.
+            assert changes and changes[0]["from"] == start
+            assert all(a["to"] == b["from"] for a, b in zip(changes, changes[1:])), changes
+            assert ticket.priority.value == changes[-1]["to"]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
