@@ -45,10 +45,13 @@ class Decision:
 class EscalationLimits:
     """The two limits over one ``limits`` storage. Thread-safe (actions run in worker threads)."""
 
-    def __init__(self, per_conversation: str, per_client: str, redis_url: str = "") -> None:
+    def __init__(self, per_conversation: str, per_client: str, redis_url: str = "", *, redis_password: str = "",
+                 key_prefix: str = "appliancecare") -> None:
         self.per_conversation: RateLimitItem = parse(per_conversation)
         self.per_client: RateLimitItem = parse(per_client)
-        storage = storage_from_string(redis_url, key_prefix="anonymous-escalations") if redis_url else MemoryStorage()
+        options = {"password": redis_password} if redis_password else {}
+        storage = (storage_from_string(redis_url, key_prefix=f"{key_prefix}-anonymous-escalations", **options)
+                   if redis_url else MemoryStorage())
         self._limiter = MovingWindowRateLimiter(storage)
         self.refused: Counter[str] = Counter()
 
@@ -80,4 +83,6 @@ def get_escalation_limits() -> EscalationLimits:
     """The process's limits, from the action server's settings."""
     settings = get_settings()
     return EscalationLimits(settings.anonymous_escalations_per_conversation, settings.anonymous_escalations_per_client,
-                            settings.redis_url.get_secret_value())
+                            settings.redis_url.get_secret_value(),
+                            redis_password=settings.redis_password.get_secret_value(),
+                            key_prefix=settings.redis_key_prefix)

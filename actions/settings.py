@@ -37,6 +37,9 @@ class ActionSettings(BaseSettings):
     # Redis (e.g. redis://127.0.0.1:6379/3): the escalation limits count across every action server there;
     # empty: per process.
     redis_url: SecretStr = SecretStr("")
+    # Its password (never in the URL) and the prefix of this deployment's keys there.
+    redis_password: SecretStr = SecretStr("")
+    redis_key_prefix: str = "appliancecare"
     # A confirmed chat erasure starts this long after the confirming turn, so that the turn and the bot's reply
     # are already in the tracker store and are erased with the rest (Rasa saves the tracker after the turn).
     chat_erasure_delay_seconds: float = Field(default=60.0, ge=1.0)

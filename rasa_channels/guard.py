@@ -143,6 +143,8 @@ class GuardSettings:
     per_conversation: str = "20/minute"
     per_client: str = "60/minute"
     redis_url: str = ""
+    redis_password: str = ""  # never in the URL, as for Rasa's lock store
+    redis_key_prefix: str = "appliancecare"  # this deployment's keys, if several share one Redis database
 
     @classmethod
     def from_env(cls) -> GuardSettings:
@@ -151,19 +153,23 @@ class GuardSettings:
             per_conversation=os.environ.get("CHAT_RATE_PER_CONVERSATION") or cls.per_conversation,
             per_client=os.environ.get("CHAT_RATE_PER_CLIENT") or cls.per_client,
             redis_url=os.environ.get("REDIS_URL", ""),
+            redis_password=os.environ.get("REDIS_PASSWORD", ""),
+            redis_key_prefix=os.environ.get("REDIS_KEY_PREFIX") or cls.redis_key_prefix,
         )
 
 
 class _Limiter:
     """``limits`` rate limiting: process memory, or Redis shared by every Rasa replica."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, settings: GuardSettings) -> None:
         self._sync: FixedWindowRateLimiter | None = None
         self._async: MovingWindowRateLimiter | None = None
-        if redis_url:
+        if settings.redis_url:
             # redis-py 4.6 (pinned by Rasa) is too old for limits' asyncio Redis bridge: the synchronous
             # client runs in a worker thread so the event loop never waits on the network.
-            self._sync = FixedWindowRateLimiter(storage_from_string(redis_url, key_prefix="chat-guard"))
+            options = {"password": settings.redis_password} if settings.redis_password else {}
+            self._sync = FixedWindowRateLimiter(storage_from_string(
+                settings.redis_url, key_prefix=f"{settings.redis_key_prefix}-chat-guard", **options))
         else:
             self._async = MovingWindowRateLimiter(MemoryStorage())
 
@@ -187,7 +193,7 @@ class InputGuard:
         self.settings = settings or GuardSettings.from_env()
         self.app: Any = None  # the Sanic app, for its agent's tracker store (set when the server starts)
         self.counts: Counter[str] = Counter()
-        self._limiter = _Limiter(self.settings.redis_url)
+        self._limiter = _Limiter(self.settings)
         self._per_conversation = parse(self.settings.per_conversation)
         self._per_client = parse(self.settings.per_client)
         # A conversation's channel never changes once known: remember it instead of reloading the tracker.

@@ -96,7 +96,8 @@ def check_redis(settings: WebSettings, timeout: float) -> dict[str, Any] | None:
     url = settings.redis_url.get_secret_value()
     if not url:
         return None
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis.Redis.from_url(url, password=settings.redis_password.get_secret_value() or None,
+                                  socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         if not client.ping():
             raise CheckFailed("PING not answered")

@@ -1,7 +1,7 @@
 """Request rate limits of the web service (the ``limits`` library).
 
-Counters live in Redis when ``REDIS_URL`` is set, so every web replica counts together; otherwise in the
-process. When Redis is unreachable the limit is not enforced for that request (logged and counted): sign-in
+Counters live in Redis when ``REDIS_URL`` is set (with ``REDIS_PASSWORD``, under ``REDIS_KEY_PREFIX``), so
+every web replica counts together; otherwise in the process. When Redis is unreachable the limit is not enforced for that request (logged and counted): sign-in
 still has its lock-out in the database (crm_store.repositories.lockouts). Anything else (a malformed URL, a
 wrong argument) raises: a limit that is silently off is a defect, not an outage.
 
@@ -17,8 +17,9 @@ from limits import parse
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from pydantic import SecretStr
 from redis.exceptions import RedisError
+
+from web_service.settings import WebSettings
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +27,24 @@ unenforced = 0  # hits admitted because Redis could not be reached (this process
 
 
 @lru_cache
-def _limiter(redis_url: str) -> MovingWindowRateLimiter:
-    storage = storage_from_string(redis_url, key_prefix="web-ratelimit") if redis_url else MemoryStorage()
-    return MovingWindowRateLimiter(storage)
+def _limiter(redis_url: str, password: str, prefix: str) -> MovingWindowRateLimiter:
+    if not redis_url:
+        return MovingWindowRateLimiter(MemoryStorage())
+    options = {"password": password} if password else {}
+    return MovingWindowRateLimiter(storage_from_string(redis_url, key_prefix=f"{prefix}-web-ratelimit", **options))
 
 
-def allow(rate: str, *keys: str, redis_url: str | SecretStr = "") -> bool:
+def allow(rate: str, *keys: str, settings: WebSettings | None = None) -> bool:
     """Counts one hit of ``keys`` against ``rate`` (e.g. ``"20/minute"``); False when over the limit.
 
-    ``redis_url``: the settings' ``REDIS_URL`` as it is (a ``SecretStr``) or as text; empty: this process's memory.
-    Raises ``limits.errors.ConfigurationError``/``ValueError`` for a malformed URL or rate."""
-    url = redis_url.get_secret_value() if isinstance(redis_url, SecretStr) else redis_url
-    limiter = _limiter(url)
+    ``settings``: the service's (``REDIS_URL``, ``REDIS_PASSWORD``, ``REDIS_KEY_PREFIX``); None, or no
+    ``REDIS_URL``: this process's memory. Raises ``limits.errors.ConfigurationError``/``ValueError`` for a
+    malformed URL or rate."""
+    if settings is None:
+        limiter = _limiter("", "", "")
+    else:
+        limiter = _limiter(settings.redis_url.get_secret_value(), settings.redis_password.get_secret_value(),
+                           settings.redis_key_prefix)
     try:
         return limiter.hit(parse(rate), *keys)
     except (RedisError, OSError, StorageError) as exc:  # Redis away: admit, and say so

@@ -46,6 +46,10 @@ class WebSettings(BaseSettings):
     # Redis, when the stack uses one (e.g. redis://127.0.0.1:6379/0): /health checks it, and every replica
     # shares its rate-limit counters there (per process without it).
     redis_url: SecretStr = SecretStr("")
+    # Its password, never put in the URL (as for Rasa's lock store), and the prefix of every key this service
+    # writes there, so that two deployments sharing one Redis database never share a counter.
+    redis_password: SecretStr = SecretStr("")
+    redis_key_prefix: str = "appliancecare"
     # Each dependency check of /health gives up after this long.
     health_timeout_seconds: float = 2.0
     # Reading a live transcript for the console: short, it falls back to the handoff packet's copy.

@@ -116,3 +116,16 @@ def test_the_limits_are_shared_through_redis_by_every_action_server():
     allowed = [replicas[i % 2].admit(conversation=f"c-{uuid.uuid4().hex}", client=client).allowed for i in range(8)]
     assert allowed == [True, True, True, False, False, False, False, False]
     assert sum(r.refused["client"] for r in replicas) == 5
+
+
+def test_the_limits_count_in_a_redis_that_asks_for_a_password_under_the_deployment_prefix():
+    """REDIS_PASSWORD was not passed on: every call failed to authenticate and was admitted (fail-open)."""
+    from tests.redis_server import redis_with_password
+
+    with redis_with_password("escalation-pass") as url:
+        client = f"client-{uuid.uuid4().hex}"
+        limits = [EscalationLimits("100/hour", "2/hour", url, redis_password="escalation-pass", key_prefix=p)
+                  for p in ("east", "east", "west")]
+        allowed = [limits[i % 2].admit(conversation=f"c-{uuid.uuid4().hex}", client=client).allowed for i in range(3)]
+        assert allowed == [True, True, False]  # both action servers of one deployment count together
+        assert limits[2].admit(conversation=f"c-{uuid.uuid4().hex}", client=client).allowed  # another deployment

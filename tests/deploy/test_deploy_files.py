@@ -88,6 +88,12 @@ def test_compose_runs_the_production_topology():
     assert rasa["ACTION_ENDPOINT_URL"] == "http://haproxy:5055/webhook"  # both action servers, balanced
     assert rasa["SOCKETIO_REDIS_URL"].startswith("redis://redis:") and rasa["REDIS_KEY_PREFIX"].isalnum()
     assert services["web"]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
+    # Every replicated process counts its rate limits in the one Redis (per process, each replica would admit
+    # its own share again), with the password from the environment rather than in the URL.
+    for name in ("rasa", "actions", "web"):
+        env = services[name]["environment"]
+        assert env["REDIS_URL"].startswith("redis://redis:") and "@" not in env["REDIS_URL"], name
+        assert env["REDIS_PASSWORD"] == "${REDIS_PASSWORD:-}" and env["REDIS_KEY_PREFIX"].isalnum(), name
     assert "endpoints.production.yml" in (DEPLOY / "Dockerfile.rasa").read_text()
 
 

@@ -15,9 +15,10 @@ import redis
 from pydantic import SecretStr
 
 from tests.e2e.browser_kit import png
+from tests.redis_server import redis_with_password
 from tests.web_service.conftest import chat
 from web_service import ratelimit
-from web_service.settings import get_settings
+from web_service.settings import WebSettings, get_settings
 
 REDIS = "redis://127.0.0.1:6379/6"  # a database of these tests' own, emptied before each
 
@@ -80,12 +81,43 @@ def test_with_redis_away_a_call_is_admitted_counted_and_logged(client, monkeypat
     ratelimit._limiter.cache_clear()
 
 
-def test_the_limiter_takes_the_settings_secret_or_text_and_a_wrong_argument_is_an_error():
+def test_the_limiter_counts_through_the_settings_and_a_wrong_argument_is_an_error(monkeypatch):  # type: ignore[no-untyped-def]
     redis.Redis.from_url(REDIS).flushdb()
     ratelimit._limiter.cache_clear()
+    monkeypatch.setenv("REDIS_URL", REDIS)
+    settings = WebSettings(secret_key=SecretStr("k" * 40))
     key = f"unit-{uuid.uuid4().hex}"
-    assert [ratelimit.allow("2/minute", key, redis_url=SecretStr(REDIS)) for _ in range(3)] == [True, True, False]
-    assert ratelimit.allow("2/minute", key, redis_url=REDIS) is False  # the same counter
+    assert [ratelimit.allow("2/minute", key, settings=settings) for _ in range(3)] == [True, True, False]
+    another_replica()
+    assert ratelimit.allow("2/minute", key, settings=settings) is False  # the same counter, in Redis
+    assert redis.Redis.from_url(REDIS).keys("appliancecare-web-ratelimit:*")  # under the deployment's prefix
     with pytest.raises(ValueError):
         ratelimit.allow("two a minute", key)  # not silently admitted
+    ratelimit._limiter.cache_clear()
+
+
+def test_a_redis_with_a_password_enforces_the_limits_and_health_reaches_it(client, monkeypatch):  # type: ignore[no-untyped-def]
+    """An operator's Redis asks for a password (REDIS_PASSWORD, kept out of the URL as for Rasa's lock store).
+    The web service ignored it: every limiter call failed to authenticate and was admitted, and /health said
+    Redis was down. Another deployment on the same Redis database (its own REDIS_KEY_PREFIX) counts apart."""
+    with redis_with_password("limiter-pass") as url:
+        monkeypatch.setenv("REDIS_URL", url)
+        monkeypatch.setenv("REDIS_PASSWORD", "limiter-pass")
+        get_settings.cache_clear()
+        another_replica()
+        before = ratelimit.unenforced
+        call, allowed = CASES["presence"]
+        session = f"limit-password-{uuid.uuid4().hex}"
+        assert 429 not in [call(client, session).status_code for _ in range(allowed)]
+        assert call(client, session).status_code == 429
+        another_replica()
+        assert call(client, session).status_code == 429  # counted in that Redis, not in this process
+        assert ratelimit.unenforced == before  # no call was admitted for want of Redis
+        assert client.get("/health").json()["checks"]["redis"]["status"] == "up"
+
+        monkeypatch.setenv("REDIS_KEY_PREFIX", "otherdeployment")
+        get_settings.cache_clear()
+        another_replica()
+        assert call(client, session).status_code != 429  # the other deployment's counter starts at 0
+    get_settings.cache_clear()
     ratelimit._limiter.cache_clear()

@@ -45,7 +45,7 @@ def login(body: LoginRequest, request: Request, session: ReadSessionDep,
     ``SIGN_IN_MAX_FAILURES`` failures a user name (and, four times as many, a client address) is locked out,
     existing or not, with ``429`` and ``Retry-After`` until the lock ends or staff lift it."""
     client = request.client.host if request.client else "unknown"
-    if not allow(settings.sign_in_rate_per_client, "sign-in", client, redis_url=settings.redis_url.get_secret_value()):
+    if not allow(settings.sign_in_rate_per_client, "sign-in", client, settings=settings):
         logger.warning("sign-in throttled for a client address")
         raise _too_many(None)
     user_policy = LockoutPolicy(max_failures=settings.sign_in_max_failures)

@@ -50,7 +50,7 @@ def report_presence(report: PresenceReport, settings: Annotated[WebSettings, Dep
     429 over 12 a minute per chat.
     """
     require_session_key(settings, report.session_id, report.session_key)
-    if not allow(PRESENCE_RATE_PER_CHAT, "presence-chat", report.session_id, redis_url=settings.redis_url):
+    if not allow(PRESENCE_RATE_PER_CHAT, "presence-chat", report.session_id, settings=settings):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, errors.TOO_MANY_CHECKS)
     channel = Channel.SOCKETIO.value
     with session_scope(settings.database_url, write=False) as session:
@@ -74,7 +74,7 @@ def missed_messages(body: MissedRequest, settings: Annotated[WebSettings, Depend
     tracker store is configured."""
     require_session_key(settings, body.session_id, body.session_key)
     # Per chat only: behind a load balancer every customer has its address, and a key is needed to be counted at all.
-    if not allow(MISSED_RATE_PER_CHAT, "missed-chat", body.session_id, redis_url=settings.redis_url):
+    if not allow(MISSED_RATE_PER_CHAT, "missed-chat", body.session_id, settings=settings):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, errors.TOO_MANY_CHECKS)
     now = time.time()
     store = tracker_for(settings)

@@ -75,7 +75,7 @@ async def chat_signal(body: ChatSignal, settings: Annotated[WebSettings, Depends
     40 a minute per chat."""
     require_session_key(settings, body.session_id, body.session_key)
     if not await run_in_threadpool(allow, SIGNAL_RATE_PER_CHAT, "signal-chat", body.session_id,
-                                   redis_url=settings.redis_url):
+                                   settings=settings):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_SIGNALS)
 
     def record() -> dict[str, Any] | None:
@@ -159,8 +159,8 @@ async def upload_photo(request: Request, settings: Annotated[WebSettings, Depend
     require_session_key(settings, session_id, request.headers.get("x-chat-key", ""))
     client = request.client.host if request.client else "unknown"
     # Redis I/O off the event loop.
-    if not (await run_in_threadpool(allow, PHOTO_RATE_PER_CHAT, "photo-chat", session_id, redis_url=settings.redis_url)
-            and await run_in_threadpool(allow, PHOTO_RATE_PER_CLIENT, "photo-client", client, redis_url=settings.redis_url)):
+    if not (await run_in_threadpool(allow, PHOTO_RATE_PER_CHAT, "photo-chat", session_id, settings=settings)
+            and await run_in_threadpool(allow, PHOTO_RATE_PER_CLIENT, "photo-client", client, settings=settings)):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY)
     declared = int(request.headers.get("content-length") or 0)
     if declared > MAX_PHOTO_BYTES:

@@ -228,6 +228,31 @@ def test_rate_limits_are_shared_through_redis() -> None:
     assert asyncio.run(run()) == [None, None, None, REPLY_RATE_LIMITED, REPLY_RATE_LIMITED]
 
 
+def test_the_guard_counts_in_a_redis_that_asks_for_a_password(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """REDIS_PASSWORD (never in the URL) was not passed on: each count failed to authenticate and every message
+    was admitted. Both Rasa servers of a deployment count together; another deployment's prefix counts apart."""
+    import uuid
+
+    from tests.redis_server import redis_with_password
+
+    with redis_with_password("guard-pass") as url:
+        monkeypatch.setenv("REDIS_URL", url)
+        monkeypatch.setenv("REDIS_PASSWORD", "guard-pass")
+        monkeypatch.setenv("CHAT_RATE_PER_CONVERSATION", "2/minute")
+        first, second = InputGuard(), InputGuard()
+        monkeypatch.setenv("REDIS_KEY_PREFIX", "otherdeployment")
+        other = InputGuard()
+        for guard in (first, second, other):
+            guard.app = _guard()[0].app
+        sender = f"redis-{uuid.uuid4().hex}"
+
+        async def run() -> list[str | None]:
+            replies = [await (first if i % 2 else second).admit(_msg("hi", sender), "rest") for i in range(3)]
+            return replies + [await other.admit(_msg("hi", sender), "rest")]
+
+        assert asyncio.run(run()) == [None, None, REPLY_RATE_LIMITED, None]
+
+
 CHANNELS_STARTED = """
 import asyncio, sys, types
 from sanic import Blueprint
