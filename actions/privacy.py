@@ -24,9 +24,10 @@ from crm_store.repositories.privacy import count_holdings, record_access, set_co
 PRIVACY_REQUESTS = ("data_export", "erasure", "revoke_alerts")
 
 ERASURE_EXPLAINED = (
-    "Erasing your data deletes your profile, purchases, registered appliances and their readings, and our chat "
-    "conversations with you, and removes your name and details from your support tickets (the tickets stay as "
-    "anonymous records). Your appliances will be disconnected from our service at once. This cannot be undone. "
+    "Erasing your data deletes your profile, purchases, registered appliances and their readings, the photos you "
+    "sent us, and our chat conversations with you, and removes your name and details from your support tickets "
+    "(the tickets stay as anonymous records). Your appliances will be disconnected from our service at once. "
+    "This cannot be undone. "
     "Do you want me to erase your data?"
 )
 
@@ -41,8 +42,8 @@ def privacy_reply(turn: Turn, request: str) -> list[EventType]:
         say(text=(
             f"Here is what we hold about you, {customer.first_name}: your profile and consent choices, "
             f"{held['purchases']} purchase(s), {held['devices']} "
-            f"appliance(s) with their readings, {held['tickets']} support ticket(s), and "
-            f"{held['chat_identities']} linked chat conversation(s). "
+            f"appliance(s) with their readings, {held['tickets']} support ticket(s), {held['photos']} photo(s) "
+            f"you sent in the chat, and {held['chat_identities']} linked chat conversation(s). "
             "I've passed your request to our privacy team: they will send the complete archive (one JSON file) to "
             "the e-mail address registered with us, within 30 days at the latest. I don't send it here, "
             "so that nobody else who can see this chat gets it."))

@@ -12,7 +12,10 @@ raw telemetry               90      ``device_messages`` by ``received_at`` (tick
 dead letters                30      ``dead_letters`` by ``received_at``
 chat trackers               180     Rasa tracker-store conversations whose last event is older
 handoff transcripts         365     packet and messages of handoffs closed before (the handoff row stays)
-photos                      365     ``attachments`` (photos sent in the chat) by ``created_at``, as transcripts
+photos                      365     ``attachments`` (photos sent in the chat) by ``created_at``, as transcripts;
+                                    the ticket events that announced them become "[expired]"
+auth failures               30      ``auth_failures`` (sign-in and chat verification failures) by
+                                    ``last_failure_at``, only once their lock has ended
 audit records               730     ``access_audit`` rows and finished ``erasure_requests``
 =========================  =======  ==============================================================
 """
@@ -29,14 +32,15 @@ import uuid
 from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crm_store.db import DEFAULT_DATABASE_URL, session_scope
 from crm_store.models import (
-    AccessAudit, Attachment, DeadLetter, DeadLetterTally, DeviceMessage, ErasureRequest, Handoff, HandoffMessage,
-    JobLease, utcnow,
+    AccessAudit, Attachment, AuthFailure, DeadLetter, DeadLetterTally, DeviceMessage, ErasureRequest, Handoff,
+    HandoffMessage, JobLease, utcnow,
 )
+from crm_store.repositories.console import delete_attachments
 from crm_store.tracker_store import TrackerStore, tracker_store_url
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,10 @@ class RetentionSettings(BaseSettings):
     chat_trackers_days: int = 180
     handoff_transcripts_days: int = 365
     photos_days: int = 365
+    # A key's count is what makes a returning guesser's locks grow (they double per attempt after a lock): kept
+    # 30 days after the last failure, a guesser who pauses for less resumes where they stopped. Older rows hold
+    # a hashed e-mail address or user name for no purpose.
+    auth_failures_days: int = 30
     audit_days: int = 730
     interval_minutes: float = 60.0
 
@@ -86,7 +94,9 @@ def _batched_delete(url: str, model: Any, *where: Any, batch: int = BATCH) -> in
             ids = list(session.scalars(select(model.id).where(*where).limit(batch)))
             if not ids:
                 return total
-            total += session.execute(delete(model).where(model.id.in_(ids))).rowcount
+            # The condition again on the DELETE: a row changed since it was read (a lock set on an auth
+            # failure meanwhile) is re-checked under its row lock and kept.
+            total += session.execute(delete(model).where(model.id.in_(ids), *where)).rowcount
 
 
 def run_retention(url: str, *, settings: RetentionSettings | None = None, tracker: TrackerStore | None = None,
@@ -119,8 +129,19 @@ def run_retention(url: str, *, settings: RetentionSettings | None = None, tracke
                 changed = 0
         out["handoff_transcripts"] = changed
     if s.photos_days > 0:
-        out["photos"] = _batched_delete(url, Attachment, Attachment.created_at < now - s.photos_days * days,
-                                        batch=PHOTO_BATCH)
+        out["photos"] = 0
+        while True:  # one transaction per batch: the photos and the ticket events that announced them
+            with session_scope(url) as session:
+                n = delete_attachments(session, Attachment.created_at < now - s.photos_days * days,
+                                       marker="[expired]", limit=PHOTO_BATCH)
+            out["photos"] += n
+            if n == 0:
+                break
+    if s.auth_failures_days > 0:
+        # Never an active lock: ageing it out would lift a lock-out that only a success or staff may lift.
+        out["auth_failures"] = _batched_delete(
+            url, AuthFailure, AuthFailure.last_failure_at < now - s.auth_failures_days * days,
+            or_(AuthFailure.locked_until.is_(None), AuthFailure.locked_until <= now))
     if s.audit_days > 0:
         cutoff = now - s.audit_days * days
         out["audit_records"] = _batched_delete(url, AccessAudit, AccessAudit.created_at < cutoff)

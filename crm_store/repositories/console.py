@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -29,6 +29,7 @@ from crm_store.models import (
     Handoff,
     HandoffMessage,
     Ticket,
+    TicketEvent,
     User,
     utcnow,
 )
@@ -152,6 +153,27 @@ def add_attachment(session: Session, *, conversation_id: str, handoff: Handoff |
     session.add(row)
     session.flush()
     return row
+
+
+def delete_attachments(session: Session, where: Any, *, marker: str, limit: int | None = None) -> int:
+    """Deletes the photos matching ``where`` (at most ``limit``, oldest first) and blanks the ticket events that
+    announced them (``/chat/uploads`` records one with the file name in ``body`` and ``{"attachment_id"}`` in
+    ``data``): ``body`` becomes ``marker`` ("[erased]", "[expired]") and ``data`` ``{}``, so a ticket neither keeps
+    the customer's file name nor points at a photo that is gone. Returns the number of photos deleted."""
+    stmt = select(Attachment.id, Attachment.ticket_id).where(where).order_by(Attachment.id)
+    rows = session.execute(stmt.limit(limit) if limit else stmt).all()
+    if not rows:
+        return 0
+    ids = [r.id for r in rows]
+    tickets = sorted({r.ticket_id for r in rows if r.ticket_id is not None})
+    if tickets:
+        # The event is on the photo's ticket (both written in one transaction): the ticket id narrows the scan
+        # to the ticket_id index before the JSON is read.
+        session.execute(update(TicketEvent).where(TicketEvent.ticket_id.in_(tickets),
+                                                  TicketEvent.data["attachment_id"].as_integer().in_(ids))
+                        .values(body=marker, data={}).execution_options(synchronize_session=False))
+    return int(session.execute(delete(Attachment).where(Attachment.id.in_(ids))
+                               .execution_options(synchronize_session=False)).rowcount or 0)
 
 
 def _of_handoff(handoff: Handoff) -> Any:

@@ -9,7 +9,8 @@ stores (Rasa's tracker store, the MQTT broker's password file) are idempotent de
 commits. Re-running a finished request changes nothing.
 
 Tickets and handoffs stay as anonymous records (category, status, times, SLA figures survive); everything
-else that names the customer is deleted (the photos they sent in the chat included). Which rows are theirs is
+else that names the customer is deleted (the photos they sent in the chat included, and the failed chat
+verifications recorded under hashes of their e-mail address). Which rows are theirs is
 defined once, for the erasure and the export alike, in :mod:`crm_store.repositories.customer_scope`. The
 request keeps who asked, when, which stores and how many rows.
 """
@@ -31,12 +32,14 @@ from sqlalchemy.orm import Session
 
 from crm_store.db import session_scope
 from crm_store.models import (
-    Attachment, ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, DeadLetterTally, Device,
+    AuthFailure, ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, DeadLetterTally, Device,
     DeviceCredential, DeviceMessage, DeviceRuleState, ErasureRequest, Handoff, HandoffMessage, Interaction,
     ProactiveMessage, Purchase, Ticket, TicketEvent, utcnow,
 )
+from crm_store.repositories.console import delete_attachments
 from crm_store.repositories.customer_scope import (
-    Context, attachment_filter, dead_letter_filter, erasure_senders, handoff_filter, ticket_filter,
+    Context, attachment_filter, auth_failure_filter, dead_letter_filter, erasure_senders, handoff_filter, identifiers,
+    ticket_filter,
 )
 from crm_store.tracker_store import TrackerStore
 
@@ -47,11 +50,13 @@ LEASE = dt.timedelta(minutes=5)
 # The stores an erasure touches, in the order it touches them. The export has a section for each
 # (tests compare the two lists). Chat conversations come first and again last: a conversation still
 # running while the CRM rows go could write its tracker once more. Attachments go before the handoffs and
-# tickets they are kept with: those steps unlink them from the customer.
+# tickets they are kept with: those steps unlink them from the customer. Verification failures are found by
+# hashing the customer's e-mail address, so they go before the customer row that holds it; and after the
+# purchases and devices, so that deleting a lock-out cannot reopen guessing at an account that still verifies.
 ERASE_STEPS = (
     "chat_conversations", "device_credentials", "telemetry", "dead_letters", "attachments", "handoffs", "tickets",
     "proactive_messages", "csat", "interactions", "channel_identities", "consent_history", "purchases", "devices",
-    "customer", "chat_conversations_final",
+    "auth_failures", "customer", "chat_conversations_final",
 )
 STORES = tuple(s for s in ERASE_STEPS if s != "chat_conversations_final")
 
@@ -196,6 +201,9 @@ def _context(session: Session, req: ErasureRequest) -> Context:
     orders = list(session.scalars(select(Purchase.order_number).where(Purchase.customer_id == cid)))
     if customer is not None:
         ctx.needles = [n for n in (customer.full_name, customer.email, customer.phone) if n]
+        # Not kept on the request: the auth_failures step runs before the customer step, so a re-run that
+        # still has it to do still finds the customer row.
+        ctx.identifiers = identifiers(customer)
     ctx.needles += orders + ctx.serials
     senders = set(erasure_senders(session, customer_id=cid))
     # Kept on the request while it runs (and emptied when it is done): the last tracker pass runs after the
@@ -256,10 +264,10 @@ def _dead_letters(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[s
 
 
 def _attachments(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
-    # The photos (bytes, file name, conversation) go; the ticket event that announced one is blanked with
-    # the ticket. Before the handoffs and tickets steps, whose rows link the photos to the customer.
-    return session.execute(delete(Attachment).where(attachment_filter(ctx))
-                           .execution_options(synchronize_session=False)).rowcount, {}
+    # The photos (bytes, file name, conversation) go, and the ticket events that announced them are blanked
+    # (also on a ticket the tickets step does not touch: one of an anonymous chat that quoted them). Before the
+    # handoffs and tickets steps, whose rows link the photos to the customer.
+    return delete_attachments(session, attachment_filter(ctx), marker=ERASED), {}
 
 
 def _handoffs(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
@@ -326,6 +334,13 @@ def _anonymise_devices(session: Session, ctx: Context, **_: Any) -> tuple[int, d
         .execution_options(synchronize_session=False)).rowcount, {}
 
 
+def _auth_failures(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
+    # Failed verifications with their e-mail address (counts, times, lock), whoever made them. A client
+    # address's count is not theirs to erase (shared addresses) and ages out with retention.
+    return session.execute(delete(AuthFailure).where(auth_failure_filter(ctx))
+                           .execution_options(synchronize_session=False)).rowcount, {}
+
+
 def _customer(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
     return session.execute(delete(Customer).where(Customer.id == ctx.customer_id)).rowcount, {}
 
@@ -353,6 +368,7 @@ _STEPS: dict[str, Callable[..., tuple[int, dict[str, Any]]]] = {
     "consent_history": _delete_where(ConsentEvent, lambda c: ConsentEvent.customer_id == c.customer_id),
     "purchases": _delete_where(Purchase, lambda c: Purchase.customer_id == c.customer_id),
     "devices": _anonymise_devices,
+    "auth_failures": _auth_failures,
     "customer": _customer,
     "chat_conversations_final": _chat_final,
 }

@@ -16,6 +16,8 @@ The export (``export_customer``) is one JSON document, schema ``crm-customer-exp
                       conversation_id, data_base64}]  (photos sent in the chat, the image itself included),
      "proactive_messages": [...], "csat": [{score, comment, at}], "interactions": [...],
      "channel_identities": [{channel, external_id, verified_at, last_seen_at}],
+     "auth_failures": [{scope, identifier, failures, first_failure_at, last_failure_at, locked_until, locked}]
+                      (failed chat verifications with their e-mail address; never the key hash),
      "chat_conversations": {sender id: [Rasa events as stored in the tracker store]}}
 
 Times are ISO-8601 in UTC. Only ``crm_store`` reads the CRM; the tracker store is read through
@@ -34,11 +36,14 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crm_store.models import (
-    AccessAudit, Attachment, ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, Device, DeviceCredential,
-    DeviceMessage, Handoff, Interaction, ProactiveMessage, Purchase, Ticket, utcnow,
+    AccessAudit, Attachment, AuthFailure, ChannelIdentity, ConsentEvent, CsatRating, Customer, DeadLetter, Device,
+    DeviceCredential, DeviceMessage, Handoff, Interaction, ProactiveMessage, Purchase, Ticket, utcnow,
 )
-from crm_store.repositories.customer_scope import Context, attachment_filter, dead_letter_filter, erasure_senders
+from crm_store.repositories.customer_scope import (
+    Context, attachment_filter, auth_failure_filter, dead_letter_filter, own_context,
+)
 from crm_store.repositories.erasure import STORES
+from crm_store.repositories.lockouts import key_hash
 from crm_store.tracker_store import TrackerStore
 
 EXPORT_SCHEMA = "crm-customer-export/1"
@@ -112,11 +117,19 @@ def list_access(session: Session, *, customer_id: int | None = None, limit: int 
 
 def count_holdings(session: Session, *, customer_id: int) -> dict[str, int]:
     """How many of each kind of record are held about the customer, for the bot's summary of an export
-    request: ``{"purchases": n, "devices": n, "tickets": n, "chat_identities": n}`` (0 for an unknown id)."""
+    request: ``{"purchases": n, "devices": n, "tickets": n, "chat_identities": n, "photos": n}`` (0 for an
+    unknown id). Photos are counted as the export lists them (sent in their chats or kept with their tickets)."""
     kinds = (("purchases", Purchase, Purchase.customer_id), ("devices", Device, Device.customer_id),
              ("tickets", Ticket, Ticket.customer_id), ("chat_identities", ChannelIdentity, ChannelIdentity.customer_id))
-    return {name: session.scalar(select(func.count()).select_from(model).where(column == customer_id)) or 0
+    held = {name: session.scalar(select(func.count()).select_from(model).where(column == customer_id)) or 0
             for name, model, column in kinds}
+    customer = session.get(Customer, customer_id)
+    if customer is not None:
+        ctx = own_context(session, customer=customer)
+        held["photos"] = session.scalar(select(func.count()).select_from(Attachment).where(attachment_filter(ctx))) or 0
+    else:
+        held["photos"] = 0
+    return held
 
 
 def _plain(value: Any) -> Any:
@@ -179,8 +192,9 @@ def export_customer(session: Session, *, customer_id: int, tracker: TrackerStore
                                "packet", "created_at", "claimed_at", "first_response_at", "closed_at"),
                         "messages": [{**_row(m, "kind", "author", "body"), "at": _plain(m.created_at)} for m in h.messages]}
                        for h in handoffs]
-    senders = erasure_senders(session, customer_id=customer_id)
-    doc["attachments"] = _attachments(session, Context(customer_id, device_ids=device_ids, senders=senders))
+    ctx = own_context(session, customer=customer)
+    senders = ctx.senders
+    doc["attachments"] = _attachments(session, ctx)
     doc["proactive_messages"] = [_row(m, "kind", "status", "created_at", "sent_at", "channel", "reason")
                                  for m in session.scalars(select(ProactiveMessage)
                                                           .where(ProactiveMessage.customer_id == customer_id))]
@@ -192,6 +206,7 @@ def export_customer(session: Session, *, customer_id: int, tracker: TrackerStore
     doc["channel_identities"] = [_row(i, "channel", "external_id", "verified_at", "last_seen_at")
                                  for i in session.scalars(select(ChannelIdentity)
                                                           .where(ChannelIdentity.customer_id == customer_id))]
+    doc["auth_failures"] = _auth_failures(session, ctx, now=now)
     doc["chat_conversations"] = tracker.conversation_events(senders) if tracker is not None else {}
     doc["customer_summary"] = {k: len(v) for k, v in doc.items() if isinstance(v, list) and k != "stores"}
     return doc
@@ -204,6 +219,21 @@ def _attachments(session: Session, ctx: Context) -> list[dict[str, Any]]:
             for a, number in session.execute(select(Attachment, Ticket.number)
                                              .outerjoin(Ticket, Ticket.id == Attachment.ticket_id)
                                              .where(attachment_filter(ctx)).order_by(Attachment.id))]
+
+
+def _auth_failures(session: Session, ctx: Context, *, now: dt.datetime) -> list[dict[str, Any]]:
+    """Failed verifications recorded under the customer's identifiers, as the erasure finds them.
+
+    What a data subject sees: which identifier was tried (``"email"``), in which check, how many times, when,
+    and whether checks with it are refused now. These are attempts anyone may have made with their address, and
+    telling them is the point: someone guessing at their account. The key hash is left out: it is SHA-256 of the
+    scope and their e-mail address (no pepper, nothing secret in it), so it adds nothing they do not hold, and
+    it is our lookup key rather than information about them. No other key's record is read or shown."""
+    kind_of = {(i.scope, key_hash(i.scope, i.value)): i.kind for i in ctx.identifiers}
+    return [{"scope": f.scope, "identifier": kind_of.get((f.scope, f.key_hash)),
+             **_row(f, "failures", "first_failure_at", "last_failure_at", "locked_until"),
+             "locked": f.locked_until is not None and f.locked_until > now}
+            for f in session.scalars(select(AuthFailure).where(auth_failure_filter(ctx)).order_by(AuthFailure.id))]
 
 
 def _telemetry(session: Session, devices: list[Device], *, since: dt.datetime | None) -> list[dict[str, Any]]:

@@ -8,7 +8,9 @@ from sqlalchemy import select
 from actions.customers import ActionResumeRequest
 from actions.privacy import ActionConfirmErasure
 from crm_store.db import session_scope
-from crm_store.models import AccessAudit, Customer, ErasureRequest
+from crm_store.enums import HandoffReason
+from crm_store.models import AccessAudit, Customer, ErasureRequest, Handoff, utcnow
+from crm_store.repositories.console import add_attachment
 from crm_store.repositories.privacy import consent_history
 from tests.actions.conftest import run_action, slots_of, tracker_from
 
@@ -19,8 +21,16 @@ def _resume(request: str):  # type: ignore[no-untyped-def]
 
 
 def test_export_request_sums_up_and_is_audited_without_sending_the_archive_in_the_chat(crm_url):
+    with session_scope(crm_url) as s:  # a photo Anna sent in a chat with an agent
+        handoff = Handoff(conversation_id="anna-photo-chat", customer_id=1, reason=HandoffReason.CUSTOMER_REQUEST,
+                          trigger_key="customer_request", summary="", first_response_due_at=utcnow())
+        s.add(handoff)
+        s.flush()
+        add_attachment(s, conversation_id=handoff.conversation_id, handoff=handoff, ticket=None,
+                       filename="drum.png", content_type="image/png", data=b"\x89PNG\r\n\x1a\n")
     events, messages = _resume("data_export")
     assert "3 purchase(s), 3 appliance(s)" in messages[0]["text"] and "e-mail address registered" in messages[0]["text"]
+    assert "1 photo(s) you sent in the chat" in messages[0]["text"]
     assert "anna.schmidt@example.com" not in messages[0]["text"]
     with session_scope(crm_url, write=False) as s:
         row = s.scalar(select(AccessAudit).where(AccessAudit.action == "export_requested"))

@@ -20,10 +20,11 @@ from crm_store.enums import (
     TicketSource,
 )
 from crm_store.models import (
-    ChannelIdentity, CsatRating, Customer, DeadLetter, Device, DeviceMessage, DeviceRuleState, Handoff,
-    HandoffMessage, Interaction, ProactiveMessage, ProductModel, Purchase, utcnow,
+    Attachment, ChannelIdentity, CsatRating, Customer, DeadLetter, Device, DeviceMessage, DeviceRuleState, Handoff,
+    HandoffMessage, Interaction, ProactiveMessage, ProductModel, Purchase, TicketEvent, utcnow,
 )
 from crm_store.repositories.console import add_attachment
+from crm_store.repositories.lockouts import VERIFY_IDENTITY, reserve_attempt
 from crm_store.repositories.privacy import set_consent
 from crm_store.repositories.tickets import add_ticket_event, open_ticket
 from crm_store.enums import TicketEventKind
@@ -59,7 +60,8 @@ def make_person(session: Session, tracker: TrackerStore | None, *, telemetry: in
     """Creates a customer with purchases, two devices (credentials, telemetry, rule state, dead letters),
     a chat ticket and a device ticket with events, a handoff with transcript and notes, a photo sent in that
     chat (its name and its metadata name the customer), CSAT, journey events, a held proactive message,
-    consent history and two chat conversations (socket.io and REST)."""
+    consent history, a failed chat verification with their e-mail address and two chat conversations
+    (socket.io and REST)."""
     tag = tag or uuid.uuid4().hex[:6]
     n = int(uuid.uuid4().int % 900000) + 100000
     models = _models(session)
@@ -123,6 +125,8 @@ def make_person(session: Session, tracker: TrackerStore | None, *, telemetry: in
                             conversation_id=p.senders[1], data={"email": email}))
     session.add(ProactiveMessage(customer_id=customer.id, ticket_id=device_ticket.id, kind=ProactiveKind.DEVICE_FAULT,
                                  status=ProactiveStatus.HELD, reason="no_consent"))
+    # Counted as actions/verification.py counts a try; typed in capitals, the same key (key_hash normalises).
+    reserve_attempt(session, scope=VERIFY_IDENTITY, key=f" {email.upper()}")
     set_consent(session, customer=customer, changes={"proactive": False}, source="chat", actor="customer")
     set_consent(session, customer=customer, changes={"marketing": True}, source="api", actor="admin")
     session.flush()
@@ -149,6 +153,14 @@ def png_photo(*, author: str) -> bytes:
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
             + chunk(b"tEXt", b"Author\x00" + author.encode()) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
             + chunk(b"IEND", b""))
+
+
+def announcing_event(session: Session, attachment_id: int) -> int:
+    """Id of the ticket event that announced the photo (as POST /chat/uploads records it)."""
+    ticket_id = session.get(Attachment, attachment_id).ticket_id
+    return session.scalar(select(TicketEvent.id).where(TicketEvent.ticket_id == ticket_id,
+                                                       TicketEvent.kind == TicketEventKind.CUSTOMER_CONTACT)
+                          .order_by(TicketEvent.id.desc()).limit(1))
 
 
 def scan_crm(url: str, needles: list[str]) -> dict[str, int]:

@@ -9,12 +9,15 @@ import pytest
 from sqlalchemy import func, select
 
 from crm_store.db import session_scope
-from crm_store.enums import HandoffReason
-from crm_store.models import Attachment, Customer, DeviceCredential, ErasureRequest, Handoff, Ticket, utcnow
+from crm_store.enums import HandoffReason, TicketEventKind, TicketSource
+from crm_store.models import (
+    Attachment, Customer, DeviceCredential, ErasureRequest, Handoff, Ticket, TicketEvent, utcnow,
+)
 from crm_store.repositories.console import add_attachment
 from crm_store.repositories.erasure import ERASE_STEPS, STORES, request_erasure, run_erasure
-from crm_store.repositories.privacy import export_customer
-from tests.privacy.builder import make_person, png_photo, scan_crm, scan_tracker
+from crm_store.repositories.privacy import count_holdings, export_customer
+from crm_store.repositories.tickets import add_ticket_event, open_ticket
+from tests.privacy.builder import announcing_event, make_person, png_photo, scan_crm, scan_tracker
 
 
 def _tickets_per_category(url: str) -> dict[str, int]:
@@ -189,3 +192,50 @@ def test_the_customers_photos_are_exported_and_erased_and_no_one_elses(stores):
         kept = s.get(Attachment, other.attachment_ids[0])
         assert kept is not None and kept.data == other.photo and kept.conversation_id == other.senders[0]
     assert run_erasure(url, _request(url, person.customer_id), tracker=tracker) is None  # finished: nothing to redo
+
+
+def test_ticket_events_of_erased_photos_are_blanked_and_no_one_elses(stores):
+    url, tracker = stores
+    person, other = _new(url, tracker), _new(url, tracker)
+    with session_scope(url) as s:
+        # An anonymous chat's ticket with a photo, whose handoff quotes the customer's e-mail: the photo goes
+        # with them, and its event is on a ticket the tickets step leaves alone (it is not theirs).
+        anon, _ = open_ticket(s, customer_id=None, device_id=None, source=TicketSource.CHAT, category="general",
+                              title="Door seal", dedup_key=f"chat:anon-{person.customer_id}", author="bot",
+                              description="the door seal is torn")
+        quoting = Handoff(conversation_id=f"anon-event-{person.customer_id}", ticket_id=anon.id,
+                          reason=HandoffReason.CUSTOMER_REQUEST, trigger_key="customer_request",
+                          summary=f"says they are {person.email}", first_response_due_at=utcnow())
+        s.add(quoting)
+        s.flush()
+        photo = add_attachment(s, conversation_id=quoting.conversation_id, handoff=quoting, ticket=anon,
+                               filename="seal.png", content_type="image/png", data=png_photo(author="someone"))
+        add_ticket_event(s, ticket=anon, kind=TicketEventKind.CUSTOMER_CONTACT, author="customer",
+                         body="Photo from the chat: seal.png (0 KB)", data={"attachment_id": photo.id})
+        s.flush()
+        anon_id, anon_photo = anon.id, photo.id
+        events = {"theirs": announcing_event(s, person.attachment_ids[0]), "anon": announcing_event(s, anon_photo),
+                  "other": announcing_event(s, other.attachment_ids[0])}
+        before = {k: (s.get(TicketEvent, e).body, s.get(TicketEvent, e).data) for k, e in events.items()}
+        anon_rest = [(e.id, e.body) for e in s.get(Ticket, anon_id).events if e.id != events["anon"]]
+    assert before["other"] == (f"Photo from the chat: {other.name} {other.serials[0]} drum.png (0 KB)",
+                               {"attachment_id": other.attachment_ids[0]})
+    run_erasure(url, _request(url, person.customer_id), tracker=tracker)
+    with session_scope(url, write=False) as s:
+        after = {k: (s.get(TicketEvent, e).body, s.get(TicketEvent, e).data) for k, e in events.items()}
+        assert s.get(Attachment, anon_photo) is None and s.get(Ticket, anon_id).description == "the door seal is torn"
+        # The anonymous ticket's other events (its creation) are not the customer's: untouched.
+        assert [(e.id, e.body) for e in s.get(Ticket, anon_id).events if e.id != events["anon"]] == anon_rest
+    assert after == {"theirs": ("[erased]", {}), "anon": ("[erased]", {}), "other": before["other"]}
+
+def test_the_summary_counts_the_customers_photos(stores):
+    url, tracker = stores
+    person, other = _new(url, tracker), _new(url, tracker)
+    with session_scope(url) as s:
+        handoff = s.scalar(select(Handoff).where(Handoff.customer_id == person.customer_id))
+        add_attachment(s, conversation_id=person.senders[0], handoff=handoff, ticket=None, filename="second.png",
+                       content_type="image/png", data=person.photo)
+        held = count_holdings(s, customer_id=person.customer_id)
+        assert held == {"purchases": 2, "devices": 2, "tickets": 2, "chat_identities": 2, "photos": 2}
+        assert count_holdings(s, customer_id=other.customer_id)["photos"] == 1
+        assert count_holdings(s, customer_id=999_999_999)["photos"] == 0

@@ -10,12 +10,12 @@ from sqlalchemy import func, select
 
 from crm_store.db import session_scope
 from crm_store.models import (
-    AccessAudit, Attachment, DeadLetter, DeviceMessage, Handoff, HandoffMessage, JobLease, utcnow,
+    AccessAudit, Attachment, DeadLetter, DeviceMessage, Handoff, HandoffMessage, JobLease, TicketEvent, utcnow,
 )
 from crm_store.repositories.console import add_attachment
 from crm_store.repositories.privacy import record_access
 from crm_store.retention import RetentionSettings, run_due, run_retention, take_lease
-from tests.privacy.builder import make_person
+from tests.privacy.builder import announcing_event, make_person
 
 DAY = dt.timedelta(days=1)
 
@@ -87,3 +87,23 @@ def test_one_replica_runs_retention_per_interval(stores):
     assert sorted(wins) == [False] * 5 + [True]
     assert run_due(url, tracker=tracker) is None  # the lease is taken: this interval's pass is done
     assert take_lease(url, holder="later", period=dt.timedelta(minutes=10), now=utcnow() + dt.timedelta(minutes=11))
+
+
+def test_expired_photos_leave_an_expired_ticket_event_and_spare_others(stores):
+    url, tracker = stores
+    now = utcnow()
+    with session_scope(url) as s:
+        person, other = make_person(s, None, telemetry=1), make_person(s, None, telemetry=1)
+        s.get(Attachment, person.attachment_ids[0]).created_at = now - 366 * DAY
+        s.get(Attachment, other.attachment_ids[0]).created_at = now - 364 * DAY
+        s.flush()
+        expiring, kept = announcing_event(s, person.attachment_ids[0]), announcing_event(s, other.attachment_ids[0])
+        kept_before = (s.get(TicketEvent, kept).body, s.get(TicketEvent, kept).data)
+    assert run_retention(url, settings=RetentionSettings(), now=now)["photos"] >= 1
+    with session_scope(url, write=False) as s:
+        assert s.get(Attachment, person.attachment_ids[0]) is None
+        # Neither the file name (it named the customer) nor a reference to a photo that is gone.
+        assert (s.get(TicketEvent, expiring).body, s.get(TicketEvent, expiring).data) == ("[expired]", {})
+        assert s.get(Attachment, other.attachment_ids[0]) is not None
+        assert (s.get(TicketEvent, kept).body, s.get(TicketEvent, kept).data) == kept_before
+        assert kept_before[1] == {"attachment_id": other.attachment_ids[0]}
