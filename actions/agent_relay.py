@@ -16,6 +16,7 @@ from crm_store.enums import HandoffStatus
 from crm_store.repositories.agent_replies import claim_agent_messages
 from crm_store.repositories.customers import get_customer
 from crm_store.repositories.handoffs import claim_bot_resume, get_active_handoff, get_latest_handoff
+from crm_store.repositories.timeout_notices import mark_told
 from crm_store.repositories.users import get_user_by_username
 
 # Role words some accounts carry as their full name: no name to show a customer.
@@ -101,10 +102,15 @@ class ActionQueueTimeout(CrmAction):
         handoff = get_latest_handoff(turn.session, conversation_id=turn.tracker.sender_id)
         if handoff is None or handoff.status is not HandoffStatus.CALLBACK:
             return []  # an agent took it meanwhile: stay paused
+        # Recorded (conditionally) and committed before speaking: the sweeper retries a notice whose call
+        # failed, and a retry that raced a slow first run, or followed one whose answer was lost, says nothing.
+        if not mark_told(turn.session, handoff_id=handoff.id):
+            return []
         record = get_customer(turn.session, customer_id=handoff.customer_id) if handoff.customer_id else None
         how = (f"call you back on {record.phone}" if record and record.phone
                else f"e-mail you at {record.email}" if record else "get back to you")
         number = handoff.ticket.number if handoff.ticket else None
+        turn.session.commit()
         turn.dispatcher.utter_message(
             text="I'm sorry, everyone in our team is still busy. Rather than keep you waiting, I've passed your "
             f"request on{f' with ticket {number}' if number else ''}: an agent will {how} as soon as possible. "

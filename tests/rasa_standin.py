@@ -6,7 +6,9 @@ It is a real HTTP server on a free port. ``mode`` says how it behaves:
   ``trigger_intent`` (EXTERNAL_device_* → action_notify_device_*) and ``execute`` (the named action), one
   action at a time per conversation (Rasa's lock store), and records what each conversation was told;
 - ``"down"``: answers 503 (Rasa up but failing);
-- ``"hang"``: accepts the request and never answers until ``close()`` (a frozen Rasa).
+- ``"hang"``: accepts the request and never answers until ``close()`` (a frozen Rasa);
+- ``"lost"``: runs the action as ``"up"`` does, then drops the connection without answering (the answer of
+  a call that did its work is lost on the way back).
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class RasaStandIn:
                     texts = standin._run(action, conversation, body)
                 with standin._guard:
                     standin.said[conversation] += texts
+                if standin.mode == "lost":
+                    self.close_connection = True
+                    return
                 self._send(200, {"messages": [{"text": t} for t in texts]})
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:

@@ -143,6 +143,9 @@ class Handoff(Base):
         # action, the device worker's callback for a customer it cannot reach, a retried delivery.
         Index("uq_handoffs_open_safety_ticket", "ticket_id", unique=True,
               sqlite_where=text(SAFETY_OPEN_WHERE), postgresql_where=text(SAFETY_OPEN_WHERE)),
+        Index("ix_handoffs_timeout_notice_due", "timeout_notice_due_at",
+              sqlite_where=text("timeout_notice_due_at IS NOT NULL"),
+              postgresql_where=text("timeout_notice_due_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -168,6 +171,12 @@ class Handoff(Base):
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # When the bot took the conversation back after closing; None while Rasa has not confirmed it.
     bot_resumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The queue-timeout notice ("everyone is busy", crm_store.repositories.timeout_notices): when the sweeper
+    # should (re)try asking Rasa to tell the customer (None: nothing pending), how many tries failed, and when
+    # the bot told them (set once, before it speaks).
+    timeout_notice_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    timeout_notice_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    timeout_told_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     customer: Mapped[Customer | None] = relationship()
     ticket: Mapped[Ticket | None] = relationship()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from crm_store.enums import HandoffStatus
 from crm_store.errors import ConflictError
+from crm_store.id_cursor import IdCursor
 from crm_store.models import (
     Attachment,
     CannedResponse,
@@ -58,15 +60,23 @@ def prune_signals(session: Session, *, now: dt.datetime | None = None) -> int:
 
 @dataclass
 class FeedCursor:
-    """Where a reader of the feed stands. ``None`` ids: not started (the first read only sets the cursor)."""
+    """Where a reader of the feed stands: the watched handoffs' states and, per table, an :class:`IdCursor`
+    (the highest id seen and the lower ids not seen yet). Not started (the first read only sets it) until
+    ``messages.last`` is set."""
 
     handoffs: dict[int, tuple[str, int | None]] = field(default_factory=dict)  # id -> (status, assignee id)
-    message_id: int | None = None
-    signal_id: int | None = None
-    attachment_id: int | None = None
+    messages: IdCursor = field(default_factory=IdCursor)
+    signals: IdCursor = field(default_factory=IdCursor)
+    attachments: IdCursor = field(default_factory=IdCursor)
 
 
-def read_feed(session: Session, cursor: FeedCursor) -> list[dict[str, Any]]:
+def _unseen(cursor: IdCursor, column: Any, now: float) -> Any:
+    """Rows after the cursor's highest id, and its recent holes (ids committed late, see crm_store.id_cursor)."""
+    after, holes = column > (cursor.last or 0), cursor.pending(now)
+    return or_(after, column.in_(holes)) if holes else after
+
+
+def read_feed(session: Session, cursor: FeedCursor, *, now: float | None = None) -> list[dict[str, Any]]:
     """Events since ``cursor`` (updated in place), oldest kinds first. Each event is a dict with ``type``:
 
     - ``handoff``: ``id``, ``conversation_id``, ``status``, ``assignee`` (user name or None), ``agent_name``
@@ -75,8 +85,13 @@ def read_feed(session: Session, cursor: FeedCursor) -> list[dict[str, Any]]:
     - ``signal``: ``id``, ``conversation_id``, ``party``, ``kind``, ``author``;
     - ``attachment``: ``id``, ``conversation_id``, ``handoff_id``.
     Ids only, no personal data: clients fetch what they may see through the authenticated API.
+
+    A row whose transaction committed after a higher id was read is delivered at a later read (within
+    ``HOLE_SECONDS``), once. ``now``: seconds on the monotonic clock (default: ``time.monotonic()``). The cursor
+    changes only when every query succeeded: after an error, reading again with it delivers the same events.
     """
-    started = cursor.message_id is not None
+    now = time.monotonic() if now is None else now
+    started = cursor.messages.started
     events: list[dict[str, Any]] = []
     rows = session.execute(
         select(Handoff.id, Handoff.conversation_id, Handoff.status, Handoff.assigned_user_id, User.username, User.full_name)
@@ -94,31 +109,35 @@ def read_feed(session: Session, cursor: FeedCursor) -> list[dict[str, Any]]:
             events.append({"type": "handoff", "id": hid, "conversation_id": conv, "status": now_state[0],
                            "assignee": username, "agent_name": (full_name or username or "").split()[0] if username else None,
                            "change": change})
-    cursor.handoffs = snapshot
 
-    top_message = session.scalar(select(func.max(HandoffMessage.id))) or 0
-    if started and top_message > (cursor.message_id or 0):
-        for mid, hid, kind, conv in session.execute(
+    if not started:
+        messages = IdCursor.at(session.scalar(select(func.max(HandoffMessage.id))))
+        signals = IdCursor.at(session.scalar(select(func.max(ConversationSignal.id))))
+        attachments = IdCursor.at(session.scalar(select(func.max(Attachment.id))))
+    else:
+        found_messages = session.execute(
             select(HandoffMessage.id, HandoffMessage.handoff_id, HandoffMessage.kind, Handoff.conversation_id)
             .join(Handoff, Handoff.id == HandoffMessage.handoff_id)
-            .where(HandoffMessage.id > (cursor.message_id or 0)).order_by(HandoffMessage.id)
-        ):
-            events.append({"type": "message", "id": mid, "handoff_id": hid, "conversation_id": conv, "kind": str(kind.value)})
-    cursor.message_id = max(top_message, cursor.message_id or 0)
+            .where(_unseen(cursor.messages, HandoffMessage.id, now)).order_by(HandoffMessage.id)
+        ).all()
+        events += [{"type": "message", "id": mid, "handoff_id": hid, "conversation_id": conv, "kind": str(kind.value)}
+                   for mid, hid, kind, conv in found_messages]
+        messages = cursor.messages.advanced([r[0] for r in found_messages], now)
 
-    top_signal = session.scalar(select(func.max(ConversationSignal.id))) or 0
-    if started and top_signal > (cursor.signal_id or 0):
-        for s in session.scalars(select(ConversationSignal).where(ConversationSignal.id > (cursor.signal_id or 0))
-                                 .order_by(ConversationSignal.id)):
-            events.append(signal_event(s))
-    cursor.signal_id = max(top_signal, cursor.signal_id or 0)
+        found_signals = list(session.scalars(select(ConversationSignal).where(
+            _unseen(cursor.signals, ConversationSignal.id, now)).order_by(ConversationSignal.id)))
+        events += [signal_event(s) for s in found_signals]
+        signals = cursor.signals.advanced([s.id for s in found_signals], now)
 
-    top_attachment = session.scalar(select(func.max(Attachment.id))) or 0
-    if started and top_attachment > (cursor.attachment_id or 0):
-        for aid, conv, hid in session.execute(select(Attachment.id, Attachment.conversation_id, Attachment.handoff_id)
-                                              .where(Attachment.id > (cursor.attachment_id or 0)).order_by(Attachment.id)):
-            events.append({"type": "attachment", "id": aid, "conversation_id": conv, "handoff_id": hid})
-    cursor.attachment_id = max(top_attachment, cursor.attachment_id or 0)
+        found_attachments = session.execute(
+            select(Attachment.id, Attachment.conversation_id, Attachment.handoff_id)
+            .where(_unseen(cursor.attachments, Attachment.id, now)).order_by(Attachment.id)
+        ).all()
+        events += [{"type": "attachment", "id": aid, "conversation_id": conv, "handoff_id": hid}
+                   for aid, conv, hid in found_attachments]
+        attachments = cursor.attachments.advanced([r[0] for r in found_attachments], now)
+    # Only now that every query succeeded: a read that failed half-way leaves the whole cursor where it was.
+    cursor.handoffs, cursor.messages, cursor.signals, cursor.attachments = snapshot, messages, signals, attachments
     return events
 
 

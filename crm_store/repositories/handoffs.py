@@ -366,16 +366,18 @@ def list_overdue_handoffs(session: Session, *, queued_before: dt.datetime, lock:
     return list(session.scalars(stmt))
 
 
-def move_to_callback(session: Session, *, handoff: Handoff, note: str) -> bool:
+def move_to_callback(session: Session, *, handoff: Handoff, note: str, now: dt.datetime | None = None) -> bool:
     """Nobody took the conversation in time: it leaves the live queue and becomes a callback.
 
-    ``UPDATE … WHERE status = 'queued'``: True only for the caller whose update moved it, and only that
-    caller may tell the customer. A handoff claimed meanwhile stays with its agent (False).
+    ``UPDATE … WHERE status = 'queued'``: True only for the caller whose update moved it. The same UPDATE makes
+    the customer's "everyone is busy" notice due at ``now`` (default: the current time), so the notice is
+    recorded with the move and retried until told (crm_store.repositories.timeout_notices). A handoff claimed
+    meanwhile stays with its agent (False).
     """
     if handoff.status is not HandoffStatus.QUEUED:
         raise InvalidTransitionError(f"only a queued conversation becomes a callback, not a {handoff.status.value} one")
     won = _transition(session, handoff, Handoff.status == HandoffStatus.QUEUED,
-                      status=HandoffStatus.CALLBACK, active_key=None)
+                      status=HandoffStatus.CALLBACK, active_key=None, timeout_notice_due_at=now or utcnow())
     _reload(session, handoff)
     if won != 1:
         return False

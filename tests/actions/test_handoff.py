@@ -312,6 +312,12 @@ def test_queue_timeout_resumes_the_bot_and_says_how_the_team_will_get_back(crm_u
     events, messages = run_action(ActionQueueTimeout(), tracker)
     assert "resume" in [e["event"] for e in events]
     assert "everyone in our team is still busy" in messages[0]["text"] and "call you back on +49 30 1234567" in messages[0]["text"]
+    with session_scope(crm_url) as s:  # recorded before it was said: the sweeper's retries skip it
+        handoff = s.scalars(select(Handoff).where(Handoff.conversation_id == SENDER)).one()
+        assert handoff.timeout_told_at is not None and handoff.timeout_notice_due_at is None
+    # Run again (the sweeper's retry after the answer was lost, or racing a slow first run): says nothing.
+    events, messages = run_action(ActionQueueTimeout(), tracker)
+    assert messages == [] and "resume" not in [e["event"] for e in events]
 
 
 def test_a_new_session_keeps_a_conversation_with_an_agent_paused(crm_url):

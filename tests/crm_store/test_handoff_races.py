@@ -1,4 +1,5 @@
-"""Handoff transitions raced from several threads: claim, close, sweep against claim, the singleton lock.
+"""Handoff transitions raced from several threads: claim, close, sweep against claim, the singleton lock, the
+retried queue-timeout notice.
 
 Each racer has its own session (its own connection); a barrier releases them together. On PostgreSQL
 (READ COMMITTED, row locks) the old read-then-write code let every racer win; the conditional UPDATEs let
@@ -29,6 +30,7 @@ from crm_store.repositories.handoffs import (
     move_to_callback,
 )
 from crm_store.repositories.interactions import record_handoff_csat
+from crm_store.repositories.timeout_notices import mark_told, pick_due_notices
 from crm_store.repositories.users import create_user
 from tests.races import race
 
@@ -205,3 +207,44 @@ def test_racing_sends_of_one_reply_with_one_idempotency_key_store_it_once(databa
         with session_scope(database_url) as s:
             assert len(s.scalars(select(HandoffMessage).where(HandoffMessage.handoff_id == handoff_id,
                                                               HandoffMessage.kind == HandoffMessageKind.AGENT)).all()) == 4
+
+
+def callback(url: str) -> int:
+    """A handoff the sweep just moved to callbacks: its "everyone is busy" notice is due."""
+    handoff_id = queued(url, minutes_ago=31)
+    with session_scope(url) as s:
+        assert move_to_callback(s, handoff=get_handoff(s, handoff_id=handoff_id), note="timeout")
+    return handoff_id
+
+
+def test_racing_retries_of_a_timeout_notice_tell_the_customer_once(database_url):
+    """Retries of due notices in several sessions at once (pick and commit, then the action's conditional
+    record before it speaks), and the action's record alone raced (a retry meeting a slow first run)."""
+
+    def retry(ours: set[int]) -> list[int]:
+        with session_scope(database_url) as s:
+            picked = [n.handoff_id for n in pick_due_notices(s) if n.handoff_id in ours]
+        told = []
+        for handoff_id in picked:  # Rasa would run the action now, each run in its own unit of work
+            with session_scope(database_url) as s:
+                if mark_told(s, handoff_id=handoff_id):
+                    told.append(handoff_id)
+        return told
+
+    for _ in range(ROUNDS // 2):
+        ours = {callback(database_url) for _ in range(3)}
+        outcomes = race(4, lambda _i: retry(ours))
+        assert all(o.ok for o in outcomes), outcomes
+        assert sorted(h for o in outcomes for h in o.value) == sorted(ours), outcomes
+    for _ in range(ROUNDS // 2):
+        handoff_id = callback(database_url)
+
+        def tell(_i: int) -> bool:
+            with session_scope(database_url) as s:
+                return mark_told(s, handoff_id=handoff_id)
+
+        outcomes = race(4, tell)
+        assert [o.value for o in outcomes].count(True) == 1, outcomes
+        with session_scope(database_url) as s:
+            handoff = s.get(Handoff, handoff_id)
+            assert handoff.timeout_told_at is not None and handoff.timeout_notice_due_at is None
