@@ -10,6 +10,7 @@ from sanic import Sanic, response
 
 from actions.settings import ActionSettings, get_settings
 from crm_store.logscrub import install as install_log_scrubbing
+from crm_store.redis_auth import verify_redis_password
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def main() -> None:
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_scrubbing()  # no e-mail, phone, order number or serial in any log line
+    # A refused REDIS_PASSWORD would leave the anonymous-escalation limits off: refuse to start instead.
+    verify_redis_password(settings.redis_url.get_secret_value(), settings.redis_password.get_secret_value())
     app = build_app(settings)
     logger.info("action server on http://%s:%d", settings.action_server_host, settings.action_server_port)
     app.run(host=settings.action_server_host, port=settings.action_server_port, workers=1, access_log=False)

@@ -26,6 +26,7 @@ from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from actions.settings import get_settings
+from crm_store.redis_auth import DEFAULT_KEY_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class EscalationLimits:
     """The two limits over one ``limits`` storage. Thread-safe (actions run in worker threads)."""
 
     def __init__(self, per_conversation: str, per_client: str, redis_url: str = "", *, redis_password: str = "",
-                 key_prefix: str = "appliancecare") -> None:
+                 key_prefix: str = DEFAULT_KEY_PREFIX) -> None:
         self.per_conversation: RateLimitItem = parse(per_conversation)
         self.per_client: RateLimitItem = parse(per_client)
         options = {"password": redis_password} if redis_password else {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crm_store.redis_auth import DEFAULT_KEY_PREFIX, key_prefix
 from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
 
 
@@ -39,7 +40,13 @@ class ActionSettings(BaseSettings):
     redis_url: SecretStr = SecretStr("")
     # Its password (never in the URL) and the prefix of this deployment's keys there.
     redis_password: SecretStr = SecretStr("")
-    redis_key_prefix: str = "appliancecare"
+    redis_key_prefix: str = DEFAULT_KEY_PREFIX
+
+    @field_validator("redis_key_prefix", mode="before")
+    @classmethod
+    def _key_prefix(cls, value: str | None) -> str:
+        return key_prefix(value)  # empty: the default, as in every process
+
     # A confirmed chat erasure starts this long after the confirming turn, so that the turn and the bot's reply
     # are already in the tracker store and are erased with the rest (Rasa saves the tracker after the turn).
     chat_erasure_delay_seconds: float = Field(default=60.0, ge=1.0)

@@ -25,7 +25,12 @@ from crm_store.repositories.lockouts import (
 
 logger = logging.getLogger(__name__)
 
-EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# The local part takes the characters RFC 5322 allows unquoted (o'neil@…, a+b@…) but & / = ? (they join an
+# address to the text around it in URLs and "email=…", and are rare in real addresses), starting with a letter
+# or digit so that a quote before it stays out: a narrower class matched
+# only the tail of such an address, so its owner could never verify and failures were counted under someone
+# else's address (the one the tail spells), where their erasure and export did not find them.
+EMAIL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.!#$%'*+^_`{|}~-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 LOCKED_OUT_TEXT = (
     "I'm sorry, there have been too many attempts to verify these details, so I can't check them right now. "
     "Please try again later, or contact our service team by phone or e-mail."

@@ -16,7 +16,9 @@ import re
 from urllib.parse import unquote
 
 PATTERNS = (
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "<email>"),
+    # The local part as RFC 5322 allows it unquoted (but & / = ?, which join it to a URL's path and query), so
+    # that no part of o'neil@… is left beside the mask.
+    (re.compile(r"[A-Za-z0-9][A-Za-z0-9.!#$%'*+^_`{|}~-]*@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "<email>"),
     (re.compile(r"\bORD-\d{4}-\d{4,}\b", re.IGNORECASE), "<order>"),
     # Device serials: model code (letters and digits) - digits, e.g. WM80-23000102, CL01-000004.
     (re.compile(r"\b[A-Z]{2,4}\d{2}-\d{6,}\b", re.IGNORECASE), "<serial>"),

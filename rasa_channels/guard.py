@@ -45,6 +45,7 @@ from limits.strategies import FixedWindowRateLimiter
 from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.events import BotUttered, UserUttered
 
+from crm_store.redis_auth import DEFAULT_KEY_PREFIX, key_prefix, verify_redis_password
 from rasa_channels.channel_binding import NOT_SQL, latest_input_channel
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class GuardSettings:
     per_client: str = "60/minute"
     redis_url: str = ""
     redis_password: str = ""  # never in the URL, as for Rasa's lock store
-    redis_key_prefix: str = "appliancecare"  # this deployment's keys, if several share one Redis database
+    redis_key_prefix: str = DEFAULT_KEY_PREFIX  # this deployment's keys, if several share one Redis database
 
     @classmethod
     def from_env(cls) -> GuardSettings:
@@ -154,7 +155,7 @@ class GuardSettings:
             per_client=os.environ.get("CHAT_RATE_PER_CLIENT") or cls.per_client,
             redis_url=os.environ.get("REDIS_URL", ""),
             redis_password=os.environ.get("REDIS_PASSWORD", ""),
-            redis_key_prefix=os.environ.get("REDIS_KEY_PREFIX") or cls.redis_key_prefix,
+            redis_key_prefix=key_prefix(os.environ.get("REDIS_KEY_PREFIX")),
         )
 
 
@@ -165,6 +166,9 @@ class _Limiter:
         self._sync: FixedWindowRateLimiter | None = None
         self._async: MovingWindowRateLimiter | None = None
         if settings.redis_url:
+            # A refused REDIS_PASSWORD would leave the chat limits off (an unreachable Redis admits every
+            # message): the Rasa server refuses to start instead (crm_store.redis_auth).
+            verify_redis_password(settings.redis_url, settings.redis_password)
             # redis-py 4.6 (pinned by Rasa) is too old for limits' asyncio Redis bridge: the synchronous
             # client runs in a worker thread so the event loop never waits on the network.
             options = {"password": settings.redis_password} if settings.redis_password else {}

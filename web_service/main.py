@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from crm_store.db import error_summary
 from crm_store.logscrub import install as install_log_scrubbing
+from crm_store.redis_auth import verify_redis_password
 from web_service import errors, http_security
 from web_service.health import run_checks
 from web_service.live import get_hub, start_hub
@@ -49,6 +50,8 @@ STATIC = pathlib.Path(__file__).resolve().parent / "static"
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    # A refused REDIS_PASSWORD would leave every rate limit off (they admit calls while Redis is away).
+    verify_redis_password(settings.redis_url.get_secret_value(), settings.redis_password.get_secret_value())
     # Queued conversations nobody took become callbacks; agent replies Rasa missed are delivered later;
     # due erasures are finished and retention runs once across replicas.
     stops = [start_sweeper(settings), start_relay(settings), start_privacy_jobs(settings)]

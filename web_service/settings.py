@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crm_store.redis_auth import DEFAULT_KEY_PREFIX, key_prefix
 from crm_store.repositories.customers import DEFAULT_VERIFICATION_TTL_MINUTES
 from crm_store.repositories.ingest import DeadLetterQuota
 
@@ -49,7 +50,13 @@ class WebSettings(BaseSettings):
     # Its password, never put in the URL (as for Rasa's lock store), and the prefix of every key this service
     # writes there, so that two deployments sharing one Redis database never share a counter.
     redis_password: SecretStr = SecretStr("")
-    redis_key_prefix: str = "appliancecare"
+    redis_key_prefix: str = DEFAULT_KEY_PREFIX
+
+    @field_validator("redis_key_prefix", mode="before")
+    @classmethod
+    def _key_prefix(cls, value: str | None) -> str:
+        return key_prefix(value)  # empty: the default, as in every process
+
     # Each dependency check of /health gives up after this long.
     health_timeout_seconds: float = 2.0
     # Reading a live transcript for the console: short, it falls back to the handoff packet's copy.

@@ -44,7 +44,11 @@ class Context:
     customer_id: int
     device_ids: list[int] = field(default_factory=list)
     serials: list[str] = field(default_factory=list)
-    needles: list[str] = field(default_factory=list)  # name, e-mail, phone, order numbers, serials
+    # Identifiers unique to the customer (e-mail, phone, order numbers, serials): a record quoting one is theirs.
+    needles: list[str] = field(default_factory=list)
+    # Their name: scrubbed from the records found, never used to find records (names are not unique: a
+    # namesake's handoffs, photos and conversations quote the same words).
+    names: list[str] = field(default_factory=list)
     senders: list[str] = field(default_factory=list)  # chat sender ids linked to the customer
     identifiers: list[Identifier] = field(default_factory=list)  # keys of their verification-failure records
 

@@ -200,7 +200,8 @@ def _context(session: Session, req: ErasureRequest) -> Context:
     ctx.serials = [d.serial for d in devices]
     orders = list(session.scalars(select(Purchase.order_number).where(Purchase.customer_id == cid)))
     if customer is not None:
-        ctx.needles = [n for n in (customer.full_name, customer.email, customer.phone) if n]
+        ctx.needles = [n for n in (customer.email, customer.phone) if n]
+        ctx.names = [customer.full_name] if customer.full_name else []
         # Not kept on the request: the auth_failures step runs before the customer step, so a re-run that
         # still has it to do still finds the customer row.
         ctx.identifiers = identifiers(customer)
@@ -212,8 +213,9 @@ def _context(session: Session, req: ErasureRequest) -> Context:
     senders.update(work.get("senders", []))
     ctx.senders = sorted(senders)
     ctx.needles = sorted(set(ctx.needles) | set(work.get("needles", [])))
-    if work.get("senders") != ctx.senders or work.get("needles") != ctx.needles:
-        req.work = {"senders": ctx.senders, "needles": ctx.needles}
+    ctx.names = sorted(set(ctx.names) | set(work.get("names", [])))
+    if work.get("senders") != ctx.senders or work.get("needles") != ctx.needles or work.get("names") != ctx.names:
+        req.work = {"senders": ctx.senders, "needles": ctx.needles, "names": ctx.names}
     return ctx
 
 
@@ -292,9 +294,9 @@ def _tickets(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, A
     for t in tickets:
         # Category, status, priority, source and times stay: counts and SLA figures survive.
         t.customer_id, t.device_id, t.description = None, None, ERASED
-        t.title = _scrub(t.title, ctx.needles) or ""
-        t.dedup_key = _scrub(t.dedup_key, ctx.needles) or ""
-        t.open_dedup_key = _scrub(t.open_dedup_key, ctx.needles)
+        t.title = _scrub(t.title, ctx.needles + ctx.names) or ""
+        t.dedup_key = _scrub(t.dedup_key, ctx.needles + ctx.names) or ""
+        t.open_dedup_key = _scrub(t.open_dedup_key, ctx.needles + ctx.names)
     ids = [t.id for t in tickets]
     if ids:
         session.execute(update(TicketEvent).where(TicketEvent.ticket_id.in_(ids), TicketEvent.body != "")

@@ -265,3 +265,30 @@ def test_a_verification_the_crm_fails_to_check_is_answered_and_ends_the_form(crm
     # Before: the exception reached rasa-sdk, the action server answered 500 and the customer got no reply.
     assert [m["text"] for m in messages] == [CRM_UNAVAILABLE]
     assert events[-3:] == CRM_DOWN_ENDING and "customer_id" not in slots_of(events)
+
+
+def test_an_address_with_an_apostrophe_verifies_and_its_failures_are_its_own(crm_url):
+    """The e-mail pattern took only the tail of o'neil.anna@…: its owner could never verify, and failures were
+    counted under neil.anna@… (someone else's address, where the erasure and export of o'neil did not look)."""
+    from sqlalchemy import select
+
+    from crm_store.models import AuthFailure, Customer
+    from crm_store.repositories.lockouts import VERIFY_IDENTITY, key_hash
+
+    address = "O'Neil.Anna+home@example.com"
+    with session_scope(crm_url) as s:
+        s.get(Customer, 1).email = address.lower()
+    _guess(f"it's {address}", "ORD-1999-000001", sender="oneil-1")
+    with session_scope(crm_url, write=False) as s:
+        keys = set(s.scalars(select(AuthFailure.key_hash).where(AuthFailure.scope == VERIFY_IDENTITY)))
+    assert keys == {key_hash(VERIFY_IDENTITY, address)}
+    slots, text = _guess(address, "ORD-2021-000101", sender="oneil-2")
+    assert slots["customer_id"] == 1.0 and "I've found your account" in text
+
+
+@pytest.mark.parametrize("typed", ["'anna.schmidt@example.com'", "email=anna.schmidt@example.com",
+                                   "<anna.schmidt@example.com>"])
+def test_an_address_in_quotes_or_after_a_label_is_read_whole(typed):
+    from actions.verification import EMAIL_RE
+
+    assert EMAIL_RE.search(typed).group(0) == ANNA_EMAIL

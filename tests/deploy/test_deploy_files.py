@@ -94,6 +94,11 @@ def test_compose_runs_the_production_topology():
         env = services[name]["environment"]
         assert env["REDIS_URL"].startswith("redis://redis:") and "@" not in env["REDIS_URL"], name
         assert env["REDIS_PASSWORD"] == "${REDIS_PASSWORD:-}" and env["REDIS_KEY_PREFIX"].isalnum(), name
+    # ... and Redis asks for that same password (set only on the clients, it was refused), kept off command lines.
+    redis = services["redis"]
+    assert redis["environment"]["REDIS_PASSWORD"] == "${REDIS_PASSWORD:-}"
+    assert "requirepass" in redis["command"][-1] and "$$REDIS_PASSWORD" in redis["command"][-1]
+    assert "-a " not in redis["healthcheck"]["test"][-1] and "REDISCLI_AUTH" in redis["healthcheck"]["test"][-1]
     assert "endpoints.production.yml" in (DEPLOY / "Dockerfile.rasa").read_text()
 
 

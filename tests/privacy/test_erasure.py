@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import uuid
 
 import pytest
 from sqlalchemy import func, select
@@ -239,3 +240,29 @@ def test_the_summary_counts_the_customers_photos(stores):
         assert held == {"purchases": 2, "devices": 2, "tickets": 2, "chat_identities": 2, "photos": 2}
         assert count_holdings(s, customer_id=other.customer_id)["photos"] == 1
         assert count_holdings(s, customer_id=999_999_999)["photos"] == 0
+
+
+def test_a_namesakes_records_are_not_erased_with_the_customers(stores):
+    """Names are not unique, and the erasure found records to delete by the customer's name as well as by their
+    identifiers: erasing one customer deleted a namesake's photo, blanked their ticket event and transcript and
+    deleted their chat. The name is now only scrubbed from the customer's own records. Here B's name contains
+    A's whole (A "Zelda Quist<t>", B "Zelda Quist<t>x1"), in B's handoff, photo, ticket event and chat."""
+    url, tracker = stores
+    tag = uuid.uuid4().hex[:6]
+    a, b = _new(url, tracker, tag=tag), _new(url, tracker, tag=tag + "x1")
+    assert a.name in b.name
+    tracker.append(b.senders[0], [{"event": "user", "text": f"this is {b.name} again", "timestamp": 1.0}])
+    with session_scope(url, write=False) as s:
+        b_handoff = s.scalar(select(Handoff).where(Handoff.customer_id == b.customer_id))
+        b_before = (b_handoff.summary, b_handoff.packet, [m.body for m in b_handoff.messages],
+                    s.get(TicketEvent, announcing_event(s, b.attachment_ids[0])).body)
+    b_events = len(tracker.conversation_events([b.senders[0]])[b.senders[0]])
+    run_erasure(url, _request(url, a.customer_id), tracker=tracker)
+    with session_scope(url, write=False) as s:
+        b_handoff = s.scalar(select(Handoff).where(Handoff.customer_id == b.customer_id))
+        assert s.get(Attachment, b.attachment_ids[0]) is not None
+        assert (b_handoff.summary, b_handoff.packet, [m.body for m in b_handoff.messages],
+                s.get(TicketEvent, announcing_event(s, b.attachment_ids[0])).body) == b_before
+        assert s.get(Attachment, a.attachment_ids[0]) is None  # A's own are gone
+    assert len(tracker.conversation_events([b.senders[0]])[b.senders[0]]) == b_events
+    assert scan_crm(url, [a.email]) == {}

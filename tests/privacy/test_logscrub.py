@@ -50,3 +50,7 @@ access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/y/FR50-24000001?q
     assert "ValueError: no customer <email>" in out
     # A query string may hold a name, which no pattern recognises: access lines drop it.
     assert "GET /x?… HTTP/1.1 200" in out and "GET /y/<serial>?… HTTP/1.1 200" in out and "Zelda" not in out
+
+
+def test_an_address_is_masked_whole_whatever_its_local_part():
+    assert scrub("from o'neil.anna+home@example.com today") == "from <email> today"

@@ -121,3 +121,20 @@ def test_a_redis_with_a_password_enforces_the_limits_and_health_reaches_it(clien
         assert call(client, session).status_code != 429  # the other deployment's counter starts at 0
     get_settings.cache_clear()
     ratelimit._limiter.cache_clear()
+
+
+def test_the_web_service_refuses_to_start_on_a_refused_redis_password(client, monkeypatch):  # type: ignore[no-untyped-def]
+    """Wrong, the password made every limiter call fail and be admitted as in an outage: every limit off."""
+    from fastapi.testclient import TestClient
+
+    from crm_store.redis_auth import RedisPasswordRefused
+    from web_service.main import create_app
+
+    with redis_with_password("web-pass") as url:
+        monkeypatch.setenv("REDIS_URL", url)
+        monkeypatch.setenv("REDIS_PASSWORD", "not-web-pass")
+        get_settings.cache_clear()
+        with pytest.raises(RedisPasswordRefused):
+            with TestClient(create_app()):
+                pass
+    get_settings.cache_clear()

@@ -253,6 +253,16 @@ def test_the_guard_counts_in_a_redis_that_asks_for_a_password(monkeypatch) -> No
         assert asyncio.run(run()) == [None, None, REPLY_RATE_LIMITED, None]
 
 
+def test_the_guard_refuses_to_start_on_a_refused_redis_password() -> None:
+    """A refused password made every count fail and be admitted, as during an outage: the chat limits off."""
+    from crm_store.redis_auth import RedisPasswordRefused
+    from tests.redis_server import redis_with_password
+
+    with redis_with_password("guard-pass") as url:
+        with pytest.raises(RedisPasswordRefused):
+            InputGuard(GuardSettings(redis_url=url, redis_password="not-guard-pass"))
+
+
 CHANNELS_STARTED = """
 import asyncio, sys, types
 from sanic import Blueprint
