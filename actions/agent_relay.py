@@ -16,7 +16,7 @@ from crm_store.enums import HandoffStatus
 from crm_store.repositories.agent_replies import claim_agent_messages
 from crm_store.repositories.customers import get_customer
 from crm_store.repositories.handoffs import claim_bot_resume, get_active_handoff, get_latest_handoff
-from crm_store.repositories.timeout_notices import mark_told
+from crm_store.repositories.timeout_notices import mark_told, owed_notice
 from crm_store.repositories.users import get_user_by_username
 
 # Role words some accounts carry as their full name: no name to show a customer.
@@ -99,13 +99,17 @@ class ActionQueueTimeout(CrmAction):
         return "action_queue_timeout"
 
     def act(self, turn: Turn) -> list[EventType]:
-        handoff = get_latest_handoff(turn.session, conversation_id=turn.tracker.sender_id)
-        if handoff is None or handoff.status is not HandoffStatus.CALLBACK:
-            return []  # an agent took it meanwhile: stay paused
+        sender = turn.tracker.sender_id
+        handoff = owed_notice(turn.session, conversation_id=sender)
         # Recorded (conditionally) and committed before speaking: the sweeper retries a notice whose call
         # failed, and a retry that raced a slow first run, or followed one whose answer was lost, says nothing.
-        if not mark_told(turn.session, handoff_id=handoff.id):
-            return []
+        # At most once, then: if Rasa dies between this commit and the message, the notice is not said again.
+        if handoff is None or not mark_told(turn.session, handoff_id=handoff.id):
+            latest = get_latest_handoff(turn.session, conversation_id=sender)
+            # Nothing to say, but a callback's conversation is the bot's again: a retry whose first run was
+            # told but never reached Rasa's tracker (Rasa died) must still resume it, or it stays paused.
+            # An agent took it meanwhile (assigned) or it is queued: stay paused.
+            return [ConversationResumed()] if latest and latest.status is HandoffStatus.CALLBACK else []
         record = get_customer(turn.session, customer_id=handoff.customer_id) if handoff.customer_id else None
         how = (f"call you back on {record.phone}" if record and record.phone
                else f"e-mail you at {record.email}" if record else "get back to you")

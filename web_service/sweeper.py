@@ -28,6 +28,7 @@ from crm_store.locks import try_singleton
 from crm_store.models import utcnow
 from crm_store.repositories.handoffs import list_overdue_handoffs, move_to_callback
 from crm_store.repositories.timeout_notices import (
+    MAX_ATTEMPTS,
     DueNotice,
     pick_due_notices,
     record_notice_failure,
@@ -83,8 +84,9 @@ def tell_customers(settings: WebSettings, notices: list[DueNotice], *, now: dt.d
                 due = record_notice_failure(session, handoff_id=notice.handoff_id, now=now)
                 release_notices(session, handoff_ids=[n.handoff_id for n in notices[i + 1:]], now=now)
             if due is None:  # e.g. the action ran and recorded the notice, and only its answer was lost
-                logger.warning("Rasa failed for conversation %s (%s), whose notice is no longer owed (told, or "
-                               "taken by an agent)", notice.conversation_id, exc)
+                logger.warning("Rasa failed for conversation %s (%s), whose notice is no longer owed (told, "
+                               "taken by an agent, or given up after %d attempts)", notice.conversation_id, exc,
+                               MAX_ATTEMPTS)
             else:
                 logger.warning("could not tell conversation %s about its callback (attempt %d, next at %s): %s",
                                notice.conversation_id, notice.attempts + 1, due.isoformat(), exc)

@@ -32,6 +32,9 @@ MAX_RETRY = dt.timedelta(minutes=10)
 # A picked notice is not picked again for this long (another replica's sweep would call Rasa for it a second
 # time while the first call waits); if its picker dies before recording the outcome, it is due again after.
 LEASE = dt.timedelta(minutes=2)
+# After this many failed attempts (about an hour and a half of back-off) the notice is given up: "everyone is
+# busy" hours late would be wrong, and the callback itself stays on the agents' list.
+MAX_ATTEMPTS = 12
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ def record_notice_failure(session: Session, *, handoff_id: int, now: dt.datetime
     """Rasa could not tell the customer: one more failed attempt, due again after :func:`retry_delay`.
 
     Returns the new due time; None when the notice is no longer owed (told meanwhile, e.g. by a call whose
-    answer was lost, or taken by an agent), which is then left as it is.
+    answer was lost, or taken by an agent), which is then left as it is, or when this was attempt
+    :data:`MAX_ATTEMPTS` (the notice is given up: no longer due).
     """
     now = now or utcnow()
     attempts = session.scalar(
@@ -89,6 +93,11 @@ def record_notice_failure(session: Session, *, handoff_id: int, now: dt.datetime
         .with_for_update()
     )
     if attempts is None:
+        return None
+    if attempts + 1 >= MAX_ATTEMPTS:
+        session.execute(update(Handoff).where(Handoff.id == handoff_id)
+                        .values(timeout_notice_attempts=attempts + 1, timeout_notice_due_at=None)
+                        .execution_options(synchronize_session=False))
         return None
     due = now + retry_delay(attempts + 1)
     session.execute(update(Handoff).where(Handoff.id == handoff_id)
@@ -106,6 +115,16 @@ def release_notices(session: Session, *, handoff_ids: Iterable[int], now: dt.dat
     stmt = (update(Handoff).where(Handoff.id.in_(ids), Handoff.timeout_notice_due_at.is_not(None), *_owed())
             .values(timeout_notice_due_at=now or utcnow()).execution_options(synchronize_session=False))
     return session.execute(stmt).rowcount or 0
+
+
+def owed_notice(session: Session, *, conversation_id: str) -> Handoff | None:
+    """The conversation's handoff whose notice is owed (the sweeper made it due, nobody told it yet, still a
+    callback), oldest first; None if there is none. Not simply the latest handoff: a newer one (a safety
+    callback opened meanwhile, a new request) would be told in its place and the owed one retried for ever."""
+    return session.scalars(
+        select(Handoff).where(Handoff.conversation_id == conversation_id, Handoff.timeout_notice_due_at.is_not(None),
+                              *_owed()).order_by(Handoff.id).limit(1)
+    ).first()
 
 
 def mark_told(session: Session, *, handoff_id: int, now: dt.datetime | None = None) -> bool:

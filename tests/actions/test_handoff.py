@@ -315,7 +315,14 @@ def test_queue_timeout_resumes_the_bot_and_says_how_the_team_will_get_back(crm_u
     with session_scope(crm_url) as s:  # recorded before it was said: the sweeper's retries skip it
         handoff = s.scalars(select(Handoff).where(Handoff.conversation_id == SENDER)).one()
         assert handoff.timeout_told_at is not None and handoff.timeout_notice_due_at is None
-    # Run again (the sweeper's retry after the answer was lost, or racing a slow first run): says nothing.
+    # Run again (the sweeper's retry after the answer was lost, or racing a slow first run): says nothing, and
+    # still resumes the bot (if Rasa died before the first run's events reached the tracker, it would stay paused).
+    events, messages = run_action(ActionQueueTimeout(), tracker)
+    assert messages == [] and "resume" in [e["event"] for e in events]
+    with session_scope(crm_url) as s:  # an agent took the callback: the next run keeps the conversation paused
+        from crm_store.enums import HandoffStatus
+
+        s.scalars(select(Handoff).where(Handoff.conversation_id == SENDER)).one().status = HandoffStatus.ASSIGNED
     events, messages = run_action(ActionQueueTimeout(), tracker)
     assert messages == [] and "resume" not in [e["event"] for e in events]
 

@@ -114,6 +114,47 @@ def test_a_notice_told_whose_answer_was_lost_is_not_told_again(settings, rasa):
     assert calls(rasa, conversation) == 1 and told(rasa, conversation) == 1
 
 
+def test_the_owed_notice_is_told_not_a_newer_callback_of_the_same_conversation(settings, rasa):
+    """During the outage a newer callback (a safety callback opened when a push could not be delivered) was
+    added to the conversation: the action told that one, with its ticket, and the owed notice was retried for
+    ever. It now tells the handoff whose notice is owed."""
+    from crm_store.enums import HandoffReason, HandoffStatus
+
+    url, t0 = settings.database_url, utcnow()
+    handoff_id, conversation = overdue(url)
+    sweep_once(settings, now=t0)  # Rasa down: owed
+    with session_scope(url) as s:
+        newer = Handoff(conversation_id=conversation, channel="socketio", customer_id=2, status=HandoffStatus.CALLBACK,
+                        reason=HandoffReason.SAFETY_FAULT, trigger_key="safety_fault", summary="safety callback",
+                        first_response_due_at=t0, packet={})
+        s.add(newer)
+        s.flush()
+        newer_id = newer.id
+    rasa.mode = "up"
+    sweep_once(settings, now=t0 + dt.timedelta(minutes=1))
+    assert told(rasa, conversation) == 1
+    assert notice(url, handoff_id)[2] is not None and notice(url, handoff_id)[0] is None  # told, settled
+    assert notice(url, newer_id) == (None, 0, None)
+    sweep_once(settings, now=t0 + dt.timedelta(hours=2))
+    assert calls(rasa, conversation) == 2  # nothing owed any more: no endless retry
+
+
+def test_a_notice_rasa_never_takes_is_given_up_after_the_last_attempt(settings, rasa):
+    """Retried for ever, "everyone is busy" would arrive hours late; the callback stays on the agents' list."""
+    from crm_store.enums import HandoffStatus
+    from crm_store.repositories.timeout_notices import MAX_ATTEMPTS
+
+    url, now = settings.database_url, utcnow()
+    handoff_id, conversation = overdue(url)
+    for _ in range(MAX_ATTEMPTS + 3):
+        sweep_once(settings, now=now)
+        now += MAX_RETRY + dt.timedelta(seconds=1)
+    assert calls(rasa, conversation) == MAX_ATTEMPTS
+    assert notice(url, handoff_id) == (None, MAX_ATTEMPTS, None)
+    with session_scope(url) as s:
+        assert s.get(Handoff, handoff_id).status is HandoffStatus.CALLBACK
+
+
 def test_a_callback_an_agent_took_during_the_outage_is_not_told(settings, rasa):
     from crm_store.models import User
     from crm_store.repositories.handoffs import claim_handoff, get_handoff
