@@ -29,11 +29,13 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from crm_store.db import DEFAULT_DATABASE_URL, session_scope
 from crm_store.models import (
@@ -87,16 +89,28 @@ def take_lease(url: str, *, holder: str, period: dt.timedelta, now: dt.datetime 
             return False
 
 
-def _batched_delete(url: str, model: Any, *where: Any, batch: int = BATCH) -> int:
+def _in_batches(url: str, batch: Callable[[Session], tuple[int, int]]) -> int:
+    """Runs ``batch`` in a transaction of its own until it finds nothing; returns the rows it removed in all.
+    ``batch`` returns (rows it found, rows it removed)."""
     total = 0
     while True:
         with session_scope(url) as session:
-            ids = list(session.scalars(select(model.id).where(*where).limit(batch)))
-            if not ids:
-                return total
-            # The condition again on the DELETE: a row changed since it was read (a lock set on an auth
-            # failure meanwhile) is re-checked under its row lock and kept.
-            total += session.execute(delete(model).where(model.id.in_(ids), *where)).rowcount
+            found, removed = batch(session)
+        total += removed
+        if not found:
+            return total
+
+
+def _batched_delete(url: str, model: Any, *where: Any, batch: int = BATCH) -> int:
+    def one(session: Session) -> tuple[int, int]:
+        ids = list(session.scalars(select(model.id).where(*where).limit(batch)))
+        if not ids:
+            return 0, 0
+        # The condition again on the DELETE: a row changed since it was read (a lock set on an auth
+        # failure meanwhile) is re-checked under its row lock and kept.
+        return len(ids), session.execute(delete(model).where(model.id.in_(ids), *where)).rowcount
+
+    return _in_batches(url, one)
 
 
 def run_retention(url: str, *, settings: RetentionSettings | None = None, tracker: TrackerStore | None = None,
@@ -129,14 +143,12 @@ def run_retention(url: str, *, settings: RetentionSettings | None = None, tracke
                 changed = 0
         out["handoff_transcripts"] = changed
     if s.photos_days > 0:
-        out["photos"] = 0
-        while True:  # one transaction per batch: the photos and the ticket events that announced them
-            with session_scope(url) as session:
-                n = delete_attachments(session, Attachment.created_at < now - s.photos_days * days,
-                                       marker="[expired]", limit=PHOTO_BATCH)
-            out["photos"] += n
-            if n == 0:
-                break
+        def photos(session: Session) -> tuple[int, int]:  # the photos and the ticket events that announced them
+            n = delete_attachments(session, Attachment.created_at < now - s.photos_days * days,
+                                   marker="[expired]", limit=PHOTO_BATCH)
+            return n, n
+
+        out["photos"] = _in_batches(url, photos)
     if s.auth_failures_days > 0:
         # Never an active lock: ageing it out would lift a lock-out that only a success or staff may lift.
         out["auth_failures"] = _batched_delete(

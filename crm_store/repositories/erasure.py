@@ -291,12 +291,13 @@ def _handoffs(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, 
 
 def _tickets(session: Session, ctx: Context, **_: Any) -> tuple[int, dict[str, Any]]:
     tickets = list(session.scalars(select(Ticket).where(ticket_filter(ctx))))
+    words = ctx.needles + ctx.names  # the name too: these tickets are theirs
     for t in tickets:
         # Category, status, priority, source and times stay: counts and SLA figures survive.
         t.customer_id, t.device_id, t.description = None, None, ERASED
-        t.title = _scrub(t.title, ctx.needles + ctx.names) or ""
-        t.dedup_key = _scrub(t.dedup_key, ctx.needles + ctx.names) or ""
-        t.open_dedup_key = _scrub(t.open_dedup_key, ctx.needles + ctx.names)
+        t.title = _scrub(t.title, words) or ""
+        t.dedup_key = _scrub(t.dedup_key, words) or ""
+        t.open_dedup_key = _scrub(t.open_dedup_key, words)
     ids = [t.id for t in tickets]
     if ids:
         session.execute(update(TicketEvent).where(TicketEvent.ticket_id.in_(ids), TicketEvent.body != "")
